@@ -1,0 +1,829 @@
+//! Model bundle: the `wam.yaml` manifest and the ONNX files beside it (format in docs/bundle_format.md).
+//!
+//! Loading checks the manifest on its own (sizes, normalization, files present). The comparison of each
+//! stage's ONNX inputs and outputs with what the manifest implies lives here too, as plain data
+//! ([`TensorInfo`]), so it can be tested without ONNX Runtime; `runtime` feeds it the sessions' real outlets.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const MANIFEST_FILE: &str = "wam.yaml";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read model bundle file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model bundle manifest {path} is not valid: {source}")]
+    Yaml {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("model bundle manifest field `{field}`: {problem}")]
+    Field { field: String, problem: String },
+    #[error("model bundle stage `{stage}`, tensor `{tensor}`: {problem}")]
+    Tensor {
+        stage: String,
+        tensor: String,
+        problem: String,
+    },
+}
+
+fn field_err(field: impl Into<String>, problem: impl Into<String>) -> BundleError {
+    BundleError::Field {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub model_id: String,
+    pub cameras: Vec<CameraSpec>,
+    pub context_frames: usize,
+    pub image: ImageNorm,
+    pub state: StateSpec,
+    pub action: ActionSpec,
+    pub video: VideoSpec,
+    pub sampler: SamplerSpec,
+    pub instruction: InstructionSpec,
+    pub stages: Stages,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSpec {
+    pub name: String,
+    pub height: usize,
+    pub width: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageNorm {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    pub joints: Vec<String>,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    AbsoluteJointPosition,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    pub kind: ActionKind,
+    pub joints: Vec<String>,
+    pub horizon: usize,
+    pub dt: f64,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoSpec {
+    pub frames: usize,
+    pub latent_shape: Vec<usize>,
+    /// Seconds between predicted frames; defaults to the chunk's duration divided by `frames`.
+    #[serde(default)]
+    pub dt: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplerSpec {
+    pub steps: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TokenizerKind {
+    #[serde(rename = "vocab")]
+    Vocab,
+    #[serde(rename = "tokenizer.json")]
+    HuggingFace,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstructionSpec {
+    pub tokenizer: TokenizerKind,
+    pub file: String,
+    pub max_tokens: usize,
+    #[serde(default)]
+    pub pad_id: i64,
+    #[serde(default = "default_unk")]
+    pub unk_id: i64,
+}
+
+fn default_unk() -> i64 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stages {
+    pub encode: StageSpec<EncodeIn, EncodeOut>,
+    pub context: ContextStage,
+    pub denoise: StageSpec<DenoiseIn, DenoiseOut>,
+    #[serde(default)]
+    pub decode: Option<StageSpec<DecodeIn, DecodeOut>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec<I, O> {
+    pub file: String,
+    pub inputs: I,
+    pub outputs: O,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextStage {
+    pub file: String,
+    pub inputs: ContextIn,
+    /// Named tensors passed on to `denoise` inputs of the same names.
+    pub outputs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodeIn {
+    pub frames: String,
+}
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodeOut {
+    pub latents: String,
+}
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextIn {
+    pub latents: String,
+    pub state: String,
+    pub tokens: String,
+}
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenoiseIn {
+    pub actions: String,
+    pub video: String,
+    pub time: String,
+}
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenoiseOut {
+    pub actions: String,
+    pub video: String,
+}
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeIn {
+    pub latents: String,
+}
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeOut {
+    pub frames: String,
+}
+
+/// A loaded and self-consistent bundle.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// Sizes derived once from the manifest, used by every later stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    pub cameras: usize,
+    pub context_frames: usize,
+    pub height: usize,
+    pub width: usize,
+    pub state: usize,
+    pub horizon: usize,
+    pub action: usize,
+    pub video_frames: usize,
+    pub latent: [usize; 3],
+    pub tokens: usize,
+}
+
+impl Dims {
+    pub fn frame_len(&self) -> usize {
+        3 * self.height * self.width
+    }
+    pub fn latent_len(&self) -> usize {
+        self.latent.iter().product()
+    }
+    pub fn obs_frames_len(&self) -> usize {
+        self.cameras * self.context_frames * self.frame_len()
+    }
+    pub fn action_len(&self) -> usize {
+        self.horizon * self.action
+    }
+    pub fn video_latent_len(&self) -> usize {
+        self.cameras * self.video_frames * self.latent_len()
+    }
+    pub fn predicted_frames_len(&self) -> usize {
+        self.cameras * self.video_frames * self.frame_len()
+    }
+}
+
+impl Bundle {
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self, BundleError> {
+        let dir = dir.as_ref().to_path_buf();
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let manifest: Manifest =
+            serde_yaml::from_str(&text).map_err(|source| BundleError::Yaml { path, source })?;
+        let bundle = Bundle { dir, manifest };
+        bundle.validate()?;
+        Ok(bundle)
+    }
+
+    pub fn path_of(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    pub fn dims(&self) -> Dims {
+        let m = &self.manifest;
+        let first = &m.cameras[0];
+        Dims {
+            cameras: m.cameras.len(),
+            context_frames: m.context_frames,
+            height: first.height,
+            width: first.width,
+            state: m.state.joints.len(),
+            horizon: m.action.horizon,
+            action: m.action.joints.len(),
+            video_frames: m.video.frames,
+            latent: [
+                m.video.latent_shape[0],
+                m.video.latent_shape[1],
+                m.video.latent_shape[2],
+            ],
+            tokens: m.instruction.max_tokens,
+        }
+    }
+
+    /// Seconds between predicted video frames.
+    pub fn video_dt(&self) -> f64 {
+        let m = &self.manifest;
+        m.video
+            .dt
+            .unwrap_or(m.action.horizon as f64 * m.action.dt / m.video.frames as f64)
+    }
+
+    fn validate(&self) -> Result<(), BundleError> {
+        let m = &self.manifest;
+        if m.format_version != FORMAT_VERSION {
+            return Err(field_err(
+                "format_version",
+                format!("is {}, this node reads {FORMAT_VERSION}", m.format_version),
+            ));
+        }
+        if m.cameras.is_empty() {
+            return Err(field_err("cameras", "must list at least one camera"));
+        }
+        let first = &m.cameras[0];
+        for (i, cam) in m.cameras.iter().enumerate() {
+            if cam.name.is_empty() {
+                return Err(field_err(format!("cameras[{i}].name"), "is empty"));
+            }
+            if m.cameras[..i].iter().any(|c| c.name == cam.name) {
+                return Err(field_err(
+                    format!("cameras[{i}].name"),
+                    format!("`{}` appears twice", cam.name),
+                ));
+            }
+            if cam.height == 0 || cam.width == 0 {
+                return Err(field_err(
+                    format!("cameras[{i}]"),
+                    "height and width must be positive",
+                ));
+            }
+            if (cam.height, cam.width) != (first.height, first.width) {
+                return Err(field_err(
+                    format!("cameras[{i}]"),
+                    format!(
+                        "is {}x{} but cameras[0] is {}x{}; format version 1 needs one size for all cameras",
+                        cam.height, cam.width, first.height, first.width
+                    ),
+                ));
+            }
+        }
+        if m.context_frames == 0 {
+            return Err(field_err("context_frames", "must be at least 1"));
+        }
+        check_norm("image", &m.image.mean, &m.image.std, 3)?;
+        check_names("state.joints", &m.state.joints)?;
+        check_norm("state", &m.state.mean, &m.state.std, m.state.joints.len())?;
+        check_names("action.joints", &m.action.joints)?;
+        check_norm(
+            "action",
+            &m.action.mean,
+            &m.action.std,
+            m.action.joints.len(),
+        )?;
+        if m.action.horizon == 0 {
+            return Err(field_err("action.horizon", "must be at least 1"));
+        }
+        if !(m.action.dt.is_finite() && m.action.dt > 0.0) {
+            return Err(field_err(
+                "action.dt",
+                "must be a positive number of seconds",
+            ));
+        }
+        if m.video.frames == 0 {
+            return Err(field_err(
+                "video.frames",
+                "must be at least 1: a WAM predicts video together with actions",
+            ));
+        }
+        if m.video.latent_shape.len() != 3 || m.video.latent_shape.contains(&0) {
+            return Err(field_err(
+                "video.latent_shape",
+                "must be three positive sizes [C, h, w]",
+            ));
+        }
+        if let Some(dt) = m.video.dt {
+            if !(dt.is_finite() && dt > 0.0) {
+                return Err(field_err(
+                    "video.dt",
+                    "must be a positive number of seconds",
+                ));
+            }
+        }
+        if m.sampler.steps == 0 {
+            return Err(field_err("sampler.steps", "must be at least 1"));
+        }
+        if m.instruction.max_tokens == 0 {
+            return Err(field_err("instruction.max_tokens", "must be at least 1"));
+        }
+        self.check_file("instruction.file", &m.instruction.file)?;
+        self.check_file("stages.encode.file", &m.stages.encode.file)?;
+        self.check_file("stages.context.file", &m.stages.context.file)?;
+        self.check_file("stages.denoise.file", &m.stages.denoise.file)?;
+        if let Some(decode) = &m.stages.decode {
+            self.check_file("stages.decode.file", &decode.file)?;
+        }
+        if m.stages.context.outputs.is_empty() {
+            return Err(field_err(
+                "stages.context.outputs",
+                "must name at least one tensor passed to denoise",
+            ));
+        }
+        let d = &m.stages.denoise.inputs;
+        for out in &m.stages.context.outputs {
+            if [&d.actions, &d.video, &d.time].contains(&out) {
+                return Err(field_err(
+                    "stages.context.outputs",
+                    format!("`{out}` collides with a denoise input of another role"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_file(&self, field: &str, file: &str) -> Result<(), BundleError> {
+        let path = self.path_of(file);
+        if path.is_file() {
+            Ok(())
+        } else {
+            Err(field_err(
+                field,
+                format!("file {} does not exist", path.display()),
+            ))
+        }
+    }
+
+    /// What every stage's ONNX file must declare, derived from the manifest. Context outputs have shapes the
+    /// manifest does not fix; they are checked against the denoise inputs of the same name instead.
+    pub fn expected_tensors(&self) -> BTreeMap<&'static str, StageTensors> {
+        let m = &self.manifest;
+        let d = self.dims();
+        let (v, t, h, w) = (
+            d.cameras as i64,
+            d.context_frames as i64,
+            d.height as i64,
+            d.width as i64,
+        );
+        let [lc, lh, lw] = d.latent.map(|x| x as i64);
+        let f = d.video_frames as i64;
+        let latents = vec![1, v, t, lc, lh, lw];
+        let video = vec![1, v, f, lc, lh, lw];
+        let actions = vec![1, d.horizon as i64, d.action as i64];
+        let mut stages = BTreeMap::new();
+        stages.insert(
+            "encode",
+            StageTensors {
+                inputs: vec![TensorInfo::f32(
+                    &m.stages.encode.inputs.frames,
+                    vec![1, v, t, 3, h, w],
+                )],
+                outputs: vec![TensorInfo::f32(
+                    &m.stages.encode.outputs.latents,
+                    latents.clone(),
+                )],
+            },
+        );
+        let ci = &m.stages.context.inputs;
+        stages.insert(
+            "context",
+            StageTensors {
+                inputs: vec![
+                    TensorInfo::f32(&ci.latents, latents),
+                    TensorInfo::f32(&ci.state, vec![1, d.state as i64]),
+                    TensorInfo {
+                        name: ci.tokens.clone(),
+                        elem: ElemType::I64,
+                        shape: vec![1, d.tokens as i64],
+                    },
+                ],
+                outputs: Vec::new(),
+            },
+        );
+        let di = &m.stages.denoise.inputs;
+        let dout = &m.stages.denoise.outputs;
+        stages.insert(
+            "denoise",
+            StageTensors {
+                inputs: vec![
+                    TensorInfo::f32(&di.actions, actions.clone()),
+                    TensorInfo::f32(&di.video, video.clone()),
+                    TensorInfo::f32(&di.time, vec![1]),
+                ],
+                outputs: vec![
+                    TensorInfo::f32(&dout.actions, actions),
+                    TensorInfo::f32(&dout.video, video.clone()),
+                ],
+            },
+        );
+        if let Some(dec) = &m.stages.decode {
+            stages.insert(
+                "decode",
+                StageTensors {
+                    inputs: vec![TensorInfo::f32(&dec.inputs.latents, video)],
+                    outputs: vec![TensorInfo::f32(&dec.outputs.frames, vec![1, v, f, 3, h, w])],
+                },
+            );
+        }
+        stages
+    }
+}
+
+fn check_names(field: &str, names: &[String]) -> Result<(), BundleError> {
+    if names.is_empty() {
+        return Err(field_err(field, "must list at least one joint"));
+    }
+    for (i, n) in names.iter().enumerate() {
+        if n.is_empty() || names[..i].contains(n) {
+            return Err(field_err(
+                format!("{field}[{i}]"),
+                format!("`{n}` is empty or appears twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_norm(prefix: &str, mean: &[f32], std: &[f32], len: usize) -> Result<(), BundleError> {
+    if mean.len() != len {
+        return Err(field_err(
+            format!("{prefix}.mean"),
+            format!("has {} entries, expected {len}", mean.len()),
+        ));
+    }
+    if std.len() != len {
+        return Err(field_err(
+            format!("{prefix}.std"),
+            format!("has {} entries, expected {len}", std.len()),
+        ));
+    }
+    if let Some(i) = mean.iter().position(|x| !x.is_finite()) {
+        return Err(field_err(format!("{prefix}.mean[{i}]"), "must be finite"));
+    }
+    if let Some(i) = std.iter().position(|x| !(x.is_finite() && *x > 0.0)) {
+        return Err(field_err(
+            format!("{prefix}.std[{i}]"),
+            "must be a positive finite number",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElemType {
+    F32,
+    F16,
+    F64,
+    I64,
+    I32,
+    U8,
+    Bool,
+    Other,
+}
+
+impl fmt::Display for ElemType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ElemType::F32 => "float32",
+            ElemType::F16 => "float16",
+            ElemType::F64 => "float64",
+            ElemType::I64 => "int64",
+            ElemType::I32 => "int32",
+            ElemType::U8 => "uint8",
+            ElemType::Bool => "bool",
+            ElemType::Other => "another type",
+        };
+        f.write_str(s)
+    }
+}
+
+/// One declared tensor: a name, an element type and a shape (`-1` for a dynamic dimension).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub elem: ElemType,
+    pub shape: Vec<i64>,
+}
+
+impl TensorInfo {
+    pub fn f32(name: &str, shape: Vec<i64>) -> Self {
+        TensorInfo {
+            name: name.to_string(),
+            elem: ElemType::F32,
+            shape,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageTensors {
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+}
+
+fn shape_str(s: &[i64]) -> String {
+    let dims: Vec<String> = s
+        .iter()
+        .map(|d| {
+            if *d < 0 {
+                "?".to_string()
+            } else {
+                d.to_string()
+            }
+        })
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// Checks one declared tensor of an ONNX file against what the manifest implies.
+pub fn compare_tensor(
+    stage: &str,
+    direction: &str,
+    expected: &TensorInfo,
+    actual: &[TensorInfo],
+) -> Result<(), BundleError> {
+    let err = |problem: String| BundleError::Tensor {
+        stage: stage.to_string(),
+        tensor: expected.name.clone(),
+        problem,
+    };
+    let Some(found) = actual.iter().find(|a| a.name == expected.name) else {
+        let names: Vec<&str> = actual.iter().map(|a| a.name.as_str()).collect();
+        return Err(err(format!(
+            "the manifest names this {direction} but the ONNX file has no such {direction} (it has: {})",
+            names.join(", ")
+        )));
+    };
+    if found.elem != expected.elem {
+        return Err(err(format!(
+            "element type is {} in the ONNX file, expected {}",
+            found.elem, expected.elem
+        )));
+    }
+    if found.shape.len() != expected.shape.len() {
+        return Err(err(format!(
+            "rank is {} ({}) in the ONNX file, expected {} ({})",
+            found.shape.len(),
+            shape_str(&found.shape),
+            expected.shape.len(),
+            shape_str(&expected.shape)
+        )));
+    }
+    for (axis, (f, e)) in found.shape.iter().zip(&expected.shape).enumerate() {
+        // A dynamic dimension in the file accepts the size the manifest fixes.
+        if *f >= 0 && *e >= 0 && f != e {
+            return Err(err(format!(
+                "dimension {axis} is {f} in the ONNX file, expected {e} (file shape {}, expected {})",
+                shape_str(&found.shape),
+                shape_str(&expected.shape)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a stage's ONNX inputs and outputs against the expected ones; every input the file requires must be
+/// one the node feeds.
+pub fn check_stage(
+    stage: &str,
+    expected: &StageTensors,
+    actual: &StageTensors,
+) -> Result<(), BundleError> {
+    for e in &expected.inputs {
+        compare_tensor(stage, "input", e, &actual.inputs)?;
+    }
+    for e in &expected.outputs {
+        compare_tensor(stage, "output", e, &actual.outputs)?;
+    }
+    if let Some(extra) = actual
+        .inputs
+        .iter()
+        .find(|a| !expected.inputs.iter().any(|e| e.name == a.name))
+    {
+        return Err(BundleError::Tensor {
+            stage: stage.to_string(),
+            tensor: extra.name.clone(),
+            problem: "the ONNX file requires this input but the manifest does not name it".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Context outputs are fed to denoise by name: each must exist in the context file, be fully fixed, and match
+/// the denoise input of the same name. Returns the shapes, for preallocation.
+pub fn check_context_outputs(
+    names: &[String],
+    context_outputs: &[TensorInfo],
+    denoise_inputs: &[TensorInfo],
+) -> Result<Vec<TensorInfo>, BundleError> {
+    let mut resolved = Vec::with_capacity(names.len());
+    for name in names {
+        let err = |stage: &str, problem: String| BundleError::Tensor {
+            stage: stage.to_string(),
+            tensor: name.clone(),
+            problem,
+        };
+        let Some(out) = context_outputs.iter().find(|o| &o.name == name) else {
+            return Err(err(
+                "context",
+                "the manifest lists this output but the ONNX file has no such output".into(),
+            ));
+        };
+        if out.shape.iter().any(|d| *d < 0) {
+            return Err(err(
+                "context",
+                format!(
+                    "output shape {} has a dynamic dimension; context outputs must be fixed",
+                    shape_str(&out.shape)
+                ),
+            ));
+        }
+        if out.elem != ElemType::F32 && out.elem != ElemType::I64 {
+            return Err(err(
+                "context",
+                format!(
+                    "element type {} is not supported (float32 or int64)",
+                    out.elem
+                ),
+            ));
+        }
+        compare_tensor("denoise", "input", out, denoise_inputs)?;
+        resolved.push(out.clone());
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str, elem: ElemType, shape: &[i64]) -> TensorInfo {
+        TensorInfo {
+            name: name.into(),
+            elem,
+            shape: shape.to_vec(),
+        }
+    }
+
+    #[test]
+    fn tensor_comparison_names_each_kind_of_mismatch() {
+        let expected = t("frames", ElemType::F32, &[1, 2, 2, 3, 32, 32]);
+        let missing = compare_tensor("encode", "input", &expected, &[t("x", ElemType::F32, &[1])])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("stage `encode`")
+                && missing.contains("`frames`")
+                && missing.contains("has: x"),
+            "{missing}"
+        );
+        let dtype = compare_tensor(
+            "encode",
+            "input",
+            &expected,
+            &[t("frames", ElemType::F16, &[1, 2, 2, 3, 32, 32])],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            dtype.contains("float16") && dtype.contains("expected float32"),
+            "{dtype}"
+        );
+        let rank = compare_tensor(
+            "encode",
+            "input",
+            &expected,
+            &[t("frames", ElemType::F32, &[1, 3, 32, 32])],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(rank.contains("rank is 4"), "{rank}");
+        let dim = compare_tensor(
+            "encode",
+            "input",
+            &expected,
+            &[t("frames", ElemType::F32, &[1, 2, 2, 3, 64, 32])],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            dim.contains("dimension 4 is 64") && dim.contains("expected 32"),
+            "{dim}"
+        );
+        // Dynamic dimensions accept the manifest's size.
+        compare_tensor(
+            "encode",
+            "input",
+            &expected,
+            &[t("frames", ElemType::F32, &[-1, 2, 2, 3, -1, 32])],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn stage_with_unfed_input_is_refused() {
+        let expected = StageTensors {
+            inputs: vec![t("a", ElemType::F32, &[1])],
+            outputs: vec![],
+        };
+        let actual = StageTensors {
+            inputs: vec![t("a", ElemType::F32, &[1]), t("b", ElemType::F32, &[1])],
+            outputs: vec![],
+        };
+        let e = check_stage("denoise", &expected, &actual)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`b`") && e.contains("does not name it"), "{e}");
+    }
+
+    #[test]
+    fn context_outputs_must_match_denoise_inputs() {
+        let names = vec!["cache".to_string()];
+        let ctx = [t("cache", ElemType::F32, &[1, 16])];
+        check_context_outputs(&names, &ctx, &[t("cache", ElemType::F32, &[1, 16])]).unwrap();
+        let e = check_context_outputs(&names, &ctx, &[t("cache", ElemType::F32, &[1, 8])])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("stage `denoise`") && e.contains("dimension 1 is 8"),
+            "{e}"
+        );
+        let e = check_context_outputs(&names, &[t("cache", ElemType::F32, &[1, -1])], &ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dynamic"), "{e}");
+        let e = check_context_outputs(&names, &[], &ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("stage `context`") && e.contains("no such output"),
+            "{e}"
+        );
+    }
+}

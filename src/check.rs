@@ -1,0 +1,121 @@
+//! `check <bundle>`: load a bundle, validate it against its ONNX files, run inferences on synthetic input
+//! and print per-stage latency and the execution provider: how a user checks an exported model.
+
+use anyhow::{bail, Context};
+use wam_policy::bundle::Bundle;
+use wam_policy::config::{NodeConfig, ParamValue, Params};
+use wam_policy::policy::Policy;
+use wam_policy::stats::LatencyWindow;
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let mut params = Params::new();
+    let mut runs = 10usize;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--providers" => {
+                let list = value("--providers")?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
+                params.insert("providers".into(), ParamValue::StringArray(list));
+            }
+            "--steps" => {
+                let k: i64 = value("--steps")?
+                    .parse()
+                    .context("--steps expects an integer")?;
+                params.insert("sampler_steps".into(), ParamValue::Integer(k));
+            }
+            "--runs" => {
+                runs = value("--runs")?
+                    .parse()
+                    .context("--runs expects an integer")?
+            }
+            "--require-accelerator" => {
+                params.insert("require_accelerator".into(), ParamValue::Bool(true));
+            }
+            other if other.starts_with("--") => bail!("unknown option {other}"),
+            path => {
+                params.insert("bundle_path".into(), ParamValue::String(path.to_string()));
+            }
+        }
+    }
+    if !params.contains_key("bundle_path") {
+        bail!("usage: wam_policy_node check <bundle_dir> [--providers tensorrt,cuda,cpu] [--steps K] [--runs N]");
+    }
+    let cfg = NodeConfig::from_params(&params)?;
+    let bundle = Bundle::load(&cfg.bundle_path)?;
+    let mut policy = Policy::start(&bundle, &cfg)?;
+    let d = *policy.dims();
+    println!("bundle      {}", bundle.dir.display());
+    println!("model_id    {}", policy.model_id);
+    println!("provider    {}", policy.provider_name());
+    println!(
+        "inputs      {} cameras x {} frames of {}x{}, {} state joints, {} instruction tokens",
+        d.cameras, d.context_frames, d.height, d.width, d.state, d.tokens
+    );
+    println!(
+        "outputs     {} steps x {} joints, {} predicted frames per camera{}",
+        d.horizon,
+        d.action,
+        d.video_frames,
+        if policy.has_decoder() {
+            ""
+        } else {
+            " (no decode stage)"
+        }
+    );
+    println!("denoising   {} Euler steps", policy.sampler_steps());
+    let mut input = policy.new_input();
+    input
+        .state
+        .iter_mut()
+        .zip(&bundle.manifest.state.mean)
+        .for_each(|(q, m)| *q = f64::from(*m));
+    policy.tokenize("", &mut input.tokens)?;
+    let mut output = policy.new_output();
+    let names = ["encode", "context", "denoise", "decode", "total"];
+    let mut windows: Vec<LatencyWindow> = names
+        .iter()
+        .map(|_| LatencyWindow::new(runs.max(1)))
+        .collect();
+    for _ in 0..runs.max(1) {
+        let t = policy.process(&input, &mut output)?;
+        for (w, v) in
+            windows
+                .iter_mut()
+                .zip([t.encode_s, t.context_s, t.denoise_s, t.decode_s, t.total_s])
+        {
+            w.record(v);
+        }
+    }
+    println!(
+        "\n{:<10} {:>10} {:>10} {:>10}   ({} runs after warm-up)",
+        "stage",
+        "p50 ms",
+        "p95 ms",
+        "max ms",
+        runs.max(1)
+    );
+    for (name, w) in names.iter().zip(windows.iter_mut()) {
+        println!(
+            "{:<10} {:>10.3} {:>10.3} {:>10.3}",
+            name,
+            w.percentile(50.0) * 1e3,
+            w.percentile(95.0) * 1e3,
+            w.max() * 1e3
+        );
+    }
+    let finite = output.actions.iter().all(|a| a.is_finite());
+    println!("\nfirst action step: {:?}", &output.actions[..d.action]);
+    if !finite {
+        bail!("the model produced non-finite actions");
+    }
+    println!("OK");
+    Ok(())
+}

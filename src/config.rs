@@ -1,0 +1,577 @@
+//! Node parameters: read once at start-up from a flat name -> value map (what the ROS layer gets from the
+//! params file), validated, and refused with a message naming the parameter and what it expects.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A parameter value as ROS delivers it, independent of r2r so the parsing is testable without ROS.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    Bool(bool),
+    Integer(i64),
+    Double(f64),
+    String(String),
+    BoolArray(Vec<bool>),
+    IntegerArray(Vec<i64>),
+    DoubleArray(Vec<f64>),
+    StringArray(Vec<String>),
+}
+
+impl ParamValue {
+    fn type_name(&self) -> &'static str {
+        match self {
+            ParamValue::Bool(_) => "bool",
+            ParamValue::Integer(_) => "integer",
+            ParamValue::Double(_) => "double",
+            ParamValue::String(_) => "string",
+            ParamValue::BoolArray(_) => "bool array",
+            ParamValue::IntegerArray(_) => "integer array",
+            ParamValue::DoubleArray(_) => "double array",
+            ParamValue::StringArray(_) => "string array",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("parameter `{name}`: {problem}")]
+pub struct ParamError {
+    pub name: String,
+    pub problem: String,
+}
+
+fn perr(name: &str, problem: impl Into<String>) -> ParamError {
+    ParamError {
+        name: name.to_string(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    TensorRt,
+    Cuda,
+    Cpu,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::TensorRt => "tensorrt",
+            Provider::Cuda => "cuda",
+            Provider::Cpu => "cpu",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tensorrt" => Some(Provider::TensorRt),
+            "cuda" => Some(Provider::Cuda),
+            "cpu" => Some(Provider::Cpu),
+            _ => None,
+        }
+    }
+}
+
+/// How the model runs: providers in order of preference and their options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    pub providers: Vec<Provider>,
+    pub require_accelerator: bool,
+    pub device_id: i32,
+    pub fp16: bool,
+    /// TensorRT engine and timing caches; engine builds take minutes, so they are kept between runs.
+    pub trt_cache_dir: PathBuf,
+    pub intra_op_threads: usize,
+    pub warmup_runs: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            providers: vec![Provider::TensorRt, Provider::Cuda, Provider::Cpu],
+            require_accelerator: false,
+            device_id: 0,
+            fp16: false,
+            trt_cache_dir: std::env::temp_dir().join("wam_policy_trt_cache"),
+            intra_op_threads: 0,
+            warmup_runs: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CameraTransport {
+    Raw,
+    Compressed,
+}
+
+/// Per-joint limits the safety layer enforces, in the order of `joint_names`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JointLimits {
+    pub lower: Vec<f64>,
+    pub upper: Vec<f64>,
+    pub max_velocity: Vec<f64>,
+    /// Largest allowed distance between the measured position and a chunk's first point.
+    pub max_jump: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    pub bundle_path: PathBuf,
+    /// Camera names, in the bundle's order; each must be a camera the bundle declares.
+    pub camera_names: Vec<String>,
+    pub camera_topics: Vec<String>,
+    pub camera_transport: CameraTransport,
+    pub joint_states_topic: String,
+    /// Robot joint name for each of the bundle's state joints (empty: the bundle's names).
+    pub joint_names: Vec<String>,
+    pub trajectory_topic: String,
+    pub instruction_topic: String,
+    pub instruction: String,
+    pub enabled_at_start: bool,
+    pub sync_slop_s: f64,
+    pub max_image_age_s: f64,
+    pub max_joint_state_age_s: f64,
+    /// Start the next inference when less than this much of the active chunk is left; negative: derived
+    /// from the measured latency plus `replan_margin_s`.
+    pub replan_threshold_s: f64,
+    pub replan_margin_s: f64,
+    pub control_period_s: f64,
+    pub status_period_s: f64,
+    pub sampler_steps: usize,
+    pub seed: u64,
+    pub publish_predicted_frames: bool,
+    pub limits: Option<JointLimits>,
+    pub runtime: RuntimeConfig,
+}
+
+/// Every parameter the node reads, with a short description of what it expects (used in errors and docs).
+pub const PARAMETERS: &[(&str, &str)] = &[
+    ("bundle_path", "string: folder of the model bundle (holds wam.yaml)"),
+    ("camera_names", "string array: the bundle's camera names, in any order (default: all of them)"),
+    ("camera_topics", "string array: one image topic per entry of camera_names (default: cameras/<name>/image_raw)"),
+    ("camera_transport", "string: `raw` (sensor_msgs/Image) or `compressed` (sensor_msgs/CompressedImage, jpeg/png)"),
+    ("joint_states_topic", "string: sensor_msgs/JointState topic"),
+    ("joint_names", "string array: the robot's name for each of the bundle's state joints, in the bundle's order"),
+    ("trajectory_topic", "string: trajectory_msgs/JointTrajectory command topic"),
+    ("instruction_topic", "string: std_msgs/String instruction topic"),
+    ("instruction", "string: instruction used until one arrives on the topic"),
+    ("enabled_at_start", "bool: publish commands without a call to ~/enable"),
+    ("sync_slop_s", "double > 0: largest gap between a frame's stamp and the joint state used for it"),
+    ("max_image_age_s", "double > 0: a camera whose newest frame is older is stale"),
+    ("max_joint_state_age_s", "double > 0: joint states older than this are stale"),
+    ("replan_threshold_s", "double: start the next chunk when less than this is left; < 0 derives it from latency"),
+    ("replan_margin_s", "double >= 0: margin added to the measured latency when the threshold is derived"),
+    ("control_period_s", "double > 0: period of the node's control loop"),
+    ("status_period_s", "double > 0: period of ~/status"),
+    ("sampler_steps", "integer >= 0: denoising steps (0: the bundle's default)"),
+    ("seed", "integer >= 0: seed of the sampler's noise"),
+    ("publish_predicted_frames", "bool: publish predicted frames and the preview image"),
+    ("joint_limits.lower", "double array: lower position limit per joint of joint_names"),
+    ("joint_limits.upper", "double array: upper position limit per joint"),
+    ("joint_limits.max_velocity", "double array: velocity limit per joint (> 0)"),
+    ("joint_limits.max_jump", "double > 0: largest distance from the measured state to a chunk's first point"),
+    ("providers", "string array: execution providers in order of preference, of tensorrt, cuda, cpu"),
+    ("require_accelerator", "bool: refuse to start when only the CPU provider can be used"),
+    ("device_id", "integer >= 0: GPU index for cuda/tensorrt"),
+    ("fp16", "bool: let TensorRT use fp16"),
+    ("trt_cache_dir", "string: folder for TensorRT engine and timing caches"),
+    ("intra_op_threads", "integer >= 0: ONNX Runtime intra-op threads (0: its default)"),
+    ("warmup_runs", "integer >= 0: inferences at start-up that are not counted in latency"),
+    ("use_sim_time", "bool: follow /clock"),
+];
+
+pub type Params = BTreeMap<String, ParamValue>;
+
+struct Reader<'a> {
+    params: &'a Params,
+}
+
+impl Reader<'_> {
+    fn get(&self, name: &str) -> Option<&ParamValue> {
+        self.params.get(name)
+    }
+    fn string(&self, name: &str, default: &str) -> Result<String, ParamError> {
+        match self.get(name) {
+            None => Ok(default.to_string()),
+            Some(ParamValue::String(s)) => Ok(s.clone()),
+            Some(v) => Err(perr(
+                name,
+                format!("expected a string, got {}", v.type_name()),
+            )),
+        }
+    }
+    fn boolean(&self, name: &str, default: bool) -> Result<bool, ParamError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(ParamValue::Bool(b)) => Ok(*b),
+            Some(v) => Err(perr(
+                name,
+                format!("expected a bool, got {}", v.type_name()),
+            )),
+        }
+    }
+    fn double(&self, name: &str, default: f64) -> Result<f64, ParamError> {
+        let v = match self.get(name) {
+            None => default,
+            Some(ParamValue::Double(d)) => *d,
+            Some(ParamValue::Integer(i)) => *i as f64,
+            Some(v) => {
+                return Err(perr(
+                    name,
+                    format!("expected a double, got {}", v.type_name()),
+                ))
+            }
+        };
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(perr(name, "expected a finite number"))
+        }
+    }
+    fn positive(&self, name: &str, default: f64) -> Result<f64, ParamError> {
+        let v = self.double(name, default)?;
+        if v > 0.0 {
+            Ok(v)
+        } else {
+            Err(perr(name, format!("expected a number > 0, got {v}")))
+        }
+    }
+    fn count(&self, name: &str, default: u64) -> Result<u64, ParamError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(ParamValue::Integer(i)) if *i >= 0 => Ok(*i as u64),
+            Some(ParamValue::Integer(i)) => {
+                Err(perr(name, format!("expected an integer >= 0, got {i}")))
+            }
+            Some(v) => Err(perr(
+                name,
+                format!("expected an integer, got {}", v.type_name()),
+            )),
+        }
+    }
+    fn strings(&self, name: &str) -> Result<Option<Vec<String>>, ParamError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(ParamValue::StringArray(v)) => Ok(Some(v.clone())),
+            Some(v) => Err(perr(
+                name,
+                format!("expected a string array, got {}", v.type_name()),
+            )),
+        }
+    }
+    fn doubles(&self, name: &str) -> Result<Option<Vec<f64>>, ParamError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(ParamValue::DoubleArray(v)) => {
+                if v.iter().all(|x| x.is_finite()) {
+                    Ok(Some(v.clone()))
+                } else {
+                    Err(perr(name, "expected finite numbers"))
+                }
+            }
+            Some(ParamValue::IntegerArray(v)) => Ok(Some(v.iter().map(|x| *x as f64).collect())),
+            Some(v) => Err(perr(
+                name,
+                format!("expected a double array, got {}", v.type_name()),
+            )),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Parses and validates the parameters. Names not in [`PARAMETERS`] are refused: a typo in a params
+    /// file must not silently fall back to a default.
+    pub fn from_params(params: &Params) -> Result<Self, ParamError> {
+        for name in params.keys() {
+            if !PARAMETERS.iter().any(|(known, _)| known == name)
+                && !name.starts_with("qos_overrides.")
+            {
+                let known: Vec<&str> = PARAMETERS.iter().map(|(n, _)| *n).collect();
+                return Err(perr(
+                    name,
+                    format!(
+                        "is not a parameter of this node (known: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        let r = Reader { params };
+        let bundle_path = r.string("bundle_path", "")?;
+        if bundle_path.is_empty() {
+            return Err(perr(
+                "bundle_path",
+                "is required: the folder of a model bundle holding wam.yaml",
+            ));
+        }
+        let camera_names = r.strings("camera_names")?.unwrap_or_default();
+        let camera_topics = match r.strings("camera_topics")? {
+            Some(t) => {
+                if t.len() != camera_names.len() {
+                    return Err(perr(
+                        "camera_topics",
+                        format!(
+                            "has {} entries but camera_names has {}; give one topic per camera",
+                            t.len(),
+                            camera_names.len()
+                        ),
+                    ));
+                }
+                if let Some(i) = t.iter().position(|s| s.is_empty()) {
+                    return Err(perr("camera_topics", format!("entry {i} is empty")));
+                }
+                t
+            }
+            None => camera_names
+                .iter()
+                .map(|n| format!("cameras/{n}/image_raw"))
+                .collect(),
+        };
+        let camera_transport = match r.string("camera_transport", "raw")?.as_str() {
+            "raw" => CameraTransport::Raw,
+            "compressed" => CameraTransport::Compressed,
+            other => {
+                return Err(perr(
+                    "camera_transport",
+                    format!("expected `raw` or `compressed`, got `{other}`"),
+                ))
+            }
+        };
+        let providers = match r.strings("providers")? {
+            None => RuntimeConfig::default().providers,
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(perr(
+                        "providers",
+                        "expected at least one of tensorrt, cuda, cpu",
+                    ));
+                }
+                let mut out = Vec::new();
+                for p in &list {
+                    let prov = Provider::parse(p).ok_or_else(|| {
+                        perr(
+                            "providers",
+                            format!("`{p}` is not a provider; expected tensorrt, cuda or cpu"),
+                        )
+                    })?;
+                    if out.contains(&prov) {
+                        return Err(perr("providers", format!("`{p}` appears twice")));
+                    }
+                    out.push(prov);
+                }
+                out
+            }
+        };
+        let device_id = r.count("device_id", 0)?;
+        let runtime = RuntimeConfig {
+            providers,
+            require_accelerator: r.boolean("require_accelerator", false)?,
+            device_id: i32::try_from(device_id).map_err(|_| perr("device_id", "is too large"))?,
+            fp16: r.boolean("fp16", false)?,
+            trt_cache_dir: match r.string("trt_cache_dir", "")? {
+                s if s.is_empty() => RuntimeConfig::default().trt_cache_dir,
+                s => PathBuf::from(s),
+            },
+            intra_op_threads: r.count("intra_op_threads", 0)? as usize,
+            warmup_runs: r.count("warmup_runs", 2)? as usize,
+        };
+        let joint_names = r.strings("joint_names")?.unwrap_or_default();
+        let limits = read_limits(&r, joint_names.len())?;
+        let cfg = NodeConfig {
+            bundle_path: PathBuf::from(bundle_path),
+            camera_names,
+            camera_topics,
+            camera_transport,
+            joint_states_topic: non_empty(&r, "joint_states_topic", "joint_states")?,
+            joint_names,
+            trajectory_topic: non_empty(&r, "trajectory_topic", "joint_trajectory")?,
+            instruction_topic: non_empty(&r, "instruction_topic", "instruction")?,
+            instruction: r.string("instruction", "")?,
+            enabled_at_start: r.boolean("enabled_at_start", false)?,
+            sync_slop_s: r.positive("sync_slop_s", 0.05)?,
+            max_image_age_s: r.positive("max_image_age_s", 0.5)?,
+            max_joint_state_age_s: r.positive("max_joint_state_age_s", 0.25)?,
+            replan_threshold_s: r.double("replan_threshold_s", -1.0)?,
+            replan_margin_s: {
+                let m = r.double("replan_margin_s", 0.05)?;
+                if m < 0.0 {
+                    return Err(perr(
+                        "replan_margin_s",
+                        format!("expected a number >= 0, got {m}"),
+                    ));
+                }
+                m
+            },
+            control_period_s: r.positive("control_period_s", 0.005)?,
+            status_period_s: r.positive("status_period_s", 0.1)?,
+            sampler_steps: r.count("sampler_steps", 0)? as usize,
+            seed: r.count("seed", 0)?,
+            publish_predicted_frames: r.boolean("publish_predicted_frames", true)?,
+            limits,
+            runtime,
+        };
+        Ok(cfg)
+    }
+}
+
+fn non_empty(r: &Reader<'_>, name: &str, default: &str) -> Result<String, ParamError> {
+    let s = r.string(name, default)?;
+    if s.is_empty() {
+        Err(perr(name, "must not be empty"))
+    } else {
+        Ok(s)
+    }
+}
+
+fn read_limits(r: &Reader<'_>, joints: usize) -> Result<Option<JointLimits>, ParamError> {
+    let lower = r.doubles("joint_limits.lower")?;
+    let upper = r.doubles("joint_limits.upper")?;
+    let max_velocity = r.doubles("joint_limits.max_velocity")?;
+    let max_jump = r.positive("joint_limits.max_jump", 0.5)?;
+    let (lower, upper, max_velocity) =
+        match (lower, upper, max_velocity) {
+            (None, None, None) => return Ok(None),
+            (Some(l), Some(u), Some(v)) => (l, u, v),
+            _ => return Err(perr(
+                "joint_limits",
+                "set joint_limits.lower, joint_limits.upper and joint_limits.max_velocity together",
+            )),
+        };
+    if joints == 0 {
+        return Err(perr(
+            "joint_names",
+            "is required when joint_limits are given: the limits follow its order",
+        ));
+    }
+    for (name, v) in [
+        ("joint_limits.lower", &lower),
+        ("joint_limits.upper", &upper),
+        ("joint_limits.max_velocity", &max_velocity),
+    ] {
+        if v.len() != joints {
+            return Err(perr(
+                name,
+                format!(
+                    "has {} entries, expected one per joint_names entry ({joints})",
+                    v.len()
+                ),
+            ));
+        }
+    }
+    if let Some(i) = (0..joints).find(|&i| lower[i] >= upper[i]) {
+        return Err(perr(
+            "joint_limits.lower",
+            format!(
+                "entry {i} ({}) is not below joint_limits.upper ({})",
+                lower[i], upper[i]
+            ),
+        ));
+    }
+    if let Some(i) = max_velocity.iter().position(|v| *v <= 0.0) {
+        return Err(perr(
+            "joint_limits.max_velocity",
+            format!("entry {i} must be > 0"),
+        ));
+    }
+    Ok(Some(JointLimits {
+        lower,
+        upper,
+        max_velocity,
+        max_jump,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Params {
+        let mut p = Params::new();
+        p.insert("bundle_path".into(), ParamValue::String("/b".into()));
+        p
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = NodeConfig::from_params(&base()).unwrap();
+        assert_eq!(
+            c.runtime.providers,
+            vec![Provider::TensorRt, Provider::Cuda, Provider::Cpu]
+        );
+        assert!(!c.enabled_at_start);
+        assert!(c.limits.is_none());
+    }
+
+    #[test]
+    fn each_bad_value_names_its_parameter() {
+        let cases: Vec<(&str, ParamValue, &str)> = vec![
+            ("bundle_path", ParamValue::String(String::new()), "required"),
+            ("sync_slop_s", ParamValue::Double(-1.0), "> 0"),
+            (
+                "sync_slop_s",
+                ParamValue::String("x".into()),
+                "expected a double",
+            ),
+            (
+                "providers",
+                ParamValue::StringArray(vec!["rocm".into()]),
+                "not a provider",
+            ),
+            ("providers", ParamValue::StringArray(vec![]), "at least one"),
+            ("camera_transport", ParamValue::String("h264".into()), "raw"),
+            ("seed", ParamValue::Integer(-3), ">= 0"),
+            (
+                "camera_topics",
+                ParamValue::StringArray(vec!["a".into()]),
+                "camera_names has 0",
+            ),
+            (
+                "joint_states_topic",
+                ParamValue::String(String::new()),
+                "empty",
+            ),
+            ("bogus_param", ParamValue::Bool(true), "not a parameter"),
+        ];
+        for (name, value, needle) in cases {
+            let mut p = base();
+            p.insert(name.into(), value);
+            let e = NodeConfig::from_params(&p).unwrap_err();
+            assert_eq!(e.name, name);
+            assert!(e.to_string().contains(needle), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn limits_are_checked_per_joint() {
+        let mut p = base();
+        p.insert(
+            "joint_names".into(),
+            ParamValue::StringArray(vec!["a".into(), "b".into()]),
+        );
+        p.insert(
+            "joint_limits.lower".into(),
+            ParamValue::DoubleArray(vec![-1.0, -1.0]),
+        );
+        p.insert(
+            "joint_limits.upper".into(),
+            ParamValue::DoubleArray(vec![1.0, -2.0]),
+        );
+        p.insert(
+            "joint_limits.max_velocity".into(),
+            ParamValue::DoubleArray(vec![1.0, 1.0]),
+        );
+        let e = NodeConfig::from_params(&p).unwrap_err();
+        assert_eq!(e.name, "joint_limits.lower");
+        p.insert(
+            "joint_limits.upper".into(),
+            ParamValue::DoubleArray(vec![1.0, 2.0]),
+        );
+        let c = NodeConfig::from_params(&p).unwrap();
+        assert_eq!(c.limits.unwrap().upper, vec![1.0, 2.0]);
+        p.remove("joint_limits.max_velocity");
+        assert_eq!(
+            NodeConfig::from_params(&p).unwrap_err().name,
+            "joint_limits"
+        );
+    }
+}

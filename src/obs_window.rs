@@ -1,0 +1,500 @@
+//! Observation window: per camera the last T preprocessed frames, and a short history of joint states in the
+//! model's joint order. An observation is complete only when every camera has T frames, every input is fresh,
+//! and a joint state lies within the sync slop of the frames' stamp. All storage is allocated up front.
+
+use std::fmt;
+
+use crate::bundle::Dims;
+
+/// Joint-state samples kept for stamp matching (0.5 s at 500 Hz).
+const JOINT_HISTORY: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JointStateError {
+    #[error("joint state lacks joint `{0}`")]
+    MissingJoint(String),
+    #[error("joint state has {names} names but {positions} positions")]
+    LengthMismatch { names: usize, positions: usize },
+    #[error("joint state position of `{0}` is not finite")]
+    NonFinite(String),
+    #[error("joint state stamp {stamp:.6} is older than the previous one ({last:.6})")]
+    StampBackwards { stamp: f64, last: f64 },
+}
+
+impl JointStateError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JointStateError::MissingJoint(_) => "joint_state_missing_joint",
+            JointStateError::LengthMismatch { .. } => "joint_state_length",
+            JointStateError::NonFinite(_) => "joint_state_nan",
+            JointStateError::StampBackwards { .. } => "joint_state_stamp_backwards",
+        }
+    }
+}
+
+/// Maps a JointState's (names, positions), which may hold extra joints in any order, onto the model's joints.
+/// The index table is rebuilt only when the publisher's name list changes.
+pub struct JointMapper {
+    wanted: Vec<String>,
+    last_names: Vec<String>,
+    index: Vec<usize>,
+}
+
+impl JointMapper {
+    pub fn new(wanted: Vec<String>) -> Self {
+        JointMapper {
+            index: vec![0; wanted.len()],
+            wanted,
+            last_names: Vec::new(),
+        }
+    }
+
+    pub fn wanted(&self) -> &[String] {
+        &self.wanted
+    }
+
+    pub fn map(
+        &mut self,
+        names: &[String],
+        positions: &[f64],
+        out: &mut [f64],
+    ) -> Result<(), JointStateError> {
+        if names.len() != positions.len() {
+            return Err(JointStateError::LengthMismatch {
+                names: names.len(),
+                positions: positions.len(),
+            });
+        }
+        if self.last_names.as_slice() != names {
+            // Forget the old table first: a failed lookup leaves it half rebuilt.
+            self.last_names.clear();
+            for (slot, want) in self.index.iter_mut().zip(&self.wanted) {
+                *slot = names
+                    .iter()
+                    .position(|n| n == want)
+                    .ok_or_else(|| JointStateError::MissingJoint(want.clone()))?;
+            }
+            self.last_names.extend_from_slice(names);
+        }
+        for ((o, &i), want) in out.iter_mut().zip(&self.index).zip(&self.wanted) {
+            let q = positions[i];
+            if !q.is_finite() {
+                return Err(JointStateError::NonFinite(want.clone()));
+            }
+            *o = q;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    StampBackwards,
+}
+
+/// Why no observation can be assembled now. Formatted only when reported.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotReady {
+    CameraFilling {
+        camera: usize,
+        have: usize,
+        need: usize,
+    },
+    CameraStale {
+        camera: usize,
+        age: f64,
+    },
+    NoJointState,
+    JointStateStale {
+        age: f64,
+    },
+    NoJointStateNearFrames {
+        gap: f64,
+    },
+}
+
+impl NotReady {
+    pub fn is_stale(&self) -> bool {
+        matches!(
+            self,
+            NotReady::CameraStale { .. } | NotReady::JointStateStale { .. }
+        )
+    }
+    pub fn describe(&self, camera_names: &[String]) -> String {
+        let cam = |i: &usize| camera_names.get(*i).map(String::as_str).unwrap_or("?");
+        match self {
+            NotReady::CameraFilling { camera, have, need } => {
+                format!("camera '{}' missing: {have}/{need} frames", cam(camera))
+            }
+            NotReady::CameraStale { camera, age } => {
+                format!("camera '{}' stale ({age:.2} s)", cam(camera))
+            }
+            NotReady::NoJointState => "joint states missing".to_string(),
+            NotReady::JointStateStale { age } => format!("joint states stale ({age:.2} s)"),
+            NotReady::NoJointStateNearFrames { gap } => {
+                format!("no joint state within sync slop of the frames (nearest {gap:.3} s away)")
+            }
+        }
+    }
+}
+
+impl fmt::Display for NotReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe(&[]))
+    }
+}
+
+struct CameraRing {
+    /// T + 1 slots: a new frame is written into the spare slot and only then becomes part of the window, so
+    /// a frame that fails preprocessing never replaces a good one.
+    frames: Vec<f32>,
+    stamps: Vec<f64>,
+    /// Slot index of the newest committed frame.
+    newest: usize,
+    count: usize,
+}
+
+pub struct ObsWindow {
+    dims: Dims,
+    cameras: Vec<CameraRing>,
+    joint_stamps: Vec<f64>,
+    joint_positions: Vec<f64>,
+    joint_newest: usize,
+    joint_count: usize,
+    pub sync_slop_s: f64,
+    pub max_image_age_s: f64,
+    pub max_joint_state_age_s: f64,
+}
+
+/// What an assembled observation carries besides its frames.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ObsMeta {
+    /// The oldest of the cameras' newest frame stamps: every input is at least this fresh.
+    pub stamp: f64,
+}
+
+impl ObsWindow {
+    pub fn new(
+        dims: Dims,
+        sync_slop_s: f64,
+        max_image_age_s: f64,
+        max_joint_state_age_s: f64,
+    ) -> Self {
+        let slots = dims.context_frames + 1;
+        let cameras = (0..dims.cameras)
+            .map(|_| CameraRing {
+                frames: vec![0.0; slots * dims.frame_len()],
+                stamps: vec![f64::NEG_INFINITY; slots],
+                newest: 0,
+                count: 0,
+            })
+            .collect();
+        ObsWindow {
+            dims,
+            cameras,
+            joint_stamps: vec![f64::NEG_INFINITY; JOINT_HISTORY],
+            joint_positions: vec![0.0; JOINT_HISTORY * dims.state],
+            joint_newest: 0,
+            joint_count: 0,
+            sync_slop_s,
+            max_image_age_s,
+            max_joint_state_age_s,
+        }
+    }
+
+    pub fn dims(&self) -> &Dims {
+        &self.dims
+    }
+
+    pub fn clear(&mut self) {
+        for c in &mut self.cameras {
+            c.count = 0;
+            c.stamps.fill(f64::NEG_INFINITY);
+        }
+        self.joint_count = 0;
+        self.joint_stamps.fill(f64::NEG_INFINITY);
+    }
+
+    fn spare_slot(&self, camera: usize) -> usize {
+        (self.cameras[camera].newest + 1) % (self.dims.context_frames + 1)
+    }
+
+    /// The spare slot of `camera` to preprocess a new frame into; it joins the window on [`Self::commit_frame`].
+    pub fn frame_slot(&mut self, camera: usize) -> &mut [f32] {
+        let len = self.dims.frame_len();
+        let slot = self.spare_slot(camera);
+        &mut self.cameras[camera].frames[slot * len..(slot + 1) * len]
+    }
+
+    pub fn last_frame_stamp(&self, camera: usize) -> Option<f64> {
+        let c = &self.cameras[camera];
+        (c.count > 0).then(|| c.stamps[c.newest])
+    }
+
+    /// Refuses a stamp that is not newer than the camera's newest frame (a replayed or reordered message).
+    pub fn check_frame_stamp(&self, camera: usize, stamp: f64) -> Result<(), FrameError> {
+        match self.last_frame_stamp(camera) {
+            Some(last) if stamp <= last => Err(FrameError::StampBackwards),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn commit_frame(&mut self, camera: usize, stamp: f64) {
+        let slot = self.spare_slot(camera);
+        let c = &mut self.cameras[camera];
+        c.stamps[slot] = stamp;
+        c.newest = slot;
+        c.count = (c.count + 1).min(self.dims.context_frames);
+    }
+
+    pub fn push_joint_state(
+        &mut self,
+        stamp: f64,
+        positions: &[f64],
+    ) -> Result<(), JointStateError> {
+        let s = self.dims.state;
+        debug_assert_eq!(positions.len(), s);
+        if self.joint_count > 0 {
+            let last = self.joint_stamps[self.joint_newest];
+            if stamp < last {
+                return Err(JointStateError::StampBackwards { stamp, last });
+            }
+        }
+        let slot = (self.joint_newest + 1) % JOINT_HISTORY;
+        self.joint_stamps[slot] = stamp;
+        self.joint_positions[slot * s..(slot + 1) * s].copy_from_slice(positions);
+        self.joint_newest = slot;
+        self.joint_count = (self.joint_count + 1).min(JOINT_HISTORY);
+        Ok(())
+    }
+
+    /// The newest joint state, if any.
+    pub fn latest_joint_state(&self) -> Option<(f64, &[f64])> {
+        (self.joint_count > 0).then(|| {
+            let s = self.dims.state;
+            let i = self.joint_newest;
+            (
+                self.joint_stamps[i],
+                &self.joint_positions[i * s..(i + 1) * s],
+            )
+        })
+    }
+
+    /// Index of the joint state nearest to `stamp`, with its distance.
+    fn nearest_joint_state(&self, stamp: f64) -> Option<(usize, f64)> {
+        let mut best: Option<(usize, f64)> = None;
+        for k in 0..self.joint_count {
+            let i = (self.joint_newest + JOINT_HISTORY - k) % JOINT_HISTORY;
+            let gap = (self.joint_stamps[i] - stamp).abs();
+            match best {
+                Some((_, g)) if g <= gap => {
+                    // Stamps only grow towards the newest: once older samples are farther away, stop.
+                    if self.joint_stamps[i] < stamp {
+                        break;
+                    }
+                }
+                _ => best = Some((i, gap)),
+            }
+        }
+        best
+    }
+
+    /// Checks completeness and freshness at time `now` without copying anything.
+    pub fn readiness(&self, now: f64) -> Result<ObsMeta, NotReady> {
+        let t = self.dims.context_frames;
+        let mut stamp = f64::INFINITY;
+        for (i, c) in self.cameras.iter().enumerate() {
+            if c.count < t {
+                return Err(NotReady::CameraFilling {
+                    camera: i,
+                    have: c.count,
+                    need: t,
+                });
+            }
+            let newest = c.stamps[c.newest];
+            let age = now - newest;
+            if age > self.max_image_age_s {
+                return Err(NotReady::CameraStale { camera: i, age });
+            }
+            stamp = stamp.min(newest);
+        }
+        let Some((joint_stamp, _)) = self.latest_joint_state() else {
+            return Err(NotReady::NoJointState);
+        };
+        let age = now - joint_stamp;
+        if age > self.max_joint_state_age_s {
+            return Err(NotReady::JointStateStale { age });
+        }
+        match self.nearest_joint_state(stamp) {
+            Some((_, gap)) if gap <= self.sync_slop_s => Ok(ObsMeta { stamp }),
+            Some((_, gap)) => Err(NotReady::NoJointStateNearFrames { gap }),
+            None => Err(NotReady::NoJointState),
+        }
+    }
+
+    /// Copies a complete observation into `frames` ([V, T, 3, H, W], oldest frame first) and `state` (the joint
+    /// state nearest to the observation stamp, model order).
+    pub fn assemble(
+        &self,
+        now: f64,
+        frames: &mut [f32],
+        state: &mut [f64],
+    ) -> Result<ObsMeta, NotReady> {
+        let meta = self.readiness(now)?;
+        let (t, len) = (self.dims.context_frames, self.dims.frame_len());
+        let slots = t + 1;
+        for (v, c) in self.cameras.iter().enumerate() {
+            for k in 0..t {
+                // k = 0 is the oldest of the T newest frames.
+                let slot = (c.newest + slots - (t - 1 - k)) % slots;
+                let dst = (v * t + k) * len;
+                frames[dst..dst + len].copy_from_slice(&c.frames[slot * len..(slot + 1) * len]);
+            }
+        }
+        let (i, _) = self
+            .nearest_joint_state(meta.stamp)
+            .ok_or(NotReady::NoJointState)?;
+        let s = self.dims.state;
+        state.copy_from_slice(&self.joint_positions[i * s..(i + 1) * s]);
+        Ok(meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims() -> Dims {
+        Dims {
+            cameras: 2,
+            context_frames: 2,
+            height: 1,
+            width: 1,
+            state: 2,
+            horizon: 2,
+            action: 2,
+            video_frames: 1,
+            latent: [1, 1, 1],
+            tokens: 1,
+        }
+    }
+
+    fn frame(w: &mut ObsWindow, cam: usize, stamp: f64, value: f32) {
+        w.check_frame_stamp(cam, stamp).unwrap();
+        w.frame_slot(cam).fill(value);
+        w.commit_frame(cam, stamp);
+    }
+
+    #[test]
+    fn window_fills_orders_and_matches_joint_state_by_stamp() {
+        let mut w = ObsWindow::new(dims(), 0.02, 0.5, 0.1);
+        assert_eq!(
+            w.readiness(0.0),
+            Err(NotReady::CameraFilling {
+                camera: 0,
+                have: 0,
+                need: 2
+            })
+        );
+        for (i, s) in [1.0, 1.1, 1.2].iter().enumerate() {
+            frame(&mut w, 0, *s, i as f32);
+            frame(&mut w, 1, *s + 0.01, 10.0 + i as f32);
+        }
+        assert_eq!(w.readiness(1.25), Err(NotReady::NoJointState));
+        for k in 0..30 {
+            let t = 1.0 + k as f64 * 0.01;
+            w.push_joint_state(t, &[t, -t]).unwrap();
+        }
+        let mut frames = vec![0.0; 2 * 2 * 3];
+        let mut state = [0.0; 2];
+        let meta = w.assemble(1.25, &mut frames, &mut state).unwrap();
+        // Observation stamp: the older of the two cameras' newest frames.
+        assert_eq!(meta.stamp, 1.2);
+        assert!(
+            (state[0] - 1.2).abs() < 1e-9 && (state[1] + 1.2).abs() < 1e-9,
+            "{state:?}"
+        );
+        // Camera 0 holds frames 1 then 2 (oldest first), camera 1 frames 11 then 12.
+        assert_eq!(
+            frames,
+            [1., 1., 1., 2., 2., 2., 11., 11., 11., 12., 12., 12.]
+        );
+    }
+
+    #[test]
+    fn stale_and_unsynced_inputs_block_the_observation() {
+        let mut w = ObsWindow::new(dims(), 0.02, 0.5, 0.1);
+        for s in [1.0, 1.1] {
+            frame(&mut w, 0, s, 0.0);
+            frame(&mut w, 1, s, 0.0);
+        }
+        w.push_joint_state(1.5, &[0.0, 0.0]).unwrap();
+        // Frames at 1.1, only a joint state at 1.5: nothing within 20 ms.
+        assert!(matches!(
+            w.readiness(1.5),
+            Err(NotReady::NoJointStateNearFrames { .. })
+        ));
+        let r = w.readiness(1.7);
+        assert!(
+            matches!(r, Err(NotReady::CameraStale { camera: 0, .. })),
+            "{r:?}"
+        );
+        assert!(r.unwrap_err().is_stale());
+        w.push_joint_state(1.6, &[0.0, 0.0]).unwrap();
+        frame(&mut w, 0, 1.6, 0.0);
+        frame(&mut w, 1, 1.6, 0.0);
+        assert!(w.readiness(1.65).is_ok());
+        assert!(matches!(
+            w.readiness(1.85),
+            Err(NotReady::JointStateStale { .. })
+        ));
+        w.clear();
+        assert!(matches!(
+            w.readiness(1.65),
+            Err(NotReady::CameraFilling { .. })
+        ));
+    }
+
+    #[test]
+    fn backwards_stamps_are_refused_without_touching_the_window() {
+        let mut w = ObsWindow::new(dims(), 0.02, 0.5, 0.1);
+        frame(&mut w, 0, 2.0, 5.0);
+        assert_eq!(w.check_frame_stamp(0, 2.0), Err(FrameError::StampBackwards));
+        assert_eq!(w.check_frame_stamp(0, 1.0), Err(FrameError::StampBackwards));
+        w.push_joint_state(2.0, &[0.0, 0.0]).unwrap();
+        assert_eq!(
+            w.push_joint_state(1.9, &[0.0, 0.0]).unwrap_err().kind(),
+            "joint_state_stamp_backwards"
+        );
+        // A frame written into the spare slot but never committed leaves the window as it was.
+        w.frame_slot(0).fill(99.0);
+        assert_eq!(w.last_frame_stamp(0), Some(2.0));
+    }
+
+    #[test]
+    fn joint_mapper_handles_extra_joints_any_order_and_bad_values() {
+        let mut m = JointMapper::new(vec!["a".into(), "b".into()]);
+        let mut out = [0.0; 2];
+        let names: Vec<String> = ["x", "b", "a"].iter().map(|s| s.to_string()).collect();
+        m.map(&names, &[9.0, 2.0, 1.0], &mut out).unwrap();
+        assert_eq!(out, [1.0, 2.0]);
+        assert_eq!(
+            m.map(&names, &[9.0, f64::NAN, 1.0], &mut out)
+                .unwrap_err()
+                .kind(),
+            "joint_state_nan"
+        );
+        assert_eq!(
+            m.map(&names, &[1.0], &mut out).unwrap_err().kind(),
+            "joint_state_length"
+        );
+        let missing: Vec<String> = vec!["a".into()];
+        assert_eq!(
+            m.map(&missing, &[1.0], &mut out).unwrap_err(),
+            JointStateError::MissingJoint("b".into())
+        );
+        // After a failed lookup the next good message still maps correctly.
+        m.map(&names, &[0.0, 4.0, 3.0], &mut out).unwrap();
+        assert_eq!(out, [3.0, 4.0]);
+    }
+}

@@ -1,0 +1,208 @@
+//! The policy's life in one place: start-up (resolve cameras and joints against the bundle, load and check
+//! the model, warm up), the steady state (one chunk per call into preallocated buffers), and shutdown (drop).
+
+use crate::bundle::{Bundle, BundleError, Dims};
+use crate::config::{JointLimits, NodeConfig};
+use crate::runtime::{ModelInput, ModelOutput, ModelRuntime, RuntimeError, StageTimings};
+use crate::sampler::FlowSampler;
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("parameter `{name}`: {problem}")]
+    Param { name: String, problem: String },
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+fn param(name: &str, problem: impl Into<String>) -> SetupError {
+    SetupError::Param {
+        name: name.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// How the node's inputs and outputs line up with the bundle.
+#[derive(Debug, Clone)]
+pub struct Wiring {
+    /// For each bundle camera (in bundle order), its image topic.
+    pub camera_topics: Vec<String>,
+    pub camera_names: Vec<String>,
+    /// The robot's name for each bundle state joint (what JointState messages carry).
+    pub state_joint_names: Vec<String>,
+    /// The robot's name for each action joint (what the trajectory carries).
+    pub action_joint_names: Vec<String>,
+    /// For each action joint, its index among the state joints (its measured position).
+    pub action_to_state: Vec<usize>,
+    /// Limits in action-joint order.
+    pub action_limits: Option<JointLimits>,
+}
+
+impl Wiring {
+    pub fn resolve(bundle: &Bundle, cfg: &NodeConfig) -> Result<Self, SetupError> {
+        let m = &bundle.manifest;
+        let bundle_cams: Vec<String> = m.cameras.iter().map(|c| c.name.clone()).collect();
+        let mut camera_topics = vec![String::new(); bundle_cams.len()];
+        if cfg.camera_names.is_empty() {
+            for (i, name) in bundle_cams.iter().enumerate() {
+                camera_topics[i] = format!("cameras/{name}/image_raw");
+            }
+        } else {
+            if cfg.camera_names.len() != bundle_cams.len() {
+                return Err(param(
+                    "camera_names",
+                    format!(
+                        "names {} cameras, the bundle needs {}: {}",
+                        cfg.camera_names.len(),
+                        bundle_cams.len(),
+                        bundle_cams.join(", ")
+                    ),
+                ));
+            }
+            for (name, topic) in cfg.camera_names.iter().zip(&cfg.camera_topics) {
+                let i = bundle_cams.iter().position(|c| c == name).ok_or_else(|| {
+                    param(
+                        "camera_names",
+                        format!(
+                            "`{name}` is not a camera of the bundle (it has: {})",
+                            bundle_cams.join(", ")
+                        ),
+                    )
+                })?;
+                if !camera_topics[i].is_empty() {
+                    return Err(param("camera_names", format!("`{name}` appears twice")));
+                }
+                camera_topics[i] = topic.clone();
+            }
+        }
+        let state_joint_names = if cfg.joint_names.is_empty() {
+            m.state.joints.clone()
+        } else if cfg.joint_names.len() != m.state.joints.len() {
+            return Err(param(
+                "joint_names",
+                format!(
+                    "has {} entries, expected one per bundle state joint ({}: {})",
+                    cfg.joint_names.len(),
+                    m.state.joints.len(),
+                    m.state.joints.join(", ")
+                ),
+            ));
+        } else {
+            cfg.joint_names.clone()
+        };
+        let mut action_to_state = Vec::new();
+        for name in &m.action.joints {
+            let i = m.state.joints.iter().position(|s| s == name).ok_or_else(|| {
+                SetupError::Bundle(BundleError::Field {
+                    field: "action.joints".into(),
+                    problem: format!("`{name}` is not a state joint: absolute position commands need the joint's measured position for the safety checks"),
+                })
+            })?;
+            action_to_state.push(i);
+        }
+        let action_joint_names = action_to_state
+            .iter()
+            .map(|&i| state_joint_names[i].clone())
+            .collect();
+        let action_limits = cfg.limits.as_ref().map(|l| JointLimits {
+            lower: action_to_state.iter().map(|&i| l.lower[i]).collect(),
+            upper: action_to_state.iter().map(|&i| l.upper[i]).collect(),
+            max_velocity: action_to_state.iter().map(|&i| l.max_velocity[i]).collect(),
+            max_jump: l.max_jump,
+        });
+        Ok(Wiring {
+            camera_topics,
+            camera_names: bundle_cams,
+            state_joint_names,
+            action_joint_names,
+            action_to_state,
+            action_limits,
+        })
+    }
+}
+
+pub struct Policy {
+    runtime: ModelRuntime,
+    sampler: FlowSampler,
+    tokenizer: Tokenizer,
+    pad_id: i64,
+    pub model_id: String,
+}
+
+impl Policy {
+    /// Loads and checks the model, then runs `cfg.runtime.warmup_runs` inferences on synthetic input so the
+    /// first real chunk does not pay for kernel selection or engine builds. The sampler is reseeded after.
+    pub fn start(bundle: &Bundle, cfg: &NodeConfig) -> Result<Self, SetupError> {
+        let m = &bundle.manifest;
+        let tokenizer = Tokenizer::load(&m.instruction, &bundle.dir)?;
+        let runtime = ModelRuntime::load(bundle, &cfg.runtime)?;
+        let steps = if cfg.sampler_steps > 0 {
+            cfg.sampler_steps
+        } else {
+            m.sampler.steps
+        };
+        let mut policy = Policy {
+            runtime,
+            sampler: FlowSampler::new(steps, cfg.seed),
+            tokenizer,
+            pad_id: m.instruction.pad_id,
+            model_id: m.model_id.clone(),
+        };
+        let mut input = policy.new_input();
+        input
+            .state
+            .iter_mut()
+            .zip(&m.state.mean)
+            .for_each(|(q, mean)| *q = f64::from(*mean));
+        let mut output = policy.new_output();
+        for _ in 0..cfg.runtime.warmup_runs {
+            policy.process(&input, &mut output)?;
+        }
+        policy.sampler.reseed();
+        Ok(policy)
+    }
+
+    pub fn dims(&self) -> &Dims {
+        self.runtime.dims()
+    }
+
+    pub fn provider_name(&self) -> &'static str {
+        self.runtime.provider().name()
+    }
+
+    pub fn sampler_steps(&self) -> usize {
+        self.sampler.steps()
+    }
+
+    pub fn new_input(&self) -> ModelInput {
+        self.runtime.new_input()
+    }
+
+    pub fn new_output(&self) -> ModelOutput {
+        self.runtime.new_output()
+    }
+
+    pub fn has_decoder(&self) -> bool {
+        self.runtime.has_decoder()
+    }
+
+    pub fn tokenize(&self, text: &str, out: &mut [i64]) -> Result<(), TokenizerError> {
+        self.tokenizer.encode_into(text, self.pad_id, out)
+    }
+
+    pub fn reset(&mut self) {
+        self.sampler.reseed();
+    }
+
+    pub fn process(
+        &mut self,
+        input: &ModelInput,
+        output: &mut ModelOutput,
+    ) -> Result<StageTimings, RuntimeError> {
+        self.runtime.infer(input, &mut self.sampler, output)
+    }
+}

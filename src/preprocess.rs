@@ -1,0 +1,375 @@
+//! Camera image -> model input: encoding conversion to packed RGB, resize to the bundle's size, normalization
+//! and CHW f32 layout, written into a caller's slot. Scratch buffers are kept between calls and only grow when
+//! a camera's size changes, so the steady state does not allocate.
+
+use fast_image_resize::{
+    images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Rgb8,
+    Bgr8,
+    Rgba8,
+    Bgra8,
+    Mono8,
+}
+
+impl Encoding {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "rgb8" => Some(Encoding::Rgb8),
+            "bgr8" => Some(Encoding::Bgr8),
+            "rgba8" => Some(Encoding::Rgba8),
+            "bgra8" => Some(Encoding::Bgra8),
+            "mono8" | "8UC1" => Some(Encoding::Mono8),
+            _ => None,
+        }
+    }
+    pub fn channels(self) -> usize {
+        match self {
+            Encoding::Rgb8 | Encoding::Bgr8 => 3,
+            Encoding::Rgba8 | Encoding::Bgra8 => 4,
+            Encoding::Mono8 => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    #[error("unsupported encoding `{0}` (expected rgb8, bgr8, rgba8, bgra8 or mono8)")]
+    UnsupportedEncoding(String),
+    #[error("image has zero size ({width}x{height})")]
+    ZeroSize { width: usize, height: usize },
+    #[error("row step {step} is smaller than width x channels ({min})")]
+    StepTooSmall { step: usize, min: usize },
+    #[error("data has {got} bytes, step x height needs {expected}")]
+    DataTooShort { expected: usize, got: usize },
+    #[error("cannot decode compressed image: {0}")]
+    Decode(String),
+}
+
+impl ImageError {
+    /// A short stable name for counting and rate-limited logging.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ImageError::UnsupportedEncoding(_) => "image_encoding",
+            ImageError::ZeroSize { .. } => "image_zero_size",
+            ImageError::StepTooSmall { .. } => "image_step",
+            ImageError::DataTooShort { .. } => "image_data_short",
+            ImageError::Decode(_) => "image_decode",
+        }
+    }
+}
+
+/// A borrowed image as a sensor_msgs/Image carries it.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageView<'a> {
+    pub width: usize,
+    pub height: usize,
+    /// Bytes per row, at least width x channels (rows may be padded).
+    pub step: usize,
+    pub encoding: Encoding,
+    pub data: &'a [u8],
+}
+
+impl<'a> ImageView<'a> {
+    /// Validates a raw message's fields.
+    pub fn new(
+        width: usize,
+        height: usize,
+        step: usize,
+        encoding: &str,
+        data: &'a [u8],
+    ) -> Result<Self, ImageError> {
+        let encoding = Encoding::parse(encoding)
+            .ok_or_else(|| ImageError::UnsupportedEncoding(encoding.to_string()))?;
+        if width == 0 || height == 0 {
+            return Err(ImageError::ZeroSize { width, height });
+        }
+        let min = width * encoding.channels();
+        if step < min {
+            return Err(ImageError::StepTooSmall { step, min });
+        }
+        // The last row needs only its pixels, not its padding; ROS publishers always send step x height.
+        let expected = step * height;
+        if data.len() < expected {
+            return Err(ImageError::DataTooShort {
+                expected,
+                got: data.len(),
+            });
+        }
+        Ok(ImageView {
+            width,
+            height,
+            step,
+            encoding,
+            data,
+        })
+    }
+}
+
+pub struct Preprocessor {
+    out_width: usize,
+    out_height: usize,
+    /// Per channel, the normalized value of each u8 level: (v / 255 - mean) / std.
+    lut: [[f32; 256]; 3],
+    rgb: Vec<u8>,
+    resized: Vec<u8>,
+    resizer: Resizer,
+    options: ResizeOptions,
+}
+
+impl Preprocessor {
+    pub fn new(out_width: usize, out_height: usize, mean: [f32; 3], std: [f32; 3]) -> Self {
+        let mut lut = [[0.0f32; 256]; 3];
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (v, slot) in table.iter_mut().enumerate() {
+                *slot = (v as f32 / 255.0 - mean[c]) / std[c];
+            }
+        }
+        Preprocessor {
+            out_width,
+            out_height,
+            lut,
+            rgb: Vec::new(),
+            resized: vec![0; out_width * out_height * 3],
+            resizer: Resizer::new(),
+            options: ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+        }
+    }
+
+    pub fn output_len(&self) -> usize {
+        3 * self.out_width * self.out_height
+    }
+
+    /// Converts, resizes and normalizes `img` into `out` (CHW, length 3 x height x width).
+    pub fn process(&mut self, img: &ImageView<'_>, out: &mut [f32]) -> Result<(), ImageError> {
+        assert_eq!(
+            out.len(),
+            self.output_len(),
+            "output slot has the wrong length"
+        );
+        let packed_len = img.width * img.height * 3;
+        if self.rgb.len() != packed_len {
+            self.rgb.resize(packed_len, 0);
+        }
+        to_packed_rgb(img, &mut self.rgb);
+        let rgb: &[u8] = if (img.width, img.height) == (self.out_width, self.out_height) {
+            &self.rgb
+        } else {
+            let src = ImageRef::new(
+                img.width as u32,
+                img.height as u32,
+                &self.rgb,
+                PixelType::U8x3,
+            )
+            .map_err(|e| ImageError::Decode(e.to_string()))?;
+            let mut dst = Image::from_slice_u8(
+                self.out_width as u32,
+                self.out_height as u32,
+                &mut self.resized,
+                PixelType::U8x3,
+            )
+            .map_err(|e| ImageError::Decode(e.to_string()))?;
+            self.resizer
+                .resize(&src, &mut dst, &self.options)
+                .map_err(|e| ImageError::Decode(e.to_string()))?;
+            &self.resized
+        };
+        let plane = self.out_width * self.out_height;
+        let (r_plane, rest) = out.split_at_mut(plane);
+        let (g_plane, b_plane) = rest.split_at_mut(plane);
+        for (i, px) in rgb.chunks_exact(3).enumerate() {
+            r_plane[i] = self.lut[0][px[0] as usize];
+            g_plane[i] = self.lut[1][px[1] as usize];
+            b_plane[i] = self.lut[2][px[2] as usize];
+        }
+        Ok(())
+    }
+}
+
+/// Packs any supported encoding into tightly packed RGB8, dropping row padding and alpha.
+fn to_packed_rgb(img: &ImageView<'_>, out: &mut [u8]) {
+    let ch = img.encoding.channels();
+    for (y, out_row) in out.chunks_exact_mut(img.width * 3).enumerate() {
+        let row = &img.data[y * img.step..y * img.step + img.width * ch];
+        match img.encoding {
+            Encoding::Rgb8 => out_row.copy_from_slice(row),
+            Encoding::Bgr8 => {
+                for (o, i) in out_row.chunks_exact_mut(3).zip(row.chunks_exact(3)) {
+                    o.copy_from_slice(&[i[2], i[1], i[0]]);
+                }
+            }
+            Encoding::Rgba8 => {
+                for (o, i) in out_row.chunks_exact_mut(3).zip(row.chunks_exact(4)) {
+                    o.copy_from_slice(&i[..3]);
+                }
+            }
+            Encoding::Bgra8 => {
+                for (o, i) in out_row.chunks_exact_mut(3).zip(row.chunks_exact(4)) {
+                    o.copy_from_slice(&[i[2], i[1], i[0]]);
+                }
+            }
+            Encoding::Mono8 => {
+                for (o, v) in out_row.chunks_exact_mut(3).zip(row) {
+                    o.fill(*v);
+                }
+            }
+        }
+    }
+}
+
+/// Decodes a sensor_msgs/CompressedImage payload (jpeg or png) into packed RGB8. This allocates: compressed
+/// transport trades that for bandwidth.
+pub fn decode_compressed(data: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize), ImageError> {
+    let img = image::load_from_memory(data).map_err(|e| ImageError::Decode(e.to_string()))?;
+    let rgb = img.to_rgb8();
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    out.clear();
+    out.extend_from_slice(rgb.as_raw());
+    Ok((w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID_MEAN: [f32; 3] = [0.0; 3];
+    const ID_STD: [f32; 3] = [1.0; 3];
+
+    /// A 3x2 image whose pixel (x, y) has RGB = (10x + y, 100 + x, 200 + y), in the given encoding, with
+    /// `pad` bytes of padding per row.
+    fn sample(enc: Encoding, pad: usize) -> (Vec<u8>, usize) {
+        let (w, h) = (3usize, 2usize);
+        let step = w * enc.channels() + pad;
+        let mut data = vec![0xEE; step * h];
+        for y in 0..h {
+            for x in 0..w {
+                let (r, g, b) = ((10 * x + y) as u8, (100 + x) as u8, (200 + y) as u8);
+                let px: Vec<u8> = match enc {
+                    Encoding::Rgb8 => vec![r, g, b],
+                    Encoding::Bgr8 => vec![b, g, r],
+                    Encoding::Rgba8 => vec![r, g, b, 255],
+                    Encoding::Bgra8 => vec![b, g, r, 255],
+                    Encoding::Mono8 => vec![r],
+                };
+                let o = y * step + x * enc.channels();
+                data[o..o + px.len()].copy_from_slice(&px);
+            }
+        }
+        (data, step)
+    }
+
+    #[test]
+    fn every_encoding_with_row_padding_gives_the_same_rgb() {
+        for enc in [
+            Encoding::Rgb8,
+            Encoding::Bgr8,
+            Encoding::Rgba8,
+            Encoding::Bgra8,
+            Encoding::Mono8,
+        ] {
+            for pad in [0, 5] {
+                let (data, step) = sample(enc, pad);
+                let name = format!("{enc:?}").to_lowercase();
+                let view = ImageView::new(3, 2, step, &name, &data).unwrap();
+                let mut p = Preprocessor::new(3, 2, ID_MEAN, ID_STD);
+                let mut out = vec![0.0; p.output_len()];
+                p.process(&view, &mut out).unwrap();
+                for y in 0..2 {
+                    for x in 0..3 {
+                        let i = y * 3 + x;
+                        let r = (10 * x + y) as f32 / 255.0;
+                        let (g, b) = if enc == Encoding::Mono8 {
+                            (r, r)
+                        } else {
+                            ((100 + x) as f32 / 255.0, (200 + y) as f32 / 255.0)
+                        };
+                        assert_eq!(
+                            [out[i], out[6 + i], out[12 + i]],
+                            [r, g, b],
+                            "{enc:?} pad {pad} at {x},{y}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn normalization_uses_mean_and_std_per_channel() {
+        let data = [255u8, 0, 51];
+        let view = ImageView::new(1, 1, 3, "rgb8", &data).unwrap();
+        let mut p = Preprocessor::new(1, 1, [0.5, 0.5, 0.2], [0.5, 0.25, 0.1]);
+        let mut out = [0.0f32; 3];
+        p.process(&view, &mut out).unwrap();
+        assert!(
+            (out[0] - 1.0).abs() < 1e-6 && (out[1] + 2.0).abs() < 1e-6 && out[2].abs() < 1e-5,
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn odd_sizes_resize_and_keep_uniform_colour() {
+        let (w, h) = (37usize, 23usize);
+        let data: Vec<u8> = [90u8, 160, 30].repeat(w * h);
+        let view = ImageView::new(w, h, w * 3, "rgb8", &data).unwrap();
+        let mut p = Preprocessor::new(8, 5, ID_MEAN, ID_STD);
+        let mut out = vec![0.0; p.output_len()];
+        p.process(&view, &mut out).unwrap();
+        for (c, v) in [90u8, 160, 30].iter().enumerate() {
+            assert!(out[c * 40..(c + 1) * 40]
+                .iter()
+                .all(|x| (*x - *v as f32 / 255.0).abs() < 1.5 / 255.0));
+        }
+        // A horizontal gradient survives downscaling in order.
+        let grad: Vec<u8> = (0..h)
+            .flat_map(|_| (0..w).flat_map(|x| [(x * 6) as u8; 3]))
+            .collect();
+        let view = ImageView::new(w, h, w * 3, "rgb8", &grad).unwrap();
+        p.process(&view, &mut out).unwrap();
+        assert!(out[..8].windows(2).all(|p| p[0] < p[1]), "{:?}", &out[..8]);
+    }
+
+    #[test]
+    fn bad_images_are_refused_with_their_kind() {
+        let data = [0u8; 10];
+        assert_eq!(
+            ImageView::new(2, 2, 6, "yuv422", &data).unwrap_err().kind(),
+            "image_encoding"
+        );
+        assert_eq!(
+            ImageView::new(0, 2, 6, "rgb8", &data).unwrap_err().kind(),
+            "image_zero_size"
+        );
+        assert_eq!(
+            ImageView::new(4, 2, 6, "rgb8", &data).unwrap_err().kind(),
+            "image_step"
+        );
+        assert_eq!(
+            ImageView::new(2, 2, 6, "rgb8", &data).unwrap_err(),
+            ImageError::DataTooShort {
+                expected: 12,
+                got: 10
+            }
+        );
+    }
+
+    #[test]
+    fn compressed_png_decodes_to_rgb() {
+        let mut png = Vec::new();
+        let img = image::RgbImage::from_raw(2, 1, vec![1, 2, 3, 4, 5, 6]).unwrap();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let mut out = Vec::new();
+        assert_eq!(decode_compressed(&png, &mut out).unwrap(), (2, 1));
+        assert_eq!(out, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            decode_compressed(b"not an image", &mut out)
+                .unwrap_err()
+                .kind(),
+            "image_decode"
+        );
+    }
+}

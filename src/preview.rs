@@ -1,0 +1,130 @@
+//! Predicted frames as RGB8 images for rviz: one image per camera and predicted step, and one tiled preview
+//! (per camera row: the newest observed frame, then the predicted ones). Buffers are sized once.
+
+use crate::bundle::Dims;
+
+#[inline]
+fn to_u8(x: f32) -> u8 {
+    (x.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+/// Writes one CHW frame in [0, 1] as packed HWC RGB8 into `out`, at row stride `stride` bytes.
+fn chw_to_rgb8(chw: &[f32], h: usize, w: usize, out: &mut [u8], stride: usize) {
+    let plane = h * w;
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let o = y * stride + x * 3;
+            out[o] = to_u8(chw[i]);
+            out[o + 1] = to_u8(chw[plane + i]);
+            out[o + 2] = to_u8(chw[2 * plane + i]);
+        }
+    }
+}
+
+pub struct PreviewImages {
+    dims: Dims,
+    /// [V * F] RGB8 frames of H x W.
+    pub predicted: Vec<Vec<u8>>,
+    /// V rows x (1 + F) columns of H x W tiles.
+    pub tiled: Vec<u8>,
+    image_mean: [f32; 3],
+    image_std: [f32; 3],
+}
+
+impl PreviewImages {
+    pub fn new(dims: Dims, image_mean: [f32; 3], image_std: [f32; 3]) -> Self {
+        let frame = dims.height * dims.width * 3;
+        PreviewImages {
+            predicted: (0..dims.cameras * dims.video_frames)
+                .map(|_| vec![0; frame])
+                .collect(),
+            tiled: vec![0; dims.cameras * (1 + dims.video_frames) * frame],
+            dims,
+            image_mean,
+            image_std,
+        }
+    }
+
+    pub fn tiled_size(&self) -> (usize, usize) {
+        (
+            self.dims.cameras * self.dims.height,
+            (1 + self.dims.video_frames) * self.dims.width,
+        )
+    }
+
+    pub fn frame(&self, camera: usize, step: usize) -> &[u8] {
+        &self.predicted[camera * self.dims.video_frames + step]
+    }
+
+    /// `predicted`: [V, F, 3, H, W] in [0, 1]; `observed`: the model input [V, T, 3, H, W], normalized.
+    pub fn update(&mut self, predicted: &[f32], observed: &[f32]) {
+        let d = self.dims;
+        let (h, w, flen) = (d.height, d.width, d.frame_len());
+        let stride = (1 + d.video_frames) * w * 3;
+        for v in 0..d.cameras {
+            let row = &mut self.tiled[v * h * stride..(v + 1) * h * stride];
+            // Newest observed frame, un-normalized back to [0, 1].
+            let o = (v * d.context_frames + d.context_frames - 1) * flen;
+            let obs = &observed[o..o + flen];
+            let plane = h * w;
+            for y in 0..h {
+                for x in 0..w {
+                    let i = y * w + x;
+                    for c in 0..3 {
+                        row[y * stride + x * 3 + c] =
+                            to_u8(obs[c * plane + i] * self.image_std[c] + self.image_mean[c]);
+                    }
+                }
+            }
+            for f in 0..d.video_frames {
+                let src = &predicted
+                    [(v * d.video_frames + f) * flen..(v * d.video_frames + f + 1) * flen];
+                chw_to_rgb8(
+                    src,
+                    h,
+                    w,
+                    &mut self.predicted[v * d.video_frames + f],
+                    w * 3,
+                );
+                chw_to_rgb8(src, h, w, &mut row[(1 + f) * w * 3..], stride);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_observed_then_predicted_per_camera() {
+        let dims = Dims {
+            cameras: 2,
+            context_frames: 1,
+            height: 1,
+            width: 2,
+            state: 1,
+            horizon: 1,
+            action: 1,
+            video_frames: 1,
+            latent: [1, 1, 1],
+            tokens: 1,
+        };
+        let mut p = PreviewImages::new(dims, [0.5; 3], [0.5; 3]);
+        // Observed (normalized): camera 0 all 1.0 -> pixel 1.0 -> 255; camera 1 all -1.0 -> 0.
+        let observed: Vec<f32> = [vec![1.0; 6], vec![-1.0; 6]].concat();
+        let predicted: Vec<f32> = [vec![0.2; 6], vec![0.6; 6]].concat();
+        p.update(&predicted, &observed);
+        assert_eq!(p.tiled_size(), (2, 4));
+        assert_eq!(
+            &p.tiled[..12],
+            &[255, 255, 255, 255, 255, 255, 51, 51, 51, 51, 51, 51]
+        );
+        assert_eq!(
+            &p.tiled[12..],
+            &[0, 0, 0, 0, 0, 0, 153, 153, 153, 153, 153, 153]
+        );
+        assert_eq!(p.frame(1, 0), &[153; 6]);
+    }
+}

@@ -6,6 +6,7 @@ use wam_policy::bundle::Bundle;
 use wam_policy::config::{NodeConfig, ParamValue, Params};
 use wam_policy::policy::Policy;
 use wam_policy::stats::LatencyWindow;
+use wam_policy::tokenizer::InstructionEncoder;
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut params = Params::new();
@@ -77,7 +78,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .iter_mut()
         .zip(&bundle.manifest.state.mean)
         .for_each(|(q, m)| *q = f64::from(*m));
-    policy.tokenize("", &mut input.tokens)?;
+    InstructionEncoder::for_bundle(&bundle)?.encode_into("", &mut input.tokens)?;
     let mut output = policy.new_output();
     let names = ["encode", "context", "denoise", "decode", "total"];
     let mut windows: Vec<LatencyWindow> = names

@@ -5,7 +5,7 @@ use crate::bundle::{Bundle, BundleError, Dims};
 use crate::config::{JointLimits, NodeConfig};
 use crate::runtime::{ModelInput, ModelOutput, ModelRuntime, RuntimeError, StageTimings};
 use crate::sampler::FlowSampler;
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::tokenizer::TokenizerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -128,8 +128,6 @@ impl Wiring {
 pub struct Policy {
     runtime: ModelRuntime,
     sampler: FlowSampler,
-    tokenizer: Tokenizer,
-    pad_id: i64,
     pub model_id: String,
 }
 
@@ -138,7 +136,6 @@ impl Policy {
     /// first real chunk does not pay for kernel selection or engine builds. The sampler is reseeded after.
     pub fn start(bundle: &Bundle, cfg: &NodeConfig) -> Result<Self, SetupError> {
         let m = &bundle.manifest;
-        let tokenizer = Tokenizer::load(&m.instruction, &bundle.dir)?;
         let runtime = ModelRuntime::load(bundle, &cfg.runtime)?;
         let steps = if cfg.sampler_steps > 0 {
             cfg.sampler_steps
@@ -148,8 +145,6 @@ impl Policy {
         let mut policy = Policy {
             runtime,
             sampler: FlowSampler::new(steps, cfg.seed),
-            tokenizer,
-            pad_id: m.instruction.pad_id,
             model_id: m.model_id.clone(),
         };
         let mut input = policy.new_input();
@@ -188,10 +183,6 @@ impl Policy {
 
     pub fn has_decoder(&self) -> bool {
         self.runtime.has_decoder()
-    }
-
-    pub fn tokenize(&self, text: &str, out: &mut [i64]) -> Result<(), TokenizerError> {
-        self.tokenizer.encode_into(text, self.pad_id, out)
     }
 
     pub fn reset(&mut self) {

@@ -19,6 +19,26 @@ pub enum TokenizerError {
     Encode(String),
 }
 
+pub struct InstructionEncoder {
+    tokenizer: Tokenizer,
+    pad_id: i64,
+}
+
+impl InstructionEncoder {
+    pub fn for_bundle(bundle: &crate::bundle::Bundle) -> Result<Self, TokenizerError> {
+        let spec = &bundle.manifest.instruction;
+        Ok(InstructionEncoder {
+            tokenizer: Tokenizer::load(spec, &bundle.dir)?,
+            pad_id: spec.pad_id,
+        })
+    }
+
+    /// Writes the instruction's ids into `out`, padded or truncated to its length.
+    pub fn encode_into(&self, text: &str, out: &mut [i64]) -> Result<(), TokenizerError> {
+        self.tokenizer.encode_into(text, self.pad_id, out)
+    }
+}
+
 pub enum Tokenizer {
     /// Whitespace words, lowercased, ASCII punctuation stripped from both ends; id = line of the vocab file.
     Vocab {

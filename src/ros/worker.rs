@@ -1,0 +1,112 @@
+//! The inference worker: a thread that owns the policy and runs one chunk at a time, so the control loop
+//! (subscriptions, publishing, safety) never waits for the model. One job buffer travels between the two
+//! threads, so nothing is allocated per chunk.
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::policy::Policy;
+use crate::runtime::{ModelInput, ModelOutput, StageTimings};
+
+pub struct Job {
+    pub input: ModelInput,
+    pub output: ModelOutput,
+    /// Observation stamp the chunk is anchored to.
+    pub stamp: f64,
+    pub started: Instant,
+    pub steps: usize,
+}
+
+pub struct Done {
+    pub job: Box<Job>,
+    pub result: Result<StageTimings, String>,
+}
+
+enum Request {
+    Infer(Box<Job>),
+    Reset,
+}
+
+pub struct Worker {
+    requests: Sender<Request>,
+    results: Receiver<Done>,
+    free: Option<Box<Job>>,
+    busy: bool,
+    thread: JoinHandle<()>,
+}
+
+impl Worker {
+    pub fn spawn(mut policy: Policy) -> std::io::Result<Self> {
+        let job = Box::new(Job {
+            input: policy.new_input(),
+            output: policy.new_output(),
+            stamp: 0.0,
+            started: Instant::now(),
+            steps: policy.sampler_steps(),
+        });
+        let (requests, request_rx) = channel::<Request>();
+        let (result_tx, results) = channel::<Done>();
+        let thread = std::thread::Builder::new()
+            .name("wam_inference".into())
+            .spawn(move || {
+                // Ends when the control loop drops its sender.
+                while let Ok(request) = request_rx.recv() {
+                    match request {
+                        Request::Reset => policy.reset(),
+                        Request::Infer(mut job) => {
+                            let result = policy
+                                .process(&job.input, &mut job.output)
+                                .map_err(|e| e.to_string());
+                            if result_tx.send(Done { job, result }).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok(Worker {
+            requests,
+            results,
+            free: Some(job),
+            busy: false,
+            thread,
+        })
+    }
+
+    pub fn busy(&self) -> bool {
+        self.busy
+    }
+
+    pub fn has_died(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// The job buffer, when no inference is running.
+    pub fn take_job(&mut self) -> Option<Box<Job>> {
+        self.free.take()
+    }
+
+    pub fn return_job(&mut self, job: Box<Job>) {
+        self.free = Some(job);
+    }
+
+    pub fn submit(&mut self, job: Box<Job>) {
+        match self.requests.send(Request::Infer(job)) {
+            Ok(()) => self.busy = true,
+            Err(std::sync::mpsc::SendError(Request::Infer(job))) => self.free = Some(job),
+            Err(_) => {}
+        }
+    }
+
+    pub fn send_reset(&mut self) {
+        // A failed send means the thread is gone, which the control loop notices through has_died.
+        let _ = self.requests.send(Request::Reset);
+    }
+
+    pub fn poll(&mut self) -> Option<Done> {
+        let done = self.results.try_recv().ok()?;
+        self.busy = false;
+        Some(done)
+    }
+}

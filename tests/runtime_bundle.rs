@@ -1,0 +1,315 @@
+//! The runtime on the real ONNX Runtime with the generated test bundle (models/wam_test): exact values of the
+//! test model's function, every kind of manifest/ONNX mismatch, and provider fallback. Needs ORT_DYLIB_PATH
+//! (scripts/env.sh sets it).
+
+use std::path::{Path, PathBuf};
+
+use wam_policy::bundle::Bundle;
+use wam_policy::config::{NodeConfig, ParamValue, Params, Provider};
+use wam_policy::policy::{Policy, Wiring};
+use wam_policy::preprocess::{ImageView, Preprocessor};
+use wam_policy::runtime::{ModelRuntime, RuntimeError};
+use wam_policy::tokenizer::InstructionEncoder;
+
+fn bundle_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/wam_test")
+}
+
+fn config(extra: &[(&str, ParamValue)]) -> NodeConfig {
+    let mut p = Params::new();
+    p.insert(
+        "bundle_path".into(),
+        ParamValue::String(bundle_dir().display().to_string()),
+    );
+    p.insert("warmup_runs".into(), ParamValue::Integer(1));
+    for (k, v) in extra {
+        p.insert(k.to_string(), v.clone());
+    }
+    NodeConfig::from_params(&p).unwrap()
+}
+
+/// A copy of the test bundle whose manifest is edited by `edit`.
+fn edited_bundle(edit: impl Fn(&str) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(bundle_dir()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let manifest = dir.path().join("wam.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let edited = edit(&text);
+    assert_ne!(edited, text, "the edit must change the manifest");
+    std::fs::write(&manifest, edited).unwrap();
+    dir
+}
+
+fn load_error(dir: &Path) -> String {
+    let err = match Bundle::load(dir) {
+        Err(e) => return e.to_string(),
+        Ok(b) => match ModelRuntime::load(&b, &config(&[]).runtime) {
+            Err(e) => e,
+            Ok(_) => panic!(
+                "bundle in {} loaded although it is inconsistent",
+                dir.display()
+            ),
+        },
+    };
+    err.to_string()
+}
+
+/// Feeds uniform frames (exterior `p0`, wrist `p1`) through the real preprocessing into the model input.
+fn fill_frames(policy_input: &mut [f32], p0: u8, p1: u8, size: (usize, usize)) {
+    let b = Bundle::load(bundle_dir()).unwrap();
+    let d = b.dims();
+    let m = &b.manifest.image;
+    let mut pre = Preprocessor::new(
+        d.width,
+        d.height,
+        [m.mean[0], m.mean[1], m.mean[2]],
+        [m.std[0], m.std[1], m.std[2]],
+    );
+    let (w, h) = size;
+    for (cam, value) in [p0, p1].into_iter().enumerate() {
+        let data = vec![value; w * h * 3];
+        let view = ImageView::new(w, h, w * 3, "rgb8", &data).unwrap();
+        for t in 0..d.context_frames {
+            let off = (cam * d.context_frames + t) * d.frame_len();
+            pre.process(&view, &mut policy_input[off..off + d.frame_len()])
+                .unwrap();
+        }
+    }
+}
+
+#[test]
+fn test_model_function_is_reproduced_exactly() {
+    let bundle = Bundle::load(bundle_dir()).unwrap();
+    let cfg = config(&[]);
+    let mut policy = Policy::start(&bundle, &cfg).unwrap();
+    assert_eq!(policy.provider_name(), "cpu");
+    let encoder = InstructionEncoder::for_bundle(&bundle).unwrap();
+    let mut input = policy.new_input();
+    let mut output = policy.new_output();
+    fill_frames(&mut input.frames, 191, 64, (64, 48));
+    let q = [0.1, -0.2, 0.3, -0.4, 0.5, -0.6, 0.02];
+    input.state.copy_from_slice(&q);
+    encoder
+        .encode_into("Reach the red cube.", &mut input.tokens)
+        .unwrap();
+    assert_eq!(input.tokens, [2, 5, 6, 10, 0, 0, 0, 0]);
+    let t = policy.process(&input, &mut output).unwrap();
+    assert!(t.total_s > 0.0 && t.denoise_s > 0.0);
+    let (b0, b1) = (191.0 / 255.0, 64.0 / 255.0);
+    for i in 0..8 {
+        for j in 0..7 {
+            let expected =
+                q[j] + (i + 1) as f64 * (0.02 * (b0 - b1) + 0.001 * 23.0 + 0.001 * j as f64);
+            let got = output.actions[i * 7 + j];
+            assert!(
+                (got - expected).abs() < 1e-5,
+                "step {i} joint {j}: {got} vs {expected}"
+            );
+        }
+    }
+    // Predicted frames: uniform, newest frame + 0.05 (f + 1).
+    let flen = 3 * 32 * 32;
+    for (cam, p) in [b0, b1].iter().enumerate() {
+        for f in 0..2 {
+            let frame = &output.frames[(cam * 2 + f) * flen..(cam * 2 + f + 1) * flen];
+            let expected = *p as f32 + 0.05 * (f + 1) as f32;
+            assert!(
+                frame.iter().all(|x| (x - expected).abs() < 1e-5),
+                "camera {cam} frame {f}"
+            );
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_noise_and_steps_override() {
+    let bundle = Bundle::load(bundle_dir()).unwrap();
+    let cfg = config(&[("sampler_steps", ParamValue::Integer(7))]);
+    let policy = Policy::start(&bundle, &cfg).unwrap();
+    assert_eq!(policy.sampler_steps(), 7);
+}
+
+#[test]
+fn manifest_and_onnx_mismatches_name_stage_and_tensor() {
+    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>, Vec<&str>)> = vec![
+        (
+            "renamed input",
+            Box::new(|s: &str| s.replace("inputs: {frames: frames}", "inputs: {frames: images}")),
+            vec!["stage `encode`", "`images`", "no such input"],
+        ),
+        (
+            "image size",
+            Box::new(|s: &str| s.replace("height: 32", "height: 48")),
+            vec![
+                "stage `encode`",
+                "`frames`",
+                "dimension 4 is 32",
+                "expected 48",
+            ],
+        ),
+        (
+            "latent shape",
+            Box::new(|s: &str| s.replace("latent_shape: [3, 8, 8]", "latent_shape: [4, 8, 8]")),
+            vec!["`latents`", "dimension 3 is 3", "expected 4"],
+        ),
+        (
+            "horizon",
+            Box::new(|s: &str| s.replace("horizon: 8", "horizon: 16")),
+            vec!["stage `denoise`", "`noisy_actions`", "expected 16"],
+        ),
+        (
+            "context output not listed",
+            Box::new(|s: &str| {
+                s.replace(
+                    "outputs: [action_target, video_target]",
+                    "outputs: [action_target]",
+                )
+            }),
+            vec!["stage `denoise`", "`video_target`", "does not name it"],
+        ),
+        (
+            "context output missing",
+            Box::new(|s: &str| {
+                s.replace(
+                    "outputs: [action_target, video_target]",
+                    "outputs: [action_target, video_target, cache]",
+                )
+            }),
+            vec!["stage `context`", "`cache`", "no such output"],
+        ),
+        (
+            "output renamed",
+            Box::new(|s: &str| {
+                s.replace(
+                    "outputs: {frames: predicted_frames}",
+                    "outputs: {frames: rgb}",
+                )
+            }),
+            vec!["stage `decode`", "`rgb`", "no such output"],
+        ),
+        (
+            "state size",
+            Box::new(|s: &str| {
+                s.replace("joints: [joint1, joint2, joint3, joint4, joint5, joint6, gripper]\n  mean: [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]\n  std: [2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]",
+                    "joints: [joint1, joint2, joint3, joint4, joint5, joint6]\n  mean: [0.1, 0.1, 0.1, 0.1, 0.1, 0.1]\n  std: [2.0, 2.0, 2.0, 2.0, 2.0, 2.0]")
+            }),
+            vec![
+                "stage `context`",
+                "`state`",
+                "dimension 1 is 7",
+                "expected 6",
+            ],
+        ),
+        (
+            "missing file",
+            Box::new(|s: &str| s.replace("file: decode.onnx", "file: nowhere.onnx")),
+            vec!["stages.decode.file", "nowhere.onnx", "does not exist"],
+        ),
+        (
+            "norm length",
+            Box::new(|s: &str| s.replace("mean: [0.5, 0.5, 0.5]", "mean: [0.5, 0.5]")),
+            vec!["image.mean", "has 2 entries, expected 3"],
+        ),
+        (
+            "unknown kind",
+            Box::new(|s: &str| s.replace("kind: absolute_joint_position", "kind: delta_ee_pose")),
+            vec!["wam.yaml", "delta_ee_pose"],
+        ),
+    ];
+    for (what, edit, needles) in cases {
+        let dir = edited_bundle(edit);
+        let msg = load_error(dir.path());
+        for needle in needles {
+            assert!(msg.contains(needle), "{what}: `{needle}` not in: {msg}");
+        }
+    }
+}
+
+#[test]
+fn unavailable_providers_fall_back_or_refuse() {
+    let bundle = Bundle::load(bundle_dir()).unwrap();
+    // The CPU build of ONNX Runtime has neither CUDA nor TensorRT: both fail for real and CPU is used.
+    let cfg = config(&[(
+        "providers",
+        ParamValue::StringArray(vec!["tensorrt".into(), "cuda".into(), "cpu".into()]),
+    )]);
+    let rt = ModelRuntime::load(&bundle, &cfg.runtime).unwrap();
+    assert_eq!(rt.provider(), Provider::Cpu);
+
+    let cfg = config(&[("require_accelerator", ParamValue::Bool(true))]);
+    match ModelRuntime::load(&bundle, &cfg.runtime) {
+        Err(e @ RuntimeError::NoAccelerator { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("cuda") && msg.contains("tensorrt"), "{msg}");
+        }
+        other => panic!("expected NoAccelerator, got {:?}", other.err()),
+    }
+
+    let cfg = config(&[("providers", ParamValue::StringArray(vec!["cuda".into()]))]);
+    let msg = ModelRuntime::load(&bundle, &cfg.runtime)
+        .err()
+        .expect("cuda alone cannot load here")
+        .to_string();
+    assert!(
+        msg.contains("stage `encode`") && msg.contains("cuda"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn wiring_maps_cameras_joints_and_limits() {
+    let bundle = Bundle::load(bundle_dir()).unwrap();
+    let names: Vec<String> = (1..=6)
+        .map(|i| format!("arm_j{i}"))
+        .chain(["finger".to_string()])
+        .collect();
+    let cfg = config(&[
+        (
+            "camera_names",
+            ParamValue::StringArray(vec!["wrist".into(), "exterior".into()]),
+        ),
+        (
+            "camera_topics",
+            ParamValue::StringArray(vec!["/w".into(), "/e".into()]),
+        ),
+        ("joint_names", ParamValue::StringArray(names.clone())),
+        ("joint_limits.lower", ParamValue::DoubleArray(vec![-1.0; 7])),
+        (
+            "joint_limits.upper",
+            ParamValue::DoubleArray((0..7).map(|i| 1.0 + i as f64).collect()),
+        ),
+        (
+            "joint_limits.max_velocity",
+            ParamValue::DoubleArray(vec![1.0; 7]),
+        ),
+    ]);
+    let w = Wiring::resolve(&bundle, &cfg).unwrap();
+    assert_eq!(w.camera_topics, ["/e", "/w"]);
+    assert_eq!(w.action_joint_names, names);
+    assert_eq!(w.action_limits.unwrap().upper[6], 7.0);
+
+    let bad = config(&[
+        (
+            "camera_names",
+            ParamValue::StringArray(vec!["wrist".into(), "top".into()]),
+        ),
+        (
+            "camera_topics",
+            ParamValue::StringArray(vec!["/w".into(), "/t".into()]),
+        ),
+    ]);
+    let msg = Wiring::resolve(&bundle, &bad).unwrap_err().to_string();
+    assert!(
+        msg.contains("camera_names") && msg.contains("`top`"),
+        "{msg}"
+    );
+    let bad = config(&[("joint_names", ParamValue::StringArray(vec!["a".into()]))]);
+    let msg = Wiring::resolve(&bundle, &bad).unwrap_err().to_string();
+    assert!(
+        msg.contains("joint_names") && msg.contains("expected one per bundle state joint"),
+        "{msg}"
+    );
+}

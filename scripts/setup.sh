@@ -59,7 +59,7 @@ find_python() {
         [ -n "$c" ] || continue
         command -v "$c" >/dev/null 2>&1 || continue
         if "$c" -c 'import sys, sysconfig; sys.exit(0 if sys.version_info[:2] == (3, 11) and sysconfig.get_config_var("Py_ENABLE_SHARED") == 1 else 1)' 2>/dev/null; then
-            command -v "$c"
+            "$c" -c 'import sys; print(sys.executable)'
             return 0
         fi
     done

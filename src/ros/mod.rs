@@ -501,8 +501,10 @@ impl NodeState {
                     );
                     self.publish_hold(pubs, now);
                     self.schedule.clear();
+                    self.was_running = false;
                 }
-                self.was_running = false;
+                // A sync gap (joint states just stopped) is not stale yet: keep `was_running` so the hold
+                // still comes once the gap turns into staleness.
                 self.not_ready = ready.err();
                 return;
             }

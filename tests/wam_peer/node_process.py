@@ -1,0 +1,220 @@
+"""The wam_policy node as a child process with its own params file, domain and stderr log."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+__all__ = ["REPO", "TEST_BUNDLE", "node_binary", "params_yaml", "NodeProcess"]
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_BUNDLE = REPO / "models" / "wam_test"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def node_binary() -> Path:
+    """WAM_NODE_BIN, or the release build of this checkout."""
+    env = os.environ.get("WAM_NODE_BIN")
+    if env:
+        return Path(env)
+    return REPO / "target" / "release" / "wam_policy_node"
+
+
+def _yaml_value(value: Any) -> str:
+    """YAML flow scalar/sequence. JSON is valid YAML flow syntax; floats keep a decimal point so
+    that ROS reads them as doubles, never as integers."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        return text if any(c in text for c in ".eEn") else text + ".0"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
+    if isinstance(value, (int, str)):
+        return json.dumps(value)
+    raise TypeError(f"cannot write {value!r} as a parameter")
+
+
+def params_yaml(params: Mapping[str, Any], node_name: str = "wam_policy") -> str:
+    """A ROS 2 params file for ``node_name``. Dotted names (``joint_limits.lower``) are written as
+    nested maps."""
+    tree: dict[str, Any] = {}
+    for name, value in params.items():
+        parts = name.split(".")
+        level = tree
+        for part in parts[:-1]:
+            level = level.setdefault(part, {})
+        level[parts[-1]] = value
+
+    lines = [f"{node_name}:", "  ros__parameters:"]
+
+    def emit(level: Mapping[str, Any], indent: int) -> None:
+        for key, value in level.items():
+            if isinstance(value, Mapping):
+                lines.append(" " * indent + f"{key}:")
+                emit(value, indent + 2)
+            else:
+                lines.append(" " * indent + f"{key}: {_yaml_value(value)}")
+
+    emit(tree, 4)
+    return "\n".join(lines) + "\n"
+
+
+class NodeProcess:
+    """Runs ``wam_policy_node --ros-args --params-file <tmp>/params.yaml`` in domain
+    ``domain_id``. Use as a context manager; the process is terminated (SIGINT, then SIGKILL) on
+    exit and its temporary folder (params file and log) removed, so read ``stderr`` inside the
+    ``with`` block.
+
+    ``params`` are merged over defaults that point at the test bundle on the CPU provider.
+    """
+
+    DEFAULTS: Mapping[str, Any] = {
+        "bundle_path": str(TEST_BUNDLE),
+        "providers": ["cpu"],
+        "warmup_runs": 1,
+    }
+
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        domain_id: int,
+        *,
+        binary: Path | None = None,
+        rust_log: str = "info",
+        extra_env: Mapping[str, str] | None = None,
+        use_defaults: bool = True,
+    ) -> None:
+        self.params: dict[str, Any] = dict(self.DEFAULTS) if use_defaults else {}
+        self.params.update(params)
+        self.domain_id = domain_id
+        self.binary = binary or node_binary()
+        self.rust_log = rust_log
+        self.extra_env = dict(extra_env or {})
+        self._dir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr_file: IO[bytes] | None = None
+
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def params_file(self) -> Path:
+        assert self._dir is not None, "not started"
+        return self._dir / "params.yaml"
+
+    @property
+    def stderr_path(self) -> Path:
+        assert self._dir is not None, "not started"
+        return self._dir / "stderr.log"
+
+    def start(self) -> NodeProcess:
+        if not self.binary.exists():
+            raise FileNotFoundError(
+                f"node binary {self.binary} not found: run `cargo build --release` or set "
+                "WAM_NODE_BIN"
+            )
+        self._dir = Path(tempfile.mkdtemp(prefix="wam_node_"))
+        self.params_file.write_text(params_yaml(self.params))
+        env = dict(os.environ)
+        env.update(
+            {
+                "ROS_DOMAIN_ID": str(self.domain_id),
+                "RUST_LOG": self.rust_log,
+                "NO_COLOR": "1",
+                "RUST_BACKTRACE": "1",
+            }
+        )
+        env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        env.update(self.extra_env)
+        self._stderr_file = open(self.stderr_path, "wb")
+        self._proc = subprocess.Popen(
+            [str(self.binary), "--ros-args", "--params-file", str(self.params_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._stderr_file,
+            stderr=self._stderr_file,
+            env=env,
+            cwd=self._dir,
+        )
+        return self
+
+    def __enter__(self) -> NodeProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Removes the params file and the log (read ``stderr`` before)."""
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit status, or None while running."""
+        return self._proc.poll() if self._proc else None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def wait(self, timeout: float) -> int:
+        """Waits for the process to exit; raises subprocess.TimeoutExpired."""
+        assert self._proc is not None, "not started"
+        return self._proc.wait(timeout=timeout)
+
+    @property
+    def stderr(self) -> str:
+        """Everything the node wrote (stdout and stderr), ANSI colours stripped."""
+        if self._dir is None or not self.stderr_path.exists():
+            return ""
+        if self._stderr_file is not None:
+            self._stderr_file.flush()
+        text = self.stderr_path.read_bytes().decode("utf-8", errors="replace")
+        return _ANSI.sub("", text)
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.stderr.splitlines()[-lines:])
+
+    def wait_for_log(self, needle: str, timeout: float) -> bool:
+        """Waits until ``needle`` appears in the node's output (or the node exits)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.stderr:
+                return True
+            if not self.running():
+                return needle in self.stderr
+            time.sleep(0.02)
+        return False
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout)
+        if self._stderr_file is not None:
+            self._stderr_file.close()
+            self._stderr_file = None
+        return proc.returncode if proc is not None else None

@@ -74,8 +74,8 @@ impl SafetyFilter {
                 recompute(points);
             }
             if !points.is_empty() {
-                for j in 0..a {
-                    let distance = (points.positions[j] - measured[j]).abs();
+                for (j, (p, q)) in points.positions[..a].iter().zip(measured).enumerate() {
+                    let distance = (p - q).abs();
                     if distance > l.max_jump {
                         return Err(SafetyViolation::Jump {
                             joint: self.names[j].clone(),

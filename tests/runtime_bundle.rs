@@ -125,7 +125,7 @@ fn test_model_function_is_reproduced_exactly() {
 }
 
 #[test]
-fn same_seed_same_noise_and_steps_override() {
+fn sampler_steps_parameter_overrides_the_bundle() {
     let bundle = Bundle::load(bundle_dir()).unwrap();
     let cfg = config(&[("sampler_steps", ParamValue::Integer(7))]);
     let policy = Policy::start(&bundle, &cfg).unwrap();

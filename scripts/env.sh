@@ -46,6 +46,8 @@ export ROS_VERSION=2
 export ROS_PYTHON_VERSION=3
 export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+# MuJoCo renders offscreen on the CPU (EGL + Mesa).
+export MUJOCO_GL="${MUJOCO_GL:-egl}"
 
 # Prepended in reverse order: the messages prefix ends up first.
 for _wam_p in "$_wam_prefix" "$_wam_msgs"; do
@@ -61,6 +63,9 @@ _wam_prepend LD_LIBRARY_PATH "$_wam_prefix/lib"
 _wam_prepend LD_LIBRARY_PATH "$_wam_msgs/lib"
 
 _wam_prepend PYTHONPATH "$_wam_repo/tests"
+# The simulator (sim/wam_sim) and the model's training/export package (models/wam_model).
+_wam_prepend PYTHONPATH "$_wam_repo/models"
+_wam_prepend PYTHONPATH "$_wam_repo/sim"
 _wam_prepend PYTHONPATH "$_wam_msgs/lib/python$WAM_PYVER/site-packages"
 _wam_prepend PATH "$_wam_prefix/bin"
 export VIRTUAL_ENV="$_wam_prefix"

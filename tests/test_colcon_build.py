@@ -129,6 +129,8 @@ def test_share_directories_installed(colcon_install: tuple[Path, dict[str, str]]
     for msg in ("ActionChunk", "PolicyStatus"):
         assert (share / "msg" / f"{msg}.msg").is_file()
         assert (share / "msg" / f"{msg}.idl").is_file()
+    for srv in ("ResetEpisode", "GetEpisodeResult"):
+        assert (share / "srv" / f"{srv}.srv").is_file()
 
 
 def test_message_libraries_installed(colcon_install: tuple[Path, dict[str, str]]) -> None:

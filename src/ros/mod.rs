@@ -713,6 +713,7 @@ impl NodeState {
             bad_instructions: self.bad.total(Source::Instruction),
             stale_observations: self.stale_observations,
             safety_rejections: self.safety_rejections,
+            ..Default::default()
         }
     }
 }

@@ -23,7 +23,7 @@ check: build
 bundle: setup
 	$(ENV) python -m wam_testmodel --out models/wam_test
 
-test: build test-rust test-ros test-colcon
+test: build test-rust test-ros test-colcon test-sim
 
 test-rust: setup
 	$(ENV) cargo test
@@ -34,6 +34,9 @@ test-ros: build
 
 test-colcon: setup
 	$(ENV) python -m pytest -q tests/test_colcon_build.py
+
+test-sim: setup
+	$(ENV) python -m pytest -q tests/test_sim_world.py tests/test_sim_expert.py tests/test_sim_follower.py tests/test_sim_node.py
 
 clean:
 	rm -rf target build tests/.work

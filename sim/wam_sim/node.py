@@ -1,0 +1,336 @@
+"""ROS 2 sim node ``wam_sim``: real-time physics, cameras, joint states, a trajectory follower.
+
+Run with ``python -m wam_sim.node [--ros-args -p seed:=3 ...]`` (parameters: config/sim.yaml).
+Physics and joint states run in one thread paced by the wall clock; cameras render in another
+thread from a copy of the state, so rendering does not hold up the joint states.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+import mujoco
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from trajectory_msgs.msg import JointTrajectory
+
+from wam_policy.srv import GetEpisodeResult, ResetEpisode
+
+from .env import SceneRenderer, SimEnv, parse_instruction
+from .follower import TrajectoryFollower
+from .scene import CAMERA_NAMES, JOINT_NAMES, TIMESTEP
+
+DEFAULTS: dict[str, object] = {
+    "image_width": 64,
+    "image_height": 64,
+    "camera_rate_hz": 15.0,
+    "joint_state_rate_hz": 200.0,
+    "seed": 0,
+    "instruction": "",
+    "publish_clock": False,
+}
+# Physics never catches up more than this many seconds at once (it drops the rest).
+_MAX_CATCH_UP = 0.1
+
+
+class ParameterError(ValueError):
+    """A parameter has a bad value."""
+
+
+def _stamp(seconds: float) -> Time:
+    sec = int(seconds // 1)
+    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+
+
+def _seconds(t: Time) -> float:
+    return float(t.sec) + float(t.nanosec) * 1e-9
+
+
+class SimNode(Node):
+    """The simulated robot on a ROS 2 graph."""
+
+    def __init__(self) -> None:
+        super().__init__("wam_sim")
+        p = self._read_parameters()
+        self.image_size = (p["image_height"], p["image_width"])
+        self.camera_rate = float(p["camera_rate_hz"])
+        self.joint_rate = float(p["joint_state_rate_hz"])
+        self.publish_clock = bool(p["publish_clock"])
+        self.env = SimEnv(self.image_size)
+        self.env.reset(int(p["seed"]), str(p["instruction"]) or None)
+        self.follower = TrajectoryFollower(self.env.qpos())
+        self.lock = threading.Lock()
+        self._wall0 = time.monotonic()
+        self._sim_offset = 0.0  # simulated seconds of earlier episodes (for /clock)
+        self.ever_succeeded = False
+        self._running = True
+        self.joint_state_count = 0
+        self.frame_count = 0
+        self._last_warn = 0.0
+
+        sensor = qos_profile_sensor_data
+        self.pub_joints = self.create_publisher(JointState, "/joint_states", sensor)
+        self.pub_desired = self.create_publisher(JointState, "~/desired_state", sensor)
+        self.pub_images = {
+            c: self.create_publisher(Image, f"/cameras/{c}/image_raw", sensor) for c in CAMERA_NAMES
+        }
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        self.pub_instruction = self.create_publisher(String, "/instruction", latched)
+        self.pub_clock = self.create_publisher(Clock, "/clock", 10) if self.publish_clock else None
+        self.create_subscription(JointTrajectory, "/joint_trajectory", self._on_trajectory, 10)
+        self.create_subscription(
+            Float64MultiArray, "/forward_position_controller/commands", self._on_command, 10
+        )
+        self.create_service(ResetEpisode, "~/reset_episode", self._on_reset)
+        self.create_service(GetEpisodeResult, "~/episode_result", self._on_result)
+        self.create_timer(1.0, self._publish_instruction)
+        self._publish_instruction()
+        self._threads = [
+            threading.Thread(target=self._physics_loop, name="physics", daemon=True),
+            threading.Thread(target=self._camera_loop, name="cameras", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        self.get_logger().info(
+            f"wam_sim: {self.env.instruction!r} (seed {self.env.seed}), images "
+            f"{p['image_width']}x{p['image_height']} at {self.camera_rate} Hz, joint states at "
+            f"{self.joint_rate} Hz"
+        )
+
+    # -- parameters ----------------------------------------------------------------------------
+    def _read_parameters(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for name, default in DEFAULTS.items():
+            try:
+                out[name] = self.declare_parameter(name, default).value
+            except Exception as e:  # wrong type given on the command line or in a file
+                raise ParameterError(f"parameter {name}: {e}") from e
+        checks = [
+            ("image_width", 8 <= int(out["image_width"]) <= 640, "must lie in 8..640"),  # type: ignore[call-overload]
+            ("image_height", 8 <= int(out["image_height"]) <= 480, "must lie in 8..480"),  # type: ignore[call-overload]
+            ("camera_rate_hz", 0.0 < float(out["camera_rate_hz"]) <= 60.0, "must lie in (0, 60]"),  # type: ignore[arg-type]
+            (
+                "joint_state_rate_hz",
+                1.0 <= float(out["joint_state_rate_hz"]) <= 1000.0,  # type: ignore[arg-type]
+                "must lie in [1, 1000]",
+            ),
+            ("seed", int(out["seed"]) >= 0, "must be >= 0"),  # type: ignore[call-overload]
+        ]
+        for name, ok, what in checks:
+            if not ok:
+                raise ParameterError(f"parameter {name}: {out[name]!r} {what}")
+        if out["instruction"]:
+            try:
+                parse_instruction(str(out["instruction"]))
+            except ValueError as e:
+                raise ParameterError(f"parameter instruction: {e}") from e
+        return out
+
+    # -- callbacks -----------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _warn(self, text: str) -> None:
+        t = time.monotonic()
+        if t - self._last_warn > 2.0:
+            self._last_warn = t
+            self.get_logger().warning(text)
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        now = self._now()
+        tfs = [_seconds(p.time_from_start) for p in msg.points]  # type: ignore[arg-type]
+        pos = [list(p.positions) for p in msg.points]
+        vel = [list(p.velocities) for p in msg.points]
+        with self.lock:
+            ok = self.follower.receive_trajectory(
+                list(msg.joint_names), _seconds(msg.header.stamp), tfs, pos, vel, now
+            )
+            reason = self.follower.last_reject_reason
+        if not ok:
+            self._warn(f"trajectory rejected: {reason}")
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        with self.lock:
+            ok = self.follower.command_positions(list(msg.data))
+            reason = self.follower.last_reject_reason
+        if not ok:
+            self._warn(f"position command rejected: {reason}")
+
+    def _on_reset(
+        self, req: ResetEpisode.Request, res: ResetEpisode.Response
+    ) -> ResetEpisode.Response:
+        try:
+            if req.instruction:
+                parse_instruction(req.instruction)
+            if req.seed < 0:
+                raise ValueError("seed must be >= 0")
+        except ValueError as e:
+            res.success, res.message, res.instruction = False, str(e), ""
+            return res
+        with self.lock:
+            self._sim_offset += self.env.time
+            self.env.reset(int(req.seed), req.instruction or None)
+            self.follower.reset(self.env.qpos())
+            self._wall0 = time.monotonic()
+            self.ever_succeeded = False
+            instruction = self.env.instruction
+        self._publish_instruction()
+        res.success = True
+        res.instruction = instruction
+        res.message = f"episode with seed {req.seed}: {instruction}"
+        return res
+
+    def _on_result(
+        self, req: GetEpisodeResult.Request, res: GetEpisodeResult.Response
+    ) -> GetEpisodeResult.Response:
+        del req
+        with self.lock:
+            res.instruction = self.env.instruction
+            res.task_family = self.env.task_family
+            res.success = self.env.success()
+            res.ever_succeeded = self.ever_succeeded or res.success
+            res.elapsed_s = self.env.time
+            res.gripper_to_object_m = self.env.gripper_to_object()
+            res.object_to_goal_m = self.env.object_to_goal()
+        return res
+
+    def _publish_instruction(self) -> None:
+        self.pub_instruction.publish(String(data=self.env.instruction))
+
+    # -- loops ---------------------------------------------------------------------------------
+    def _joint_state(self, stamp: Time, pos: np.ndarray, vel: np.ndarray) -> JointState:
+        msg = JointState()
+        msg.header.stamp = stamp
+        msg.name = list(JOINT_NAMES)
+        msg.position = pos.tolist()
+        msg.velocity = vel.tolist()
+        return msg
+
+    def _physics_loop(self) -> None:
+        try:
+            self._physics()
+        except Exception as e:  # the context went away at shutdown
+            if self._running and rclpy.ok():
+                raise
+            del e
+
+    def _camera_loop(self) -> None:
+        try:
+            self._cameras()
+        except Exception as e:  # the context went away at shutdown
+            if self._running and rclpy.ok():
+                raise
+            del e
+
+    def _physics(self) -> None:
+        period = 1.0 / self.joint_rate
+        deadline = time.monotonic()
+        while self._running and rclpy.ok():
+            with self.lock:
+                now = self._now()
+                due = time.monotonic() - self._wall0
+                n = int((due - self.env.time) / TIMESTEP)
+                if n * TIMESTEP > _MAX_CATCH_UP:
+                    dropped = n * TIMESTEP - _MAX_CATCH_UP
+                    self._wall0 += dropped
+                    n = int(round(_MAX_CATCH_UP / TIMESTEP))
+                des_pos, des_vel = self.follower.tick(now)
+                self.env.set_target(des_pos)
+                self.env.step_physics(n)
+                if self.env.success():
+                    self.ever_succeeded = True
+                q, qd = self.env.qpos(), self.env.qvel()
+                sim_time = self._sim_offset + self.env.time
+            stamp = _stamp(now)
+            self.pub_joints.publish(self._joint_state(stamp, q, qd))
+            self.pub_desired.publish(self._joint_state(stamp, des_pos, des_vel))
+            if self.pub_clock is not None:
+                self.pub_clock.publish(Clock(clock=_stamp(sim_time)))
+            self.joint_state_count += 1
+            deadline += period
+            wait = deadline - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            elif wait < -0.25:  # far behind (machine overloaded): give up the missed ticks
+                deadline = time.monotonic()
+
+    def _cameras(self) -> None:
+        renderer = SceneRenderer(self.env.model, self.image_size)
+        data = mujoco.MjData(self.env.model)
+        period = 1.0 / self.camera_rate
+        deadline = time.monotonic()
+        h, w = self.image_size
+        try:
+            while self._running and rclpy.ok():
+                with self.lock:
+                    data.qpos[:] = self.env.data.qpos
+                    data.mocap_pos[:] = self.env.data.mocap_pos
+                    data.mocap_quat[:] = self.env.data.mocap_quat
+                    now = self._now()
+                mujoco.mj_kinematics(self.env.model, data)
+                mujoco.mj_camlight(self.env.model, data)
+                frames = renderer.render(data)
+                stamp = _stamp(now)
+                for name, img in frames.items():
+                    msg = Image()
+                    msg.header.stamp = stamp
+                    msg.header.frame_id = name
+                    msg.height, msg.width = h, w
+                    msg.encoding = "rgb8"
+                    msg.is_bigendian = 0
+                    msg.step = 3 * w
+                    msg.data = img.tobytes()
+                    self.pub_images[name].publish(msg)
+                self.frame_count += 1
+                deadline += period
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                elif wait < -2 * period:
+                    deadline = time.monotonic()
+        finally:
+            renderer.close()
+
+    def stop(self) -> None:
+        """Stops the physics and camera threads."""
+        self._running = False
+        for t in self._threads:
+            t.join(timeout=2.0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m wam_sim.node``."""
+    rclpy.init(args=list(argv) if argv is not None else sys.argv)
+    try:
+        node = SimNode()
+    except ParameterError as e:
+        print(f"wam_sim: {e}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -223,7 +223,7 @@ class TrajectoryFollower:
         rec = TickRecord(now, pos, vel, self._mode)
         last = self._last_tick
         if last is not None and now > last.t:
-            if rec.mode == ENDED:
+            if rec.mode == ENDED and last.mode == ENDED:
                 self._idle += now - last.t
             self._max_jump = max(self._max_jump, float(np.max(np.abs(vel - last.velocity))))
         self._last_tick = rec
@@ -233,7 +233,7 @@ class TrajectoryFollower:
     # -- measurements --------------------------------------------------------------------------
     @property
     def idle_time(self) -> float:
-        """Seconds of ticks at which the last trajectory had ended and nothing newer had arrived."""
+        """Seconds between ticks that both found the last trajectory ended and nothing newer."""
         return self._idle
 
     @property
@@ -246,7 +246,13 @@ class TrajectoryFollower:
         idle = 0.0
         prev: TickRecord | None = None
         for rec in self.history:
-            if prev is not None and t0 <= prev.t and rec.t <= t1 and rec.mode == ENDED:
+            if (
+                prev is not None
+                and t0 <= prev.t
+                and rec.t <= t1
+                and rec.mode == ENDED
+                and prev.mode == ENDED
+            ):
                 idle += rec.t - prev.t
             prev = rec
         return idle

@@ -59,8 +59,8 @@ def test_replace_skips_past_points(f: TrajectoryFollower) -> None:
     np.testing.assert_allclose(mid, (Q0 + 2.0) / 2)
     # Stamped 0.5 s in the past: its points at 0.6 and 0.9 are due already and skipped; motion
     # continues from the current setpoint to the first future point (1.5 at t=1.5).
-    ok = f.receive_trajectory(JOINT_NAMES, 0.5, [0.1, 0.4, 1.0, 1.5], pts(-5, -5, 1.5, 3.0), None, now=1.0)
-    assert ok
+    tfs = [0.1, 0.4, 1.0, 1.5]
+    assert f.receive_trajectory(JOINT_NAMES, 0.5, tfs, pts(-5, -5, 1.5, 3.0), None, now=1.0)
     np.testing.assert_allclose(f.sample(1.0)[0], mid)
     np.testing.assert_allclose(f.sample(1.25)[0], (mid + 1.5) / 2)
     np.testing.assert_allclose(f.sample(1.5)[0], 1.5)

@@ -44,7 +44,11 @@ class SimProcess:
             args += ["-p", f"{k}:={v}"]
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
         self.proc = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            args,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
 
     def stop(self) -> str:
@@ -92,7 +96,9 @@ class Peer:
             reliability=ReliabilityPolicy.RELIABLE,
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
         )
-        n.create_subscription(String, "/instruction", lambda m: self.instructions.append(m.data), latched)
+        n.create_subscription(
+            String, "/instruction", lambda m: self.instructions.append(m.data), latched
+        )
         self.traj_pub = n.create_publisher(JointTrajectory, "/joint_trajectory", 10)
         self.episodes = EpisodeClient(n, timeout_s=10.0, spin=False)
 

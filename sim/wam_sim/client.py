@@ -37,7 +37,8 @@ class EpisodeClient:
 
     def reset(self, seed: int, instruction: str = "") -> ResetEpisode.Response:
         """Starts an episode; raises TimeoutError when no answer comes in time."""
-        return self._call(self._reset, ResetEpisode.Request(seed=int(seed), instruction=instruction))
+        request = ResetEpisode.Request(seed=int(seed), instruction=instruction)
+        return self._call(self._reset, request)
 
     def result(self) -> GetEpisodeResult.Response:
         """The running episode's state; raises TimeoutError when no answer comes in time."""

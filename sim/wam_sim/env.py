@@ -139,10 +139,13 @@ class SimEnv:
         mujoco.mj_forward(m, d)
         return self.instruction
 
-    def _layout(self, rng: np.random.Generator) -> tuple[dict[str, tuple[float, float, float]], np.ndarray]:
-        """Non-overlapping cube positions and a zone; for push, a clear path from behind the cube."""
+    def _layout(
+        self, rng: np.random.Generator
+    ) -> tuple[dict[str, tuple[float, float, float]], np.ndarray]:
+        """Non-overlapping cube positions and a zone; for push, a clear path behind the cube."""
         for _ in range(10000):
-            xy = {c: rng.uniform((_X_RANGE[0], _Y_RANGE[0]), (_X_RANGE[1], _Y_RANGE[1])) for c in CUBE_COLOURS}
+            lo, hi = (_X_RANGE[0], _Y_RANGE[0]), (_X_RANGE[1], _Y_RANGE[1])
+            xy = {c: rng.uniform(lo, hi) for c in CUBE_COLOURS}
             pts = list(xy.values())
             if min(np.linalg.norm(a - b) for i, a in enumerate(pts) for b in pts[i + 1 :]) < 0.1:
                 continue
@@ -166,11 +169,14 @@ class SimEnv:
                 ):
                     continue
             else:
-                zone = rng.uniform((_X_RANGE[0], _Y_RANGE[0]), (_X_RANGE[1], _Y_RANGE[1]))
+                zone = rng.uniform(lo, hi)
                 if min(np.linalg.norm(zone - p) for p in pts) < 0.09:
                     continue
             yaws = rng.uniform(-0.5, 0.5, len(CUBE_COLOURS))
-            cubes = {c: (float(xy[c][0]), float(xy[c][1]), float(y)) for c, y in zip(CUBE_COLOURS, yaws, strict=True)}
+            cubes = {
+                c: (float(xy[c][0]), float(xy[c][1]), float(y))
+                for c, y in zip(CUBE_COLOURS, yaws, strict=True)
+            }
             return cubes, zone
         raise RuntimeError("no layout found")  # pragma: no cover
 

@@ -1,7 +1,7 @@
 """A pure-Python trajectory follower with the rules of ros2_control's joint_trajectory_controller.
 
-- A trajectory whose stamp is zero starts when it arrives, otherwise at its stamp; ``time_from_start``
-  counts from that start and must increase strictly.
+- A trajectory whose stamp is zero starts when it arrives, otherwise at its stamp;
+  ``time_from_start`` counts from that start and must increase strictly.
 - A new trajectory replaces the active one: points whose time is already past are skipped and the
   motion continues from the current desired state to the first future point. A trajectory whose
   last point is already past is rejected (as the controller does).

@@ -119,16 +119,17 @@ class SimNode(Node):
                 out[name] = self.declare_parameter(name, default).value
             except Exception as e:  # wrong type given on the command line or in a file
                 raise ParameterError(f"parameter {name}: {e}") from e
+        v: dict[str, float] = {
+            k: float(out[k])  # type: ignore[arg-type]
+            for k in DEFAULTS
+            if k not in ("instruction", "publish_clock")
+        }
         checks = [
-            ("image_width", 8 <= int(out["image_width"]) <= 640, "must lie in 8..640"),  # type: ignore[call-overload]
-            ("image_height", 8 <= int(out["image_height"]) <= 480, "must lie in 8..480"),  # type: ignore[call-overload]
-            ("camera_rate_hz", 0.0 < float(out["camera_rate_hz"]) <= 60.0, "must lie in (0, 60]"),  # type: ignore[arg-type]
-            (
-                "joint_state_rate_hz",
-                1.0 <= float(out["joint_state_rate_hz"]) <= 1000.0,  # type: ignore[arg-type]
-                "must lie in [1, 1000]",
-            ),
-            ("seed", int(out["seed"]) >= 0, "must be >= 0"),  # type: ignore[call-overload]
+            ("image_width", 8 <= v["image_width"] <= 640, "must lie in 8..640"),
+            ("image_height", 8 <= v["image_height"] <= 480, "must lie in 8..480"),
+            ("camera_rate_hz", 0.0 < v["camera_rate_hz"] <= 60.0, "must lie in (0, 60]"),
+            ("joint_state_rate_hz", 1 <= v["joint_state_rate_hz"] <= 1e3, "must lie in [1, 1000]"),
+            ("seed", v["seed"] >= 0, "must be >= 0"),
         ]
         for name, ok, what in checks:
             if not ok:

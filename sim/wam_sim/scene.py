@@ -31,8 +31,8 @@ def _cube(colour: str, x: float) -> str:
     <body name="cube_{colour}" pos="{x} 0 {TABLE_TOP + CUBE_HALF}">
       <freejoint name="cube_{colour}_free"/>
       <geom name="cube_{colour}" type="box" size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}"
-            rgba="{_RGBA[colour]}" mass="0.1" contype="1" conaffinity="3" friction="0.8 0.005 0.0001"
-            condim="4"/>
+            rgba="{_RGBA[colour]}" mass="0.1" contype="1" conaffinity="3"
+            friction="0.8 0.005 0.0001" condim="4"/>
     </body>"""
 
 
@@ -40,10 +40,11 @@ def scene_xml() -> str:
     """Returns the MJCF of the whole scene."""
     # Joint gains: (kp, kv) per arm joint.
     gains = [(2000, 150), (2000, 150), (1500, 100), (1500, 100), (600, 40), (600, 40)]
+    limits = zip(JOINT_LOWER[:6], JOINT_UPPER[:6], strict=True)
     arm_acts = "\n".join(
         f'    <position name="{n}" joint="{n}" kp="{kp}" kv="{kv}" '
         f'ctrlrange="{lo} {hi}" forcerange="-200 200"/>'
-        for n, (kp, kv), lo, hi in zip(JOINT_NAMES[:6], gains, JOINT_LOWER[:6], JOINT_UPPER[:6], strict=True)
+        for n, (kp, kv), (lo, hi) in zip(JOINT_NAMES[:6], gains, limits, strict=True)
     )
     cubes = "".join(_cube(c, 0.4 + 0.1 * i) for i, c in enumerate(CUBE_COLOURS))
     rng = [f"{lo} {hi}" for lo, hi in zip(JOINT_LOWER, JOINT_UPPER, strict=True)]

@@ -40,3 +40,23 @@ test-sim: setup
 
 clean:
 	rm -rf target build tests/.work
+
+# The trained model (issue 3, models/README.md): torch lives in its own venv .prefix-train
+# (scripts/setup_train.sh), never in `make test`'s path. `train` generates the expert dataset
+# (models/.data/), trains the autoencoder, the WAM and the action-only baseline, exports both bundles
+# with their parity fixtures and writes the offline numbers; `export` re-exports from the checkpoint.
+TRAIN_ENV := source scripts/setup_train.sh --env &&
+
+.PHONY: setup-train train export
+
+setup-train:
+	bash scripts/setup_train.sh
+
+train: setup-train
+	$(TRAIN_ENV) python -m wam_model.dataset
+	$(TRAIN_ENV) python -m wam_model.train
+	$(TRAIN_ENV) python -m wam_model.export
+	$(TRAIN_ENV) python -m wam_model.evaluate
+
+export: setup-train
+	$(TRAIN_ENV) python -m wam_model.export

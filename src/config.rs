@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::execution::BoundaryMode;
+
 /// A parameter value as ROS delivers it, independent of r2r so the parsing is testable without ROS.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamValue {
@@ -110,6 +112,8 @@ pub struct JointLimits {
     pub lower: Vec<f64>,
     pub upper: Vec<f64>,
     pub max_velocity: Vec<f64>,
+    /// Per-joint acceleration limit of the commanded spline; None: not limited.
+    pub max_acceleration: Option<Vec<f64>>,
     /// Largest allowed distance between the measured position and a chunk's first point.
     pub max_jump: f64,
 }
@@ -142,8 +146,52 @@ pub struct NodeConfig {
     pub publish_predicted_frames: bool,
     pub limits: Option<JointLimits>,
     pub runtime: RuntimeConfig,
+    pub execution: ExecutionParams,
 }
 
+/// Where commands go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// One trajectory_msgs/JointTrajectory per chunk, for a joint_trajectory_controller.
+    Chunk,
+    /// Setpoints at `stream_rate_hz` interpolated from the active plan.
+    Stream,
+}
+
+impl OutputMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputMode::Chunk => "chunk",
+            OutputMode::Stream => "stream",
+        }
+    }
+}
+
+/// The message streamed setpoints are published as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamMessage {
+    /// std_msgs/Float64MultiArray of positions in joint order (forward_command_controller).
+    Float64MultiArray,
+    /// sensor_msgs/JointState with names, positions and velocities.
+    JointState,
+}
+
+/// Real-time execution: boundaries, output mode, ramp-in, dry run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionParams {
+    pub boundary_mode: BoundaryMode,
+    pub crossfade_steps: usize,
+    pub ramp_in_s: f64,
+    pub min_lead_s: f64,
+    pub output_mode: OutputMode,
+    pub stream_rate_hz: f64,
+    pub stream_topic: String,
+    pub stream_message: StreamMessage,
+    /// Publish commands on debug topics only, never on the command topic.
+    pub dry_run: bool,
+    /// Added to every inference (sleep in the worker): to measure behaviour under a slower model.
+    pub debug_extra_latency_s: f64,
+}
 /// Every parameter the node reads, with a short description of what it expects (used in errors and docs).
 pub const PARAMETERS: &[(&str, &str)] = &[
     ("bundle_path", "string: folder of the model bundle (holds wam.yaml)"),
@@ -169,7 +217,19 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ("joint_limits.lower", "double array: lower position limit per joint of joint_names"),
     ("joint_limits.upper", "double array: upper position limit per joint"),
     ("joint_limits.max_velocity", "double array: velocity limit per joint (> 0)"),
+    ("joint_limits.max_acceleration", "double array: acceleration limit per joint (> 0); empty or unset: not limited"),
     ("joint_limits.max_jump", "double > 0: largest distance from the measured state to a chunk's first point"),
+    ("robot_description", "string: URDF; position and velocity limits of joint_names are read from it when joint_limits.lower/upper/max_velocity are not set"),
+    ("boundary_mode", "string: how a new chunk joins the active one: `replace`, `crossfade` or `prefix`"),
+    ("crossfade_steps", "integer >= 1: steps over which `crossfade` blends old into new"),
+    ("ramp_in_s", "double >= 0: after ~/enable, move from the measured state to the policy's commands over this long"),
+    ("min_lead_s", "double >= 0: a chunk point due sooner than this after publication is dropped"),
+    ("output_mode", "string: `chunk` (JointTrajectory per chunk) or `stream` (setpoints at stream_rate_hz)"),
+    ("stream_rate_hz", "double > 0: rate of streamed setpoints"),
+    ("stream_topic", "string: topic of streamed setpoints"),
+    ("stream_message", "string: `float64_multi_array` (forward_command_controller) or `joint_state`"),
+    ("dry_run", "bool: publish commands on ~/dry_run/* debug topics only, never on the command topic"),
+    ("debug_extra_latency_s", "double >= 0: added to every inference, to test behaviour under a slower model"),
     ("providers", "string array: execution providers in order of preference, of tensorrt, cuda, cpu"),
     ("require_accelerator", "bool: refuse to start when only the CPU provider can be used"),
     ("device_id", "integer >= 0: GPU index for cuda/tensorrt"),
@@ -376,7 +436,8 @@ impl NodeConfig {
             warmup_runs: r.count("warmup_runs", 2)? as usize,
         };
         let joint_names = r.strings("joint_names")?.unwrap_or_default();
-        let limits = read_limits(&r, joint_names.len())?;
+        let limits = read_limits(&r, &joint_names)?;
+        let execution = read_execution(&r)?;
         let cfg = NodeConfig {
             bundle_path: PathBuf::from(bundle_path),
             camera_names,
@@ -409,6 +470,7 @@ impl NodeConfig {
             publish_predicted_frames: r.boolean("publish_predicted_frames", true)?,
             limits,
             runtime,
+            execution,
         };
         Ok(cfg)
     }
@@ -423,14 +485,95 @@ fn non_empty(r: &Reader<'_>, name: &str, default: &str) -> Result<String, ParamE
     }
 }
 
-fn read_limits(r: &Reader<'_>, joints: usize) -> Result<Option<JointLimits>, ParamError> {
-    let lower = r.doubles("joint_limits.lower")?;
-    let upper = r.doubles("joint_limits.upper")?;
-    let max_velocity = r.doubles("joint_limits.max_velocity")?;
+fn non_negative(r: &Reader<'_>, name: &str, default: f64) -> Result<f64, ParamError> {
+    let v = r.double(name, default)?;
+    if v < 0.0 {
+        return Err(perr(name, format!("expected a number >= 0, got {v}")));
+    }
+    Ok(v)
+}
+
+fn read_execution(r: &Reader<'_>) -> Result<ExecutionParams, ParamError> {
+    let boundary = r.string("boundary_mode", "prefix")?;
+    let boundary_mode = BoundaryMode::parse(&boundary).ok_or_else(|| {
+        perr(
+            "boundary_mode",
+            format!("expected `replace`, `crossfade` or `prefix`, got `{boundary}`"),
+        )
+    })?;
+    let crossfade_steps = r.count("crossfade_steps", 4)? as usize;
+    if crossfade_steps == 0 {
+        return Err(perr("crossfade_steps", "expected an integer >= 1, got 0"));
+    }
+    let output_mode = match r.string("output_mode", "chunk")?.as_str() {
+        "chunk" => OutputMode::Chunk,
+        "stream" => OutputMode::Stream,
+        other => {
+            return Err(perr(
+                "output_mode",
+                format!("expected `chunk` or `stream`, got `{other}`"),
+            ))
+        }
+    };
+    let stream_message = match r.string("stream_message", "float64_multi_array")?.as_str() {
+        "float64_multi_array" => StreamMessage::Float64MultiArray,
+        "joint_state" => StreamMessage::JointState,
+        other => {
+            return Err(perr(
+                "stream_message",
+                format!("expected `float64_multi_array` or `joint_state`, got `{other}`"),
+            ))
+        }
+    };
+    Ok(ExecutionParams {
+        boundary_mode,
+        crossfade_steps,
+        ramp_in_s: non_negative(r, "ramp_in_s", 0.5)?,
+        min_lead_s: non_negative(r, "min_lead_s", 0.02)?,
+        output_mode,
+        stream_rate_hz: r.positive("stream_rate_hz", 100.0)?,
+        stream_topic: non_empty(r, "stream_topic", "forward_position_controller/commands")?,
+        stream_message,
+        dry_run: r.boolean("dry_run", false)?,
+        debug_extra_latency_s: non_negative(r, "debug_extra_latency_s", 0.0)?,
+    })
+}
+
+fn read_limits(r: &Reader<'_>, joint_names: &[String]) -> Result<Option<JointLimits>, ParamError> {
+    let joints = joint_names.len();
+    let mut lower = r.doubles("joint_limits.lower")?;
+    let mut upper = r.doubles("joint_limits.upper")?;
+    let mut max_velocity = r.doubles("joint_limits.max_velocity")?;
     let max_jump = r.positive("joint_limits.max_jump", 0.5)?;
+    let max_acceleration = match r.doubles("joint_limits.max_acceleration")? {
+        Some(v) if v.is_empty() => None,
+        other => other,
+    };
+    let urdf = r.string("robot_description", "")?;
+    if lower.is_none() && upper.is_none() && max_velocity.is_none() && !urdf.is_empty() {
+        if joints == 0 {
+            return Err(perr(
+                "joint_names",
+                "is required to read limits from robot_description",
+            ));
+        }
+        let from_urdf = crate::urdf::joint_limits(&urdf, joint_names)
+            .map_err(|e| perr("robot_description", e.to_string()))?;
+        lower = Some(from_urdf.lower);
+        upper = Some(from_urdf.upper);
+        max_velocity = Some(from_urdf.max_velocity);
+    }
     let (lower, upper, max_velocity) =
         match (lower, upper, max_velocity) {
-            (None, None, None) => return Ok(None),
+            (None, None, None) => {
+                if max_acceleration.is_some() {
+                    return Err(perr(
+                    "joint_limits.max_acceleration",
+                    "needs joint_limits.lower, upper and max_velocity (or robot_description) too",
+                ));
+                }
+                return Ok(None);
+            }
             (Some(l), Some(u), Some(v)) => (l, u, v),
             _ => return Err(perr(
                 "joint_limits",
@@ -473,10 +616,28 @@ fn read_limits(r: &Reader<'_>, joints: usize) -> Result<Option<JointLimits>, Par
             format!("entry {i} must be > 0"),
         ));
     }
+    if let Some(acc) = &max_acceleration {
+        if acc.len() != joints {
+            return Err(perr(
+                "joint_limits.max_acceleration",
+                format!(
+                    "has {} entries, expected one per joint_names entry ({joints})",
+                    acc.len()
+                ),
+            ));
+        }
+        if let Some(i) = acc.iter().position(|v| *v <= 0.0) {
+            return Err(perr(
+                "joint_limits.max_acceleration",
+                format!("entry {i} must be > 0"),
+            ));
+        }
+    }
     Ok(Some(JointLimits {
         lower,
         upper,
         max_velocity,
+        max_acceleration,
         max_jump,
     }))
 }

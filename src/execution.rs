@@ -1,57 +1,204 @@
-//! Chunk execution timing: when to start the next inference, and which steps of a finished chunk are still
-//! in the future when it is published. Times are seconds on the node's clock, so this runs on a fake clock
-//! in tests.
+//! Chunk execution: when to start the next inference, and how a finished chunk becomes the command stream
+//! the robot follows while the model thinks.
+//!
+//! Every chunk is anchored to its observation's stamp (step i is due at stamp + (i + 1) dt). When it is
+//! published, the steps whose time has passed are dropped, the rest joins the active plan at a boundary
+//! (`replace`, `crossfade`, or `prefix`, where the sampler already continued the old plan), is ramped in
+//! after an enable, and goes through the safety filter. Times are seconds on the node's clock, so all of
+//! this runs on a fake clock in tests.
 
-#[derive(Debug, Clone)]
-pub struct ChunkSchedule {
-    horizon: usize,
-    dt: f64,
-    /// Fixed threshold, or negative to derive it from latency.
-    threshold_s: f64,
-    margin_s: f64,
-    /// End time of the chunk being executed.
-    active_end: Option<f64>,
-    last_start: Option<f64>,
+use crate::safety::{SafetyFilter, SafetyViolation};
+use crate::trajectory::CommandPlan;
+
+/// Stamps are sums of steps: compare times with a little slack.
+const TIME_EPS: f64 = 1e-9;
+
+/// How a new chunk joins the rest of the active one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundaryMode {
+    /// The new chunk replaces the rest of the old one.
+    Replace,
+    /// The overlap is blended from the old chunk to the new one over `crossfade_steps` steps.
+    Crossfade,
+    /// The sampler keeps the part of the old chunk that executes while the new one is computed
+    /// (inpainting), so the new chunk continues it; at publication it replaces the rest.
+    Prefix,
 }
 
-impl ChunkSchedule {
-    pub fn new(horizon: usize, dt: f64, threshold_s: f64, margin_s: f64) -> Self {
-        ChunkSchedule {
-            horizon,
-            dt,
-            threshold_s,
-            margin_s,
-            active_end: None,
-            last_start: None,
+impl BoundaryMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "replace" => Some(BoundaryMode::Replace),
+            "crossfade" => Some(BoundaryMode::Crossfade),
+            "prefix" => Some(BoundaryMode::Prefix),
+            _ => None,
         }
     }
 
-    pub fn duration(&self) -> f64 {
-        self.horizon as f64 * self.dt
+    pub fn name(self) -> &'static str {
+        match self {
+            BoundaryMode::Replace => "replace",
+            BoundaryMode::Crossfade => "crossfade",
+            BoundaryMode::Prefix => "prefix",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionConfig {
+    pub horizon: usize,
+    pub joints: usize,
+    /// Seconds between action steps.
+    pub dt: f64,
+    /// Start the next inference when less than this is left of the active plan; negative: the latency
+    /// estimate plus `replan_margin_s`.
+    pub replan_threshold_s: f64,
+    pub replan_margin_s: f64,
+    pub boundary: BoundaryMode,
+    pub crossfade_steps: usize,
+    /// After an enable, commands move from the measured state to the policy's over this long.
+    pub ramp_in_s: f64,
+    /// A point due sooner than this after publication is dropped too: the controller could only reach it
+    /// with a jerk.
+    pub min_lead_s: f64,
+    /// Where a new plan starts from.
+    pub anchor: Anchor,
+}
+
+/// The position a new plan starts from (its velocity is always the old plan's at that time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anchor {
+    /// The measured position: a joint_trajectory_controller interpolates from the robot's state to the
+    /// first point of a new trajectory (chunk mode).
+    Measured,
+    /// The old plan's setpoint: streamed setpoints stay continuous (stream mode).
+    Setpoint,
+}
+
+/// What the command stream did, for status and diagnostics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ExecutionMetrics {
+    pub chunks_accepted: u64,
+    /// Steps dropped because they were due before their chunk was published.
+    pub dropped_steps: u64,
+    /// Chunks of which nothing was left at publication.
+    pub dropped_chunks: u64,
+    /// Seconds during which the policy was driving and the plan had run out (the arm had nothing to follow).
+    pub idle_time_s: f64,
+    /// Largest difference, over joints and boundaries, between the new plan's velocity at its first point
+    /// and the velocity the old plan had commanded for that time.
+    pub max_boundary_velocity_jump: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("every step of the chunk was due before it was published ({latency_s:.3} s after its stamp)")]
+    AllStepsPast { latency_s: f64 },
+    #[error(transparent)]
+    Safety(#[from] SafetyViolation),
+}
+
+/// The outcome of an accepted chunk.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Accepted {
+    /// Index of the chunk's first step in the plan (the ones before were dropped).
+    pub first_step: usize,
+    /// Position values clamped to the joint limits.
+    pub clamped: usize,
+    pub boundary_velocity_jump: f64,
+}
+
+struct Ramp {
+    start: f64,
+    from: Vec<f64>,
+}
+
+pub struct ChunkExecutor {
+    cfg: ExecutionConfig,
+    /// The plan the robot follows; empty until the first command.
+    plan: CommandPlan,
+    /// The next plan is built here, then swapped in.
+    next: CommandPlan,
+    anchor_q: Vec<f64>,
+    anchor_v: Vec<f64>,
+    old_q: Vec<f64>,
+    old_v: Vec<f64>,
+    last_start: Option<f64>,
+    /// The policy is driving: set by an accepted chunk, cleared by hold/disable.
+    driving: bool,
+    /// Armed by `enable`; starts at the first accepted chunk.
+    ramp_armed: bool,
+    ramp: Option<Ramp>,
+    last_tick: Option<f64>,
+    metrics: ExecutionMetrics,
+}
+
+impl ChunkExecutor {
+    pub fn new(cfg: ExecutionConfig) -> Self {
+        let (h, a) = (cfg.horizon, cfg.joints);
+        ChunkExecutor {
+            plan: CommandPlan::with_capacity(h, a),
+            next: CommandPlan::with_capacity(h, a),
+            anchor_q: vec![0.0; a],
+            anchor_v: vec![0.0; a],
+            old_q: vec![0.0; a],
+            old_v: vec![0.0; a],
+            last_start: None,
+            driving: false,
+            ramp_armed: false,
+            ramp: None,
+            last_tick: None,
+            metrics: ExecutionMetrics::default(),
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &ExecutionConfig {
+        &self.cfg
+    }
+
+    pub fn plan(&self) -> &CommandPlan {
+        &self.plan
+    }
+
+    pub fn metrics(&self) -> &ExecutionMetrics {
+        &self.metrics
+    }
+
+    pub fn is_driving(&self) -> bool {
+        self.driving
+    }
+
+    /// Duration of a whole chunk.
+    pub fn chunk_duration(&self) -> f64 {
+        self.cfg.horizon as f64 * self.cfg.dt
     }
 
     /// The threshold in use: the configured one, or the latency estimate plus the margin.
     pub fn threshold(&self, latency_estimate_s: f64) -> f64 {
-        if self.threshold_s >= 0.0 {
-            self.threshold_s
+        if self.cfg.replan_threshold_s >= 0.0 {
+            self.cfg.replan_threshold_s
         } else {
-            latency_estimate_s + self.margin_s
+            latency_estimate_s + self.cfg.replan_margin_s
         }
     }
 
-    /// Time left of the active chunk at `now` (0 when none).
+    /// Time left of the policy's plan at `now` (0 when the policy is not driving).
     pub fn remaining(&self, now: f64) -> f64 {
-        self.active_end.map(|e| (e - now).max(0.0)).unwrap_or(0.0)
+        match (self.driving, self.plan.end_time()) {
+            (true, Some(end)) => (end - now).max(0.0),
+            _ => 0.0,
+        }
     }
 
-    /// Whether to start an inference now: none running, and the active chunk's unexecuted part is below the
-    /// threshold. Starts are at least one action step apart so a refused chunk cannot spin the model.
+    /// Whether to start an inference now: none running, and the unexecuted part of the plan is below the
+    /// threshold. Starts are at least one action step apart so refused chunks cannot spin the model.
     pub fn should_start(&self, now: f64, in_flight: bool, latency_estimate_s: f64) -> bool {
         if in_flight {
             return false;
         }
         if let Some(last) = self.last_start {
-            if now - last < self.dt {
+            if now - last < self.cfg.dt {
                 return false;
             }
         }
@@ -62,68 +209,517 @@ impl ChunkSchedule {
         self.last_start = Some(now);
     }
 
-    /// Index of the first step of a chunk anchored at `stamp` that is still in the future at `now`
-    /// (`horizon` when the whole chunk is past).
-    pub fn first_future_step(&self, stamp: f64, now: f64) -> usize {
-        let elapsed = now - stamp;
-        if elapsed < self.dt {
+    /// For `prefix` mode: writes into `prefix` ([H, A]) the active plan's positions at the times of a new
+    /// chunk's steps (anchored at `stamp`) that will already have been executed when it is published at
+    /// `publish_at`, and returns how many steps that is (0 when the policy is not driving). Those steps are
+    /// dropped at publication anyway; the sampler keeps them so that the rest continues the motion.
+    pub fn prefix(&mut self, stamp: f64, publish_at: f64, prefix: &mut [f64]) -> usize {
+        if !self.driving || self.cfg.boundary != BoundaryMode::Prefix {
             return 0;
         }
-        // Step i is due at stamp + (i + 1) dt.
-        ((elapsed / self.dt).floor() as usize).min(self.horizon)
+        let Some(end) = self.plan.end_time() else {
+            return 0;
+        };
+        let (a, dt) = (self.cfg.joints, self.cfg.dt);
+        let mut n = 0;
+        for i in 0..self.cfg.horizon {
+            let t = stamp + (i + 1) as f64 * dt;
+            if t > publish_at + self.cfg.min_lead_s + TIME_EPS || t > end + TIME_EPS {
+                break;
+            }
+            self.plan
+                .sample(t, &mut prefix[i * a..(i + 1) * a], &mut self.old_v);
+            n = i + 1;
+        }
+        n
     }
 
-    pub fn published(&mut self, stamp: f64) {
-        self.active_end = Some(stamp + self.duration());
+    /// Index of the first step of a chunk anchored at `stamp` still due after `now` + `min_lead_s`.
+    pub fn first_future_step(&self, stamp: f64, now: f64) -> usize {
+        let dt = self.cfg.dt;
+        (0..self.cfg.horizon)
+            .find(|i| stamp + (*i + 1) as f64 * dt > now + self.cfg.min_lead_s + TIME_EPS)
+            .unwrap_or(self.cfg.horizon)
     }
 
-    pub fn clear(&mut self) {
-        self.active_end = None;
+    /// Enables the policy: the robot holds `measured` until the first chunk, which is then ramped in.
+    pub fn enable(&mut self, now: f64, measured: &[f64]) {
+        self.plan.hold(now, measured);
+        self.driving = false;
+        self.ramp_armed = self.cfg.ramp_in_s > 0.0;
+        self.ramp = None;
         self.last_start = None;
+        self.last_tick = Some(now);
+    }
+
+    /// Stops following the policy: hold `measured` from `now` on (disable, stale input, reset).
+    pub fn hold(&mut self, now: f64, measured: &[f64]) {
+        self.plan.hold(now, measured);
+        self.driving = false;
+        self.last_start = None;
+        // Coming back from a hold is like an enable: ramp in again.
+        self.ramp_armed = self.cfg.ramp_in_s > 0.0;
+        self.ramp = None;
+    }
+
+    /// Forgets the plan (nothing is commanded until the next chunk or hold).
+    pub fn clear(&mut self) {
+        self.plan.clear();
+        self.driving = false;
+        self.last_start = None;
+        self.ramp = None;
+        self.ramp_armed = self.cfg.ramp_in_s > 0.0;
+    }
+
+    /// Accounts idle time up to `now`: time during which the policy was driving but its plan had ended.
+    pub fn tick(&mut self, now: f64) {
+        if let (true, Some(end), Some(last)) = (self.driving, self.plan.end_time(), self.last_tick)
+        {
+            let from = last.max(end);
+            if now > from {
+                self.metrics.idle_time_s += now - from;
+            }
+        }
+        self.last_tick = Some(now);
+    }
+
+    /// The setpoint at `now` (streaming mode). False when nothing has been commanded yet.
+    pub fn sample(&self, now: f64, position: &mut [f64], velocity: &mut [f64]) -> bool {
+        self.plan.sample(now, position, velocity)
+    }
+
+    /// Turns a finished chunk (`actions`, [H, A], absolute positions, anchored at `stamp`) into the new
+    /// plan from `now` on. On `Err` the active plan is left as it was and nothing may be published.
+    pub fn accept(
+        &mut self,
+        stamp: f64,
+        actions: &[f64],
+        now: f64,
+        measured: &[f64],
+        safety: &SafetyFilter,
+    ) -> Result<Accepted, Refusal> {
+        let (a, dt, h) = (self.cfg.joints, self.cfg.dt, self.cfg.horizon);
+        debug_assert_eq!(actions.len(), h * a);
+        self.tick(now);
+        let first = self.first_future_step(stamp, now);
+        if first == h {
+            self.metrics.dropped_steps += h as u64;
+            self.metrics.dropped_chunks += 1;
+            return Err(Refusal::AllStepsPast {
+                latency_s: now - stamp,
+            });
+        }
+        // Anchor: where the command stream is now.
+        let has_old = self
+            .plan
+            .sample(now, &mut self.anchor_q, &mut self.anchor_v);
+        if !has_old {
+            self.anchor_v.fill(0.0);
+        }
+        if !has_old || self.cfg.anchor == Anchor::Measured {
+            self.anchor_q.copy_from_slice(measured);
+        }
+        let old_end = if self.driving {
+            self.plan.end_time()
+        } else {
+            None
+        };
+        self.next.start(now, &self.anchor_q, &self.anchor_v);
+        // Only an enable arms a new ramp, so this allocates once per enable, not per chunk.
+        let ramp_from = self.ramp_armed.then(|| self.anchor_q.clone());
+        for (k, i) in (first..h).enumerate() {
+            let t = stamp + (i + 1) as f64 * dt;
+            let new = &actions[i * a..(i + 1) * a];
+            self.next.push(t, new);
+            let off = (k + 1) * a;
+            if self.cfg.boundary == BoundaryMode::Crossfade {
+                if let Some(end) = old_end {
+                    if k < self.cfg.crossfade_steps && t <= end + TIME_EPS {
+                        self.plan.sample(t, &mut self.old_q, &mut self.old_v);
+                        let w = (k + 1) as f64 / (self.cfg.crossfade_steps + 1) as f64;
+                        for j in 0..a {
+                            let p = &mut self.next.positions[off + j];
+                            *p = (1.0 - w) * self.old_q[j] + w * *p;
+                        }
+                    }
+                }
+            }
+            let ramp = match (&self.ramp, &ramp_from) {
+                (Some(r), _) => Some((r.start, r.from.as_slice())),
+                (None, Some(from)) => Some((now, from.as_slice())),
+                (None, None) => None,
+            };
+            if let Some((start, from)) = ramp {
+                let x = ((t - start) / self.cfg.ramp_in_s).clamp(0.0, 1.0);
+                // Smoothstep: zero slope at both ends of the ramp.
+                let w = x * x * (3.0 - 2.0 * x);
+                for (p, f) in self.next.positions[off..off + a].iter_mut().zip(from) {
+                    *p = (1.0 - w) * f + w * *p;
+                }
+            }
+        }
+        let clamped = safety.apply(measured, &mut self.next)?;
+
+        // Boundary metric: the new plan's velocity at its first point against what the old plan commanded.
+        let mut jump = 0.0f64;
+        if old_end.is_some() {
+            let t1 = self.next.times[1];
+            self.plan.sample(t1, &mut self.old_q, &mut self.old_v);
+            for (new, old) in self.next.velocity(1).iter().zip(&self.old_v) {
+                jump = jump.max((new - old).abs());
+            }
+            self.metrics.max_boundary_velocity_jump =
+                self.metrics.max_boundary_velocity_jump.max(jump);
+        }
+        std::mem::swap(&mut self.plan, &mut self.next);
+        if let Some(from) = ramp_from {
+            self.ramp = Some(Ramp { start: now, from });
+            self.ramp_armed = false;
+        } else if let Some(r) = &self.ramp {
+            if now >= r.start + self.cfg.ramp_in_s {
+                self.ramp = None;
+            }
+        }
+        self.driving = true;
+        self.metrics.chunks_accepted += 1;
+        self.metrics.dropped_steps += first as u64;
+        Ok(Accepted {
+            first_step: first,
+            clamped,
+            boundary_velocity_jump: jump,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::JointLimits;
+
+    const DT: f64 = 0.1;
+
+    fn cfg(boundary: BoundaryMode) -> ExecutionConfig {
+        ExecutionConfig {
+            horizon: 8,
+            joints: 1,
+            dt: DT,
+            replan_threshold_s: 0.3,
+            replan_margin_s: 0.0,
+            boundary,
+            crossfade_steps: 3,
+            ramp_in_s: 0.0,
+            min_lead_s: 0.0,
+            anchor: Anchor::Setpoint,
+        }
+    }
+
+    fn no_limits() -> SafetyFilter {
+        SafetyFilter::new(vec!["j".into()], None)
+    }
+
+    /// A chunk moving at `speed` rad/s from `start` (step i at start + speed (i + 1) dt).
+    fn ramp_chunk(start: f64, speed: f64) -> Vec<f64> {
+        (0..8)
+            .map(|i| start + speed * (i + 1) as f64 * DT)
+            .collect()
+    }
+
+    fn at(e: &ChunkExecutor, t: f64) -> (f64, f64) {
+        let (mut q, mut v) = ([0.0], [0.0]);
+        assert!(e.sample(t, &mut q, &mut v));
+        (q[0], v[0])
+    }
 
     #[test]
     fn starts_when_the_unexecuted_part_falls_below_the_threshold() {
-        let mut s = ChunkSchedule::new(10, 0.1, 0.3, 0.0);
-        assert!(s.should_start(0.0, false, 0.0));
-        assert!(!s.should_start(0.0, true, 0.0));
-        s.started(0.0);
-        s.published(0.0);
-        assert!((s.remaining(0.5) - 0.5).abs() < 1e-12);
-        assert!(!s.should_start(0.65, false, 0.0));
-        assert!(s.should_start(0.75, false, 0.0));
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        assert!(e.should_start(0.0, false, 0.0));
+        assert!(!e.should_start(0.0, true, 0.0));
+        e.started(0.0);
+        e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
+            .unwrap();
+        assert!((e.remaining(0.5) - 0.3).abs() < 1e-12);
+        assert!(!e.should_start(0.45, false, 0.0));
+        assert!(e.should_start(0.55, false, 0.0));
     }
 
     #[test]
     fn derived_threshold_follows_latency() {
-        let mut s = ChunkSchedule::new(10, 0.1, -1.0, 0.05);
-        assert!((s.threshold(0.2) - 0.25).abs() < 1e-12);
-        s.started(0.0);
-        s.published(0.0);
-        assert!(!s.should_start(0.70, false, 0.2));
-        assert!(s.should_start(0.80, false, 0.2));
-        assert!(!s.should_start(0.80, false, 0.01));
+        let mut c = cfg(BoundaryMode::Replace);
+        c.replan_threshold_s = -1.0;
+        c.replan_margin_s = 0.05;
+        let mut e = ChunkExecutor::new(c);
+        assert!((e.threshold(0.2) - 0.25).abs() < 1e-12);
+        e.started(0.0);
+        e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
+            .unwrap();
+        // The plan ends at 0.8.
+        assert!(!e.should_start(0.50, false, 0.2));
+        assert!(e.should_start(0.60, false, 0.2));
+        assert!(!e.should_start(0.60, false, 0.01));
     }
 
     #[test]
     fn starts_are_spaced_by_one_step() {
-        let mut s = ChunkSchedule::new(10, 0.1, 0.3, 0.0);
-        s.started(1.0);
-        assert!(!s.should_start(1.05, false, 0.0));
-        assert!(s.should_start(1.1, false, 0.0));
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        e.started(1.0);
+        assert!(!e.should_start(1.05, false, 0.0));
+        assert!(e.should_start(1.1, false, 0.0));
     }
 
     #[test]
-    fn past_steps_are_dropped_at_publication() {
-        let s = ChunkSchedule::new(8, 0.1, 0.3, 0.0);
-        assert_eq!(s.first_future_step(10.0, 10.05), 0);
-        // At 10.25 steps 0 (10.1) and 1 (10.2) are past; step 2 (10.3) is next.
-        assert_eq!(s.first_future_step(10.0, 10.25), 2);
-        assert_eq!(s.first_future_step(10.0, 20.0), 8);
+    fn steps_due_before_publication_are_dropped_and_counted() {
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        // Published 0.25 s after its stamp: steps 0 (0.1) and 1 (0.2) are past.
+        let ok = e
+            .accept(10.0, &ramp_chunk(0.0, 0.1), 10.25, &[0.0], &no_limits())
+            .unwrap();
+        assert_eq!(ok.first_step, 2);
+        assert_eq!(e.metrics().dropped_steps, 2);
+        let plan = e.plan();
+        assert_eq!(plan.len(), 1 + 6, "anchor + steps 2..8");
+        assert!(
+            (plan.times[0] - 10.25).abs() < 1e-12,
+            "anchored at publication"
+        );
+        assert!(
+            (plan.times[1] - 10.3).abs() < 1e-12,
+            "step 2 at stamp + 3 dt"
+        );
+        assert!((plan.position(1)[0] - 0.03).abs() < 1e-12);
+        // Entirely late: refused, nothing changes, all steps counted.
+        let before = e.plan().clone();
+        let r = e.accept(10.0, &ramp_chunk(0.0, 0.1), 11.0, &[0.0], &no_limits());
+        assert!(matches!(r, Err(Refusal::AllStepsPast { .. })));
+        assert_eq!(e.plan(), &before);
+        assert_eq!(e.metrics().dropped_steps, 10);
+        assert_eq!(e.metrics().dropped_chunks, 1);
+    }
+
+    #[test]
+    fn min_lead_drops_a_point_due_too_soon() {
+        let mut c = cfg(BoundaryMode::Replace);
+        c.min_lead_s = 0.05;
+        let e = ChunkExecutor::new(c);
+        // Step 0 is due at 0.1, 0.03 after 0.07 < min lead: dropped.
+        assert_eq!(e.first_future_step(0.0, 0.07), 1);
+        assert_eq!(e.first_future_step(0.0, 0.04), 0);
+    }
+
+    #[test]
+    fn replace_takes_the_new_chunk_as_it_is() {
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
+            .unwrap();
+        let ok = e
+            .accept(0.5, &ramp_chunk(1.0, 0.1), 0.5, &[0.05], &no_limits())
+            .unwrap();
+        assert!((e.plan().position(1)[0] - 1.01).abs() < 1e-12);
+        // Old velocity at 0.6 was 0.1; new at its first point (1.02 - anchor 0.05) / 0.2.
+        let want = (1.02 - 0.05) / 0.2 - 0.1;
+        assert!((ok.boundary_velocity_jump - want).abs() < 1e-9);
+        assert!((e.metrics().max_boundary_velocity_jump - want).abs() < 1e-9);
+    }
+
+    #[test]
+    fn chunk_mode_anchors_at_the_measured_state() {
+        let mut c = cfg(BoundaryMode::Replace);
+        c.anchor = Anchor::Measured;
+        let mut e = ChunkExecutor::new(c);
+        e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
+            .unwrap();
+        // The robot lagged behind (0.01 instead of the plan's 0.04): the new plan starts where it is,
+        // with the old plan's velocity.
+        e.accept(0.4, &ramp_chunk(0.01, 0.1), 0.4, &[0.01], &no_limits())
+            .unwrap();
+        assert_eq!(e.plan().position(0), &[0.01]);
+        assert!((e.plan().velocity(0)[0] - 0.1).abs() < 1e-9);
+        // Stream mode continues from the setpoint instead.
+        let mut s = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        s.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
+            .unwrap();
+        s.accept(0.4, &ramp_chunk(0.01, 0.1), 0.4, &[0.01], &no_limits())
+            .unwrap();
+        assert!((s.plan().position(0)[0] - 0.04).abs() < 1e-12);
+    }
+
+    #[test]
+    fn crossfade_blends_the_overlap_over_k_steps() {
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Crossfade));
+        // Old: constant 0. New: constant 1. k = 3: weights 1/4, 2/4, 3/4, then 1.
+        e.accept(0.0, &[0.0; 8], 0.0, &[0.0], &no_limits()).unwrap();
+        e.accept(0.2, &[1.0; 8], 0.2, &[0.0], &no_limits()).unwrap();
+        let p = e.plan();
+        let got: Vec<f64> = (1..p.len()).map(|i| p.position(i)[0]).collect();
+        assert_eq!(got.len(), 8);
+        for (g, w) in got.iter().zip([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0]) {
+            assert!((g - w).abs() < 1e-12, "{got:?}");
+        }
+        // Beyond the old plan's end there is nothing to blend with.
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Crossfade));
+        e.accept(0.0, &[0.0; 8], 0.0, &[0.0], &no_limits()).unwrap();
+        e.accept(0.75, &[1.0; 8], 0.75, &[0.0], &no_limits())
+            .unwrap();
+        let p = e.plan();
+        assert!(
+            (p.position(1)[0] - 1.0).abs() < 1e-12,
+            "0.85 is past the old end 0.8"
+        );
+    }
+
+    #[test]
+    fn crossfade_jumps_less_than_replace_on_a_disagreeing_chunk() {
+        let jump = |mode| {
+            let mut e = ChunkExecutor::new(cfg(mode));
+            e.accept(0.0, &ramp_chunk(0.0, 0.2), 0.0, &[0.0], &no_limits())
+                .unwrap();
+            e.accept(0.4, &ramp_chunk(0.3, -0.2), 0.4, &[0.08], &no_limits())
+                .unwrap()
+                .boundary_velocity_jump
+        };
+        assert!(jump(BoundaryMode::Crossfade) < jump(BoundaryMode::Replace));
+    }
+
+    #[test]
+    fn prefix_is_the_old_plan_at_the_steps_executed_during_inference() {
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Prefix));
+        let mut prefix = vec![f64::NAN; 8];
+        assert_eq!(
+            e.prefix(0.0, 0.3, &mut prefix),
+            0,
+            "nothing to continue yet"
+        );
+        e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
+            .unwrap();
+        // New chunk stamped 0.4, expected at 0.62: steps at 0.5 and 0.6 run before it arrives.
+        assert_eq!(e.prefix(0.4, 0.62, &mut prefix), 2);
+        assert!((prefix[0] - at(&e, 0.5).0).abs() < 1e-12);
+        assert!((prefix[1] - at(&e, 0.6).0).abs() < 1e-12);
+        assert!(prefix[2].is_nan(), "the rest is left alone");
+        // The prefix never reaches beyond the old plan's end (0.8).
+        assert_eq!(e.prefix(0.6, 5.0, &mut prefix), 2);
+        // Other modes ask for no prefix.
+        let mut r = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        r.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
+            .unwrap();
+        assert_eq!(r.prefix(0.4, 0.62, &mut prefix), 0);
+    }
+
+    #[test]
+    fn a_chunk_that_continues_the_plan_joins_without_a_velocity_jump() {
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Prefix));
+        e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
+            .unwrap();
+        // A chunk that continues the same line (what prefix sampling produces).
+        let ok = e
+            .accept(0.4, &ramp_chunk(0.04, 0.1), 0.4, &[0.04], &no_limits())
+            .unwrap();
+        assert!(
+            ok.boundary_velocity_jump < 1e-9,
+            "{}",
+            ok.boundary_velocity_jump
+        );
+    }
+
+    #[test]
+    fn idle_time_counts_only_while_driving_past_the_plan_end() {
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        e.enable(0.0, &[0.0]);
+        e.tick(5.0);
+        assert_eq!(
+            e.metrics().idle_time_s,
+            0.0,
+            "holding before the first chunk is not idle"
+        );
+        e.accept(5.0, &ramp_chunk(0.0, 0.1), 5.0, &[0.0], &no_limits())
+            .unwrap();
+        e.tick(5.7);
+        assert_eq!(e.metrics().idle_time_s, 0.0);
+        e.tick(6.0);
+        assert!(
+            (e.metrics().idle_time_s - 0.2).abs() < 1e-12,
+            "plan ended at 5.8"
+        );
+        // A new chunk in time: no more idle.
+        e.accept(6.0, &ramp_chunk(0.8, 0.1), 6.0, &[0.8], &no_limits())
+            .unwrap();
+        e.tick(6.5);
+        assert!((e.metrics().idle_time_s - 0.2).abs() < 1e-12);
+        e.hold(6.5, &[0.85]);
+        e.tick(9.0);
+        assert!(
+            (e.metrics().idle_time_s - 0.2).abs() < 1e-12,
+            "a commanded hold is not idle"
+        );
+    }
+
+    #[test]
+    fn ramp_in_starts_at_the_measured_state_and_reaches_the_policy() {
+        let mut c = cfg(BoundaryMode::Replace);
+        c.ramp_in_s = 0.4;
+        let mut e = ChunkExecutor::new(c);
+        e.enable(0.0, &[0.0]);
+        // The policy wants 0.5 everywhere; the robot is at 0.
+        e.accept(0.0, &[0.5; 8], 0.0, &[0.0], &no_limits()).unwrap();
+        let p = e.plan();
+        let got: Vec<f64> = (1..p.len()).map(|i| p.position(i)[0]).collect();
+        // Smoothstep at x = 0.25, 0.5, 0.75, 1: 0.15625, 0.5, 0.84375, 1.
+        for (g, w) in got.iter().zip([0.078125, 0.25, 0.421875, 0.5, 0.5]) {
+            assert!((g - w).abs() < 1e-12, "{got:?}");
+        }
+        // The next chunk inside the ramp window is still ramped from the same start.
+        e.accept(0.2, &[0.5; 8], 0.2, &[0.2], &no_limits()).unwrap();
+        assert!((e.plan().position(1)[0] - 0.421875).abs() < 1e-12);
+        // After the window, chunks pass unchanged.
+        e.accept(0.5, &[0.5; 8], 0.5, &[0.5], &no_limits()).unwrap();
+        e.accept(0.6, &[0.7; 8], 0.6, &[0.5], &no_limits()).unwrap();
+        assert!((e.plan().position(1)[0] - 0.7).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ramp_in_keeps_a_distant_first_command_inside_the_jump_limit() {
+        let limits = JointLimits {
+            lower: vec![-3.0],
+            upper: vec![3.0],
+            max_velocity: vec![2.0],
+            max_acceleration: None,
+            max_jump: 0.3,
+        };
+        let safety = SafetyFilter::new(vec!["j".into()], Some(limits));
+        let chunk = [1.0; 8];
+        let mut plain = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        plain.enable(0.0, &[0.0]);
+        assert!(matches!(
+            plain.accept(0.0, &chunk, 0.0, &[0.0], &safety),
+            Err(Refusal::Safety(SafetyViolation::Jump { .. }))
+        ));
+        let mut c = cfg(BoundaryMode::Replace);
+        c.ramp_in_s = 1.0;
+        let mut ramped = ChunkExecutor::new(c);
+        ramped.enable(0.0, &[0.0]);
+        ramped.accept(0.0, &chunk, 0.0, &[0.0], &safety).unwrap();
+    }
+
+    #[test]
+    fn a_refused_chunk_leaves_the_plan_untouched() {
+        let safety = SafetyFilter::new(
+            vec!["j".into()],
+            Some(JointLimits {
+                lower: vec![-3.0],
+                upper: vec![3.0],
+                max_velocity: vec![2.0],
+                max_acceleration: None,
+                max_jump: 0.3,
+            }),
+        );
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &safety)
+            .unwrap();
+        let before = e.plan().clone();
+        let mut bad = ramp_chunk(0.0, 0.1);
+        bad[5] = f64::NAN;
+        assert!(e.accept(0.2, &bad, 0.2, &[0.02], &safety).is_err());
+        assert_eq!(e.plan(), &before);
+        assert_eq!(e.metrics().chunks_accepted, 1);
     }
 }

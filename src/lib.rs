@@ -23,6 +23,7 @@ pub mod sampler;
 pub mod stats;
 pub mod tokenizer;
 pub mod trajectory;
+pub mod urdf;
 
 #[cfg(feature = "ros")]
 pub mod ros;

@@ -112,6 +112,10 @@ impl Wiring {
             lower: action_to_state.iter().map(|&i| l.lower[i]).collect(),
             upper: action_to_state.iter().map(|&i| l.upper[i]).collect(),
             max_velocity: action_to_state.iter().map(|&i| l.max_velocity[i]).collect(),
+            max_acceleration: l
+                .max_acceleration
+                .as_ref()
+                .map(|acc| action_to_state.iter().map(|&i| acc[i]).collect()),
             max_jump: l.max_jump,
         });
         Ok(Wiring {
@@ -195,5 +199,17 @@ impl Policy {
         output: &mut ModelOutput,
     ) -> Result<StageTimings, RuntimeError> {
         self.runtime.infer(input, &mut self.sampler, output)
+    }
+
+    /// One chunk from given initial noise instead of the seeded generator (export parity checks).
+    pub fn process_with_noise(
+        &mut self,
+        input: &ModelInput,
+        noise_actions: &[f32],
+        noise_video: &[f32],
+        output: &mut ModelOutput,
+    ) -> Result<StageTimings, RuntimeError> {
+        self.runtime
+            .infer_with_noise(input, &self.sampler, noise_actions, noise_video, output)
     }
 }

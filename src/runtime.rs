@@ -12,7 +12,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::bundle::{self, Bundle, BundleError, Dims, ElemType, StageTensors, TensorInfo};
 use crate::config::{Provider, RuntimeConfig};
-use crate::sampler::FlowSampler;
+use crate::sampler::{FlowSampler, Inpaint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -39,6 +39,11 @@ pub enum RuntimeError {
     },
     #[error("the model produced a non-finite action value")]
     NonFiniteActions,
+    #[error("initial noise has {} action and {} video values, expected {} and {}", actions.0, video.0, actions.1, video.1)]
+    NoiseShape {
+        actions: (usize, usize),
+        video: (usize, usize),
+    },
 }
 
 fn run_err(stage: &str, e: impl std::fmt::Display) -> RuntimeError {
@@ -200,6 +205,10 @@ pub struct ModelInput {
     /// Joint positions in the bundle's state order, physical units.
     pub state: Vec<f64>,
     pub tokens: Vec<i64>,
+    /// [H, A] joint positions (physical units) the chunk must start with (`prefix` boundaries): the first
+    /// `prefix_steps` steps are inpainted with them.
+    pub prefix: Vec<f64>,
+    pub prefix_steps: usize,
 }
 
 /// Outputs of one inference, preallocated once.
@@ -230,6 +239,9 @@ pub struct ModelRuntime {
     x_video: Vec<f32>,
     v_actions: Vec<f32>,
     v_video: Vec<f32>,
+    /// Initial action noise and the normalized prefix, for inpainting.
+    noise_actions: Vec<f32>,
+    prefix_norm: Vec<f32>,
 }
 
 struct StageNames {
@@ -365,6 +377,8 @@ impl ModelRuntime {
             x_video: vec![0.0; d.video_latent_len()],
             v_actions: vec![0.0; d.action_len()],
             v_video: vec![0.0; d.video_latent_len()],
+            noise_actions: vec![0.0; d.action_len()],
+            prefix_norm: vec![0.0; d.action_len()],
         })
     }
 
@@ -429,6 +443,8 @@ impl ModelRuntime {
             frames: vec![0.0; self.dims.obs_frames_len()],
             state: vec![0.0; self.dims.state],
             tokens: vec![0; self.dims.tokens],
+            prefix: vec![0.0; self.dims.action_len()],
+            prefix_steps: 0,
         }
     }
 
@@ -444,11 +460,43 @@ impl ModelRuntime {
     }
 
     /// One chunk: encode the context frames, compute the context once, integrate the flow with `sampler`
-    /// (video latents and actions together), decode the predicted frames.
+    /// from its seeded noise (video latents and actions together), decode the predicted frames.
     pub fn infer(
         &mut self,
         input: &ModelInput,
         sampler: &mut FlowSampler,
+        output: &mut ModelOutput,
+    ) -> Result<StageTimings, RuntimeError> {
+        sampler.fill_noise(&mut self.x_actions);
+        sampler.fill_noise(&mut self.x_video);
+        self.infer_from_initial(input, sampler, output)
+    }
+
+    /// [`ModelRuntime::infer`] from given initial noise ([H, A] actions, [V, F, C, h, w] video latents, in
+    /// the model's normalized space): how exports are checked against their training framework.
+    pub fn infer_with_noise(
+        &mut self,
+        input: &ModelInput,
+        sampler: &FlowSampler,
+        noise_actions: &[f32],
+        noise_video: &[f32],
+        output: &mut ModelOutput,
+    ) -> Result<StageTimings, RuntimeError> {
+        if noise_actions.len() != self.x_actions.len() || noise_video.len() != self.x_video.len() {
+            return Err(RuntimeError::NoiseShape {
+                actions: (noise_actions.len(), self.x_actions.len()),
+                video: (noise_video.len(), self.x_video.len()),
+            });
+        }
+        self.x_actions.copy_from_slice(noise_actions);
+        self.x_video.copy_from_slice(noise_video);
+        self.infer_from_initial(input, sampler, output)
+    }
+
+    fn infer_from_initial(
+        &mut self,
+        input: &ModelInput,
+        sampler: &FlowSampler,
         output: &mut ModelOutput,
     ) -> Result<StageTimings, RuntimeError> {
         let start = Instant::now();
@@ -495,26 +543,41 @@ impl ModelRuntime {
         let t_context = Instant::now();
         timings.context_s = (t_context - t_encode).as_secs_f64();
 
-        // denoise: video latents and actions from noise, together
-        sampler.fill_noise(&mut self.x_actions);
-        sampler.fill_noise(&mut self.x_video);
+        // denoise: video latents and actions from noise, together; a prefix is inpainted.
+        let known = input.prefix_steps.min(self.dims.horizon) * self.dims.action;
+        self.noise_actions[..known].copy_from_slice(&self.x_actions[..known]);
+        for (k, (n, q)) in self.prefix_norm[..known]
+            .iter_mut()
+            .zip(&input.prefix[..known])
+            .enumerate()
+        {
+            let j = k % self.dims.action;
+            *n = (*q as f32 - self.action_mean[j]) / self.action_std[j];
+        }
         {
             let Self {
                 denoise,
                 names,
                 shapes,
                 cache,
+                noise_actions,
+                prefix_norm,
                 x_actions,
                 x_video,
                 v_actions,
                 v_video,
                 ..
             } = self;
-            sampler.integrate(
+            let inpaint = (known > 0).then(|| Inpaint {
+                noise: &noise_actions[..known],
+                target: &prefix_norm[..known],
+            });
+            sampler.integrate_inpainting(
                 x_actions,
                 x_video,
                 v_actions,
                 v_video,
+                inpaint,
                 |t, xa, xv, va, vv| {
                     let time = [t];
                     let mut feeds: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =

@@ -46,16 +46,54 @@ impl FlowSampler {
         x_v: &mut [f32],
         v_a: &mut [f32],
         v_v: &mut [f32],
+        field: impl FnMut(f32, &[f32], &[f32], &mut [f32], &mut [f32]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.integrate_inpainting(x_a, x_v, v_a, v_v, None, field)
+    }
+
+    /// [`FlowSampler::integrate`] with the first entries of the actions known (`known`): before every
+    /// evaluation they are set to where the flow's straight path from their initial noise to the known
+    /// value is at that time, `(1 - t) noise + t known`, and to the known value at the end. The network
+    /// then denoises the rest consistently with them: inpainting, which needs no gradients and so works
+    /// through ONNX.
+    pub fn integrate_inpainting<E>(
+        &self,
+        x_a: &mut [f32],
+        x_v: &mut [f32],
+        v_a: &mut [f32],
+        v_v: &mut [f32],
+        known: Option<Inpaint<'_>>,
         mut field: impl FnMut(f32, &[f32], &[f32], &mut [f32], &mut [f32]) -> Result<(), E>,
     ) -> Result<(), E> {
         let dt = 1.0 / self.steps as f32;
         for k in 0..self.steps {
             let t = k as f32 * dt;
+            if let Some(known) = &known {
+                known.apply(t, x_a);
+            }
             field(t, x_a, x_v, v_a, v_v)?;
             euler_step(x_a, v_a, dt);
             euler_step(x_v, v_v, dt);
         }
+        if let Some(known) = &known {
+            known.apply(1.0, x_a);
+        }
         Ok(())
+    }
+}
+
+/// Known leading action values for [`FlowSampler::integrate_inpainting`], in the sampler's (normalized)
+/// space; `noise` is the initial noise of the same entries.
+pub struct Inpaint<'a> {
+    pub noise: &'a [f32],
+    pub target: &'a [f32],
+}
+
+impl Inpaint<'_> {
+    fn apply(&self, t: f32, x: &mut [f32]) {
+        for ((x, z), y) in x.iter_mut().zip(self.noise).zip(self.target) {
+            *x = (1.0 - t) * z + t * y;
+        }
     }
 }
 
@@ -138,5 +176,47 @@ mod tests {
         assert_eq!(x, y);
         let mean = x.iter().sum::<f32>() / 64.0;
         assert!(mean.abs() < 0.5 && x.iter().any(|v| *v < 0.0) && x.iter().any(|v| *v > 0.0));
+    }
+
+    #[test]
+    fn inpainting_pins_the_known_part_and_the_field_sees_it() {
+        // Field: pull every action towards the first one's value; with the first pinned to 0.75 the second
+        // ends near it, whereas without inpainting both stay where the noise left them relative to each other.
+        let s = FlowSampler::new(16, 0);
+        let noise = [0.0f32];
+        let target = [0.75f32];
+        let (mut a, mut v) = (vec![0.0f32, -1.0], vec![0.0f32]);
+        let (mut va, mut vv) = (vec![0.0; 2], vec![0.0; 1]);
+        let mut seen_first = Vec::new();
+        s.integrate_inpainting(
+            &mut a,
+            &mut v,
+            &mut va,
+            &mut vv,
+            Some(Inpaint {
+                noise: &noise,
+                target: &target,
+            }),
+            |t, xa, _, va, vv| {
+                seen_first.push((t, xa[0]));
+                va[0] = 0.0;
+                va[1] = (xa[0] - xa[1]) * 4.0;
+                vv[0] = 0.0;
+                Ok::<(), Infallible>(())
+            },
+        )
+        .unwrap();
+        assert_eq!(a[0], 0.75, "pinned at the end");
+        for (t, x0) in seen_first {
+            assert!(
+                (x0 - t * 0.75).abs() < 1e-6,
+                "at t={t} the known entry is on its path"
+            );
+        }
+        assert!(
+            a[1] > 0.0,
+            "the free entry followed the known one: {}",
+            a[1]
+        );
     }
 }

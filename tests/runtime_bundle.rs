@@ -100,9 +100,9 @@ fn test_model_function_is_reproduced_exactly() {
     assert!(t.total_s > 0.0 && t.denoise_s > 0.0);
     let (b0, b1) = (191.0 / 255.0, 64.0 / 255.0);
     for i in 0..8 {
-        for j in 0..7 {
+        for (j, qj) in q.iter().enumerate() {
             let expected =
-                q[j] + (i + 1) as f64 * (0.02 * (b0 - b1) + 0.001 * 23.0 + 0.001 * j as f64);
+                qj + (i + 1) as f64 * (0.02 * (b0 - b1) + 0.001 * 23.0 + 0.001 * j as f64);
             let got = output.actions[i * 7 + j];
             assert!(
                 (got - expected).abs() < 1e-5,
@@ -132,9 +132,12 @@ fn sampler_steps_parameter_overrides_the_bundle() {
     assert_eq!(policy.sampler_steps(), 7);
 }
 
+/// A manifest edit, and the words the resulting error must contain.
+type MismatchCase = (&'static str, Box<dyn Fn(&str) -> String>, Vec<&'static str>);
+
 #[test]
 fn manifest_and_onnx_mismatches_name_stage_and_tensor() {
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>, Vec<&str>)> = vec![
+    let cases: Vec<MismatchCase> = vec![
         (
             "renamed input",
             Box::new(|s: &str| s.replace("inputs: {frames: frames}", "inputs: {frames: images}")),

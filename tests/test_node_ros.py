@@ -96,7 +96,10 @@ def running(
     on failure the node's log tail is attached to the error."""
     domain = next_domain()
     topics = topics or PeerTopics()
-    all_params: dict[str, Any] = dict(topics.node_params())
+    # Exact-value tests: chunks as the model computed them (no ramp, no blending with the previous
+    # chunk); the execution tests set these themselves.
+    all_params: dict[str, Any] = {"boundary_mode": "replace", "ramp_in_s": 0.0}
+    all_params.update(topics.node_params())
     all_params.update(params)
     with NodeProcess(all_params, domain, binary=NODE_BIN) as node:
         try:
@@ -252,7 +255,9 @@ def test_happy_path_trajectory_chunk_frames_preview_status() -> None:
             times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in traj.points]
             assert all(abs(t - (k + 1) * 0.1) < 1e-6 for t, k in zip(times, steps)), times
             assert np.abs(pos - exp.actions[steps]).max() < TOL, (pos, exp.actions)
-            assert np.abs(vel - exp.velocities[steps]).max() < TOL, (vel, exp.velocities)
+            # The first point's velocity depends on where the command stream was at publication (the
+            # plan's anchor); the others are central differences of the chunk.
+            assert np.abs(vel[1:] - exp.velocities[steps][1:]).max() < TOL, (vel, exp.velocities)
             assert np.all(vel[-1] == 0.0)
             # The stamp is the older of the cameras' newest frames: one of the stamps we sent.
             stamp = stamp_seconds(traj.header.stamp)
@@ -710,7 +715,9 @@ def test_safety_limits_clamp_positions() -> None:
         "enabled_at_start": True,
         **_limits(**{"joint_limits.lower": lower, "joint_limits.upper": upper}),
     }
-    params["joint_limits.max_velocity"] = [2.0, 2.0, 2.0, 2.0, 2.5, 2.5, 0.5]
+    # The safety layer checks the velocity of the whole commanded spline (anchor included), which
+    # peaks a little above the points' own velocities: leave the gripper room.
+    params["joint_limits.max_velocity"] = [2.0, 2.0, 2.0, 2.0, 2.5, 2.5, 1.0]
     params["joint_limits.max_jump"] = 0.3
     unclamped = expected_for(q, [ext_image(), wrist_image()], INSTRUCTION)
     assert unclamped.actions[:, 0].max() > upper[0] and unclamped.actions[:, 6].max() > upper[6]

@@ -13,8 +13,8 @@ use r2r::{QosProfile, WrappedTypesupport};
 
 use crate::bad_input::{BadInputLog, Source};
 use crate::bundle::Bundle;
-use crate::config::{CameraTransport, NodeConfig, Params};
-use crate::execution::ChunkSchedule;
+use crate::config::{CameraTransport, NodeConfig, OutputMode, Params, StreamMessage};
+use crate::execution::{Anchor, ChunkExecutor, ExecutionConfig, Refusal};
 use crate::obs_window::{JointMapper, NotReady, ObsWindow};
 use crate::policy::{Policy, Wiring};
 use crate::preprocess::{decode_compressed, ImageView, Preprocessor};
@@ -22,7 +22,6 @@ use crate::preview::PreviewImages;
 use crate::safety::SafetyFilter;
 use crate::stats::{LatencyWindow, RateMeter};
 use crate::tokenizer::InstructionEncoder;
-use crate::trajectory::TrajectoryPoints;
 
 use convert::{duration_msg, seconds_of, time_msg};
 use r2r::wam_policy::msg::{ActionChunk, PolicyStatus};
@@ -33,6 +32,8 @@ type CompressedMsg = r2r::sensor_msgs::msg::CompressedImage;
 type JointStateMsg = r2r::sensor_msgs::msg::JointState;
 type TrajectoryMsg = r2r::trajectory_msgs::msg::JointTrajectory;
 type PointMsg = r2r::trajectory_msgs::msg::JointTrajectoryPoint;
+type Float64ArrayMsg = r2r::std_msgs::msg::Float64MultiArray;
+type DiagnosticArrayMsg = r2r::diagnostic_msgs::msg::DiagnosticArray;
 type SetBool = r2r::std_srvs::srv::SetBool::Service;
 type Trigger = r2r::std_srvs::srv::Trigger::Service;
 
@@ -48,8 +49,18 @@ enum CameraSub {
     Compressed(Box<dyn Stream<Item = CompressedMsg> + Unpin>),
 }
 
+/// Streamed setpoints, in the message the robot's controller takes.
+enum StreamPublisher {
+    Array(r2r::Publisher<Float64ArrayMsg>),
+    JointState(r2r::Publisher<JointStateMsg>),
+}
+
 struct Publishers {
-    trajectory: r2r::Publisher<TrajectoryMsg>,
+    /// Chunk mode: the command topic, or `~/dry_run/trajectory` in dry-run mode.
+    trajectory: Option<r2r::Publisher<TrajectoryMsg>>,
+    /// Stream mode: the stream topic, or `~/dry_run/commands` in dry-run mode.
+    stream: Option<StreamPublisher>,
+    diagnostics: r2r::Publisher<DiagnosticArrayMsg>,
     chunk: r2r::Publisher<ActionChunk>,
     status: r2r::Publisher<PolicyStatus>,
     predicted: Vec<r2r::Publisher<ImageMsg>>,
@@ -75,7 +86,7 @@ struct NodeState {
     tokens: Vec<i64>,
     bad: BadInputLog,
     enabled: bool,
-    schedule: ChunkSchedule,
+    executor: ChunkExecutor,
     latency: LatencyWindow,
     chunk_rate: RateMeter,
     chunks_published: u64,
@@ -83,13 +94,15 @@ struct NodeState {
     inference_errors: u64,
     stale_observations: u64,
     safety_rejections: u64,
-    dropped_chunks: u64,
     last_error: Option<String>,
     not_ready: Option<NotReady>,
     was_running: bool,
-    points: TrajectoryPoints,
-    start_positions: Vec<f64>,
     measured: Vec<f64>,
+    /// Streamed setpoint buffers.
+    stream_q: Vec<f64>,
+    stream_v: Vec<f64>,
+    next_stream: f64,
+    max_boundary_jump_logged: f64,
     safety: SafetyFilter,
     preview: PreviewImages,
     chunk_id: u64,
@@ -138,8 +151,29 @@ pub fn run() -> anyhow::Result<()> {
         node.create_service::<SetBool>("~/enable", QosProfile::services_default())?;
     let mut reset_srv =
         node.create_service::<Trigger>("~/reset", QosProfile::services_default())?;
+    let exec = &cfg.execution;
+    let (trajectory_topic, stream_topic) = if exec.dry_run {
+        ("~/dry_run/trajectory", "~/dry_run/commands")
+    } else {
+        (cfg.trajectory_topic.as_str(), exec.stream_topic.as_str())
+    };
     let pubs = Publishers {
-        trajectory: node.create_publisher(&cfg.trajectory_topic, QosProfile::default())?,
+        trajectory: match exec.output_mode {
+            OutputMode::Chunk => {
+                Some(node.create_publisher(trajectory_topic, QosProfile::default())?)
+            }
+            OutputMode::Stream => None,
+        },
+        stream: match (exec.output_mode, exec.stream_message) {
+            (OutputMode::Chunk, _) => None,
+            (OutputMode::Stream, StreamMessage::Float64MultiArray) => Some(StreamPublisher::Array(
+                node.create_publisher(stream_topic, QosProfile::default())?,
+            )),
+            (OutputMode::Stream, StreamMessage::JointState) => Some(StreamPublisher::JointState(
+                node.create_publisher(stream_topic, QosProfile::default())?,
+            )),
+        },
+        diagnostics: node.create_publisher("/diagnostics", QosProfile::default())?,
         chunk: node.create_publisher("~/action_chunk", QosProfile::default())?,
         status: node.create_publisher("~/status", QosProfile::default())?,
         predicted: wiring
@@ -176,12 +210,21 @@ pub fn run() -> anyhow::Result<()> {
         tokens: vec![m.instruction.pad_id; dims.tokens],
         bad: BadInputLog::default(),
         enabled: cfg.enabled_at_start,
-        schedule: ChunkSchedule::new(
-            dims.horizon,
-            m.action.dt,
-            cfg.replan_threshold_s,
-            cfg.replan_margin_s,
-        ),
+        executor: ChunkExecutor::new(ExecutionConfig {
+            horizon: dims.horizon,
+            joints: dims.action,
+            dt: m.action.dt,
+            replan_threshold_s: cfg.replan_threshold_s,
+            replan_margin_s: cfg.replan_margin_s,
+            boundary: cfg.execution.boundary_mode,
+            crossfade_steps: cfg.execution.crossfade_steps,
+            ramp_in_s: cfg.execution.ramp_in_s,
+            min_lead_s: cfg.execution.min_lead_s,
+            anchor: match cfg.execution.output_mode {
+                OutputMode::Chunk => Anchor::Measured,
+                OutputMode::Stream => Anchor::Setpoint,
+            },
+        }),
         latency: LatencyWindow::new(64),
         chunk_rate: RateMeter::new(32),
         chunks_published: 0,
@@ -189,13 +232,14 @@ pub fn run() -> anyhow::Result<()> {
         inference_errors: 0,
         stale_observations: 0,
         safety_rejections: 0,
-        dropped_chunks: 0,
         last_error: None,
         not_ready: None,
         was_running: false,
-        points: TrajectoryPoints::with_capacity(dims.horizon, dims.action),
-        start_positions: vec![0.0; dims.action],
         measured: vec![0.0; dims.action],
+        stream_q: vec![0.0; dims.action],
+        stream_v: vec![0.0; dims.action],
+        next_stream: 0.0,
+        max_boundary_jump_logged: 0.0,
         safety: SafetyFilter::new(
             wiring.action_joint_names.clone(),
             wiring.action_limits.clone(),
@@ -218,7 +262,7 @@ pub fn run() -> anyhow::Result<()> {
         let text = state.cfg.instruction.clone();
         state.set_instruction(&text, 0.0);
     }
-    let mut worker = Worker::spawn(policy)?;
+    let mut worker = Worker::spawn(policy, state.cfg.execution.debug_extra_latency_s)?;
 
     let now_s = |clock: &std::sync::Arc<std::sync::Mutex<r2r::Clock>>| -> f64 {
         clock
@@ -270,9 +314,14 @@ pub fn run() -> anyhow::Result<()> {
             worker.return_job(job);
         }
         state.control(&mut worker, &pubs, now);
+        state.stream(&pubs, now);
         if Instant::now() >= next_status {
             next_status += status_period;
-            if let Err(e) = pubs.status.publish(&state.status(now)) {
+            let status = state.status(now);
+            if let Err(e) = pubs.diagnostics.publish(&state.diagnostics(&status)) {
+                tracing::warn!(error = %e, "cannot publish diagnostics");
+            }
+            if let Err(e) = pubs.status.publish(&status) {
                 tracing::warn!(error = %e, "cannot publish status");
             }
         }
@@ -432,8 +481,12 @@ impl NodeState {
             return format!("already {}", if enable { "enabled" } else { "disabled" });
         }
         self.enabled = enable;
-        self.schedule.clear();
         if enable {
+            if self.measured_action_positions() {
+                self.executor.enable(now, &self.measured);
+            } else {
+                self.executor.clear();
+            }
             tracing::info!("enabled: commands will be published");
             "enabled".into()
         } else {
@@ -446,7 +499,7 @@ impl NodeState {
 
     fn reset(&mut self, worker: &mut Worker) {
         self.window.clear();
-        self.schedule.clear();
+        self.executor.clear();
         self.camera_sizes.fill(None);
         worker.send_reset();
         tracing::info!("reset");
@@ -463,11 +516,17 @@ impl NodeState {
         true
     }
 
-    /// A one-point trajectory at the measured position: the controller stops there.
+    /// Stops at the measured position: a one-point trajectory in chunk mode (the controller stops there);
+    /// stream mode streams the hold from the plan.
     fn publish_hold(&mut self, pubs: &Publishers, now: f64) {
         if !self.measured_action_positions() {
+            self.executor.clear();
             return;
         }
+        self.executor.hold(now, &self.measured);
+        let Some(trajectory) = &pubs.trajectory else {
+            return;
+        };
         let msg = TrajectoryMsg {
             header: r2r::std_msgs::msg::Header {
                 stamp: time_msg(now),
@@ -481,12 +540,13 @@ impl NodeState {
                 ..Default::default()
             }],
         };
-        publish(&pubs.trajectory, &msg, "hold trajectory");
+        publish(trajectory, &msg, "hold trajectory");
     }
 
     /// Starts an inference when one is due and the observation is complete; publishes a hold when inputs
     /// go stale while a chunk is active.
     fn control(&mut self, worker: &mut Worker, pubs: &Publishers, now: f64) {
+        self.executor.tick(now);
         if !self.enabled {
             return;
         }
@@ -500,7 +560,6 @@ impl NodeState {
                         reason.describe(&self.wiring.camera_names)
                     );
                     self.publish_hold(pubs, now);
-                    self.schedule.clear();
                     self.was_running = false;
                 }
                 // A sync gap (joint states just stopped) is not stale yet: keep `was_running` so the hold
@@ -510,8 +569,8 @@ impl NodeState {
             }
             Ok(_) => self.not_ready = None,
         }
-        let estimate = self.latency.percentile(95.0);
-        if !self.schedule.should_start(now, worker.busy(), estimate) {
+        let estimate = self.latency_estimate();
+        if !self.executor.should_start(now, worker.busy(), estimate) {
             return;
         }
         let Some(mut job) = worker.take_job() else {
@@ -523,9 +582,13 @@ impl NodeState {
         {
             Ok(meta) => {
                 job.input.tokens.copy_from_slice(&self.tokens);
+                // Prefix boundaries: the steps the robot executes before this chunk can be published.
+                job.input.prefix_steps =
+                    self.executor
+                        .prefix(meta.stamp, now + estimate, &mut job.input.prefix);
                 job.stamp = meta.stamp;
                 job.started = Instant::now();
-                self.schedule.started(now);
+                self.executor.started(now);
                 self.inferences += 1;
                 self.was_running = true;
                 worker.submit(job);
@@ -534,6 +597,16 @@ impl NodeState {
                 self.not_ready = Some(reason);
                 worker.return_job(job);
             }
+        }
+    }
+
+    /// A high percentile of recent chunk latencies (warm-up runs are never recorded). Before the first
+    /// measurement, half a chunk: better to start early than to leave the arm without a command.
+    fn latency_estimate(&mut self) -> f64 {
+        if self.latency.is_empty() {
+            self.executor.chunk_duration() / 2.0
+        } else {
+            self.latency.percentile(95.0)
         }
     }
 
@@ -558,75 +631,74 @@ impl NodeState {
         self.last_error = None;
         let latency = job.started.elapsed().as_secs_f64();
         self.latency.record(latency);
-        if !self.enabled {
+        // Nothing computed before a disable or from inputs that have gone stale since is commanded.
+        if !self.enabled || self.not_ready.as_ref().is_some_and(NotReady::is_stale) {
             return;
         }
-        let first = self.schedule.first_future_step(job.stamp, now);
-        let a = self.wiring.action_to_state.len();
-        if first * a >= job.output.actions.len() {
-            self.dropped_chunks += 1;
-            tracing::warn!(
-                latency,
-                "chunk finished after its last step was due; dropped"
-            );
-            return;
-        }
-        for (s, &i) in self
-            .start_positions
-            .iter_mut()
-            .zip(&self.wiring.action_to_state)
-        {
-            *s = job.input.state[i];
-        }
-        let dt = self.action_dt;
-        self.points
-            .fill(&job.output.actions, dt, first, &self.start_positions);
         if !self.measured_action_positions() {
             return;
         }
-        let start = &self.start_positions;
-        let actions = &job.output.actions;
-        let checked = self.safety.apply(&self.measured, &mut self.points, |p| {
-            // Clamped positions: velocities from the clamped chunk.
-            let mut clamped = actions.clone();
-            let off = first * a;
-            clamped[off..].copy_from_slice(&p.positions);
-            p.recompute_velocities(&clamped, dt, first, start);
-        });
-        match checked {
-            Ok(clamped) if clamped > 0 => {
-                if let Some(n) = self.bad.record(Source::Command, "command_clamped", now) {
-                    tracing::warn!(count = n, "chunk positions clamped to joint limits");
+        let accepted = match self.executor.accept(
+            job.stamp,
+            &job.output.actions,
+            now,
+            &self.measured,
+            &self.safety,
+        ) {
+            Ok(a) => a,
+            Err(Refusal::AllStepsPast { latency_s }) => {
+                if let Some(n) = self.bad.record(Source::Command, "chunk_too_late", now) {
+                    tracing::warn!(
+                        count = n,
+                        latency_s,
+                        "chunk finished after its last step was due; dropped"
+                    );
                 }
+                return;
             }
-            Ok(_) => {}
-            Err(violation) => {
+            Err(Refusal::Safety(violation)) => {
                 self.safety_rejections += 1;
                 if let Some(n) = self.bad.record(Source::Command, "safety_rejection", now) {
                     tracing::error!(count = n, "chunk refused by the safety checks: {violation}");
                 }
                 return;
             }
+        };
+        if accepted.clamped > 0 {
+            if let Some(n) = self.bad.record(Source::Command, "command_clamped", now) {
+                tracing::warn!(count = n, "chunk positions clamped to joint limits");
+            }
+        }
+        if accepted.boundary_velocity_jump > 2.0 * self.max_boundary_jump_logged.max(0.25) {
+            self.max_boundary_jump_logged = accepted.boundary_velocity_jump;
+            tracing::debug!(
+                jump = accepted.boundary_velocity_jump,
+                "largest velocity change at a chunk boundary so far"
+            );
         }
         self.chunk_id += 1;
         let stamp = time_msg(job.stamp);
+        let plan = self.executor.plan();
         let trajectory = TrajectoryMsg {
             header: r2r::std_msgs::msg::Header {
                 stamp: stamp.clone(),
                 frame_id: String::new(),
             },
             joint_names: self.wiring.action_joint_names.clone(),
-            points: (0..self.points.len())
+            // Point 0 is the anchor (where the stream is now); the controller gets the chunk's points,
+            // timed from the observation stamp.
+            points: (1..plan.len())
                 .map(|i| PointMsg {
-                    positions: self.points.point(i).to_vec(),
-                    velocities: self.points.velocities[i * a..(i + 1) * a].to_vec(),
-                    time_from_start: duration_msg(self.points.times[i]),
+                    positions: plan.position(i).to_vec(),
+                    velocities: plan.velocity(i).to_vec(),
+                    time_from_start: duration_msg(plan.times[i] - job.stamp),
                     ..Default::default()
                 })
                 .collect(),
         };
-        publish(&pubs.trajectory, &trajectory, "trajectory");
-        self.schedule.published(job.stamp);
+        if let Some(publisher) = &pubs.trajectory {
+            publish(publisher, &trajectory, "trajectory");
+        }
         self.chunks_published += 1;
         self.chunk_rate.tick(now);
         let chunk = ActionChunk {
@@ -713,7 +785,109 @@ impl NodeState {
             bad_instructions: self.bad.total(Source::Instruction),
             stale_observations: self.stale_observations,
             safety_rejections: self.safety_rejections,
-            ..Default::default()
+            boundary_mode: self.cfg.execution.boundary_mode.name().to_string(),
+            output_mode: self.cfg.execution.output_mode.name().to_string(),
+            dry_run: self.cfg.execution.dry_run,
+            dropped_steps: self.executor.metrics().dropped_steps,
+            idle_time_s: self.executor.metrics().idle_time_s,
+            max_boundary_velocity_jump: self.executor.metrics().max_boundary_velocity_jump,
+        }
+    }
+
+    /// The status as a diagnostic_msgs/DiagnosticArray for the robot's diagnostics aggregator.
+    fn diagnostics(&self, status: &PolicyStatus) -> DiagnosticArrayMsg {
+        use r2r::diagnostic_msgs::msg::{DiagnosticStatus, KeyValue};
+        let level = match status.state {
+            s if s == PolicyStatus::STATE_ERROR as u8 => DiagnosticStatus::ERROR as u8,
+            s if s == PolicyStatus::STATE_STALE as u8 => DiagnosticStatus::WARN as u8,
+            _ => DiagnosticStatus::OK as u8,
+        };
+        let kv = |key: &str, value: String| KeyValue {
+            key: key.to_string(),
+            value,
+        };
+        let message = if status.detail.is_empty() {
+            status.state_name.clone()
+        } else {
+            format!("{}: {}", status.state_name, status.detail)
+        };
+        DiagnosticArrayMsg {
+            header: status.header.clone(),
+            status: vec![DiagnosticStatus {
+                level,
+                name: "wam_policy: policy".into(),
+                message,
+                hardware_id: status.model_id.clone(),
+                values: vec![
+                    kv("state", status.state_name.clone()),
+                    kv("execution_provider", status.execution_provider.clone()),
+                    kv("latency_p50_s", format!("{:.4}", status.latency_p50_s)),
+                    kv("latency_p95_s", format!("{:.4}", status.latency_p95_s)),
+                    kv("latency_max_s", format!("{:.4}", status.latency_max_s)),
+                    kv("chunk_rate_hz", format!("{:.3}", status.chunk_rate_hz)),
+                    kv("dropped_steps", status.dropped_steps.to_string()),
+                    kv("idle_time_s", format!("{:.3}", status.idle_time_s)),
+                    kv(
+                        "max_boundary_velocity_jump",
+                        format!("{:.4}", status.max_boundary_velocity_jump),
+                    ),
+                    kv("boundary_mode", status.boundary_mode.clone()),
+                    kv("output_mode", status.output_mode.clone()),
+                    kv("dry_run", status.dry_run.to_string()),
+                    kv("safety_rejections", status.safety_rejections.to_string()),
+                ],
+            }],
+        }
+    }
+
+    /// Stream mode: the plan's setpoint at `now`, at `stream_rate_hz`, after the setpoint safety check.
+    fn stream(&mut self, pubs: &Publishers, now: f64) {
+        let Some(publisher) = &pubs.stream else {
+            return;
+        };
+        if !self.enabled || now < self.next_stream {
+            return;
+        }
+        let period = 1.0 / self.cfg.execution.stream_rate_hz;
+        // Catch up without bursts after a stall.
+        self.next_stream = (self.next_stream + period).max(now);
+        if !self
+            .executor
+            .sample(now, &mut self.stream_q, &mut self.stream_v)
+        {
+            return;
+        }
+        if let Err(violation) = self.safety.setpoint(&mut self.stream_q, &mut self.stream_v) {
+            self.safety_rejections += 1;
+            if let Some(n) = self.bad.record(Source::Command, "safety_rejection", now) {
+                tracing::error!(
+                    count = n,
+                    "setpoint refused by the safety checks: {violation}"
+                );
+            }
+            return;
+        }
+        match publisher {
+            StreamPublisher::Array(p) => {
+                let msg = Float64ArrayMsg {
+                    data: self.stream_q.clone(),
+                    ..Default::default()
+                };
+                publish(p, &msg, "streamed setpoint");
+            }
+            StreamPublisher::JointState(p) => {
+                let msg = JointStateMsg {
+                    header: r2r::std_msgs::msg::Header {
+                        stamp: time_msg(now),
+                        frame_id: String::new(),
+                    },
+                    name: self.wiring.action_joint_names.clone(),
+                    position: self.stream_q.clone(),
+                    velocity: self.stream_v.clone(),
+                    effort: Vec::new(),
+                };
+                publish(p, &msg, "streamed setpoint");
+            }
         }
     }
 }

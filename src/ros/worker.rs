@@ -37,7 +37,10 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn spawn(mut policy: Policy) -> std::io::Result<Self> {
+    /// `extra_latency_s` is slept after every inference (`debug_extra_latency_s`): a slower model, to test
+    /// and measure execution under latency.
+    pub fn spawn(mut policy: Policy, extra_latency_s: f64) -> std::io::Result<Self> {
+        let extra_latency = std::time::Duration::from_secs_f64(extra_latency_s);
         let job = Box::new(Job {
             input: policy.new_input(),
             output: policy.new_output(),
@@ -58,6 +61,9 @@ impl Worker {
                             let result = policy
                                 .process(&job.input, &mut job.output)
                                 .map_err(|e| e.to_string());
+                            if !extra_latency.is_zero() {
+                                std::thread::sleep(extra_latency);
+                            }
                             if result_tx.send(Done { job, result }).is_err() {
                                 break;
                             }

@@ -1,0 +1,124 @@
+//! Joint limits from a URDF (`robot_description`): `<joint name=...><limit lower upper velocity/></joint>`.
+//! Continuous joints have no position limits; URDF carries no acceleration limits.
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum UrdfError {
+    #[error("is not valid XML: {0}")]
+    Xml(String),
+    #[error("has no <joint name=\"{0}\">")]
+    MissingJoint(String),
+    #[error("joint `{joint}` has no <limit {attribute}=...> (needed for the safety limits)")]
+    MissingLimit { joint: String, attribute: String },
+    #[error("joint `{joint}`: <limit {attribute}=\"{value}\"> is not a number")]
+    BadNumber {
+        joint: String,
+        attribute: String,
+        value: String,
+    },
+}
+
+/// Limits of the named joints, in the order given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UrdfLimits {
+    pub lower: Vec<f64>,
+    pub upper: Vec<f64>,
+    pub max_velocity: Vec<f64>,
+}
+
+pub fn joint_limits(urdf: &str, joint_names: &[String]) -> Result<UrdfLimits, UrdfError> {
+    let doc = roxmltree::Document::parse(urdf).map_err(|e| UrdfError::Xml(e.to_string()))?;
+    let mut out = UrdfLimits {
+        lower: Vec::with_capacity(joint_names.len()),
+        upper: Vec::with_capacity(joint_names.len()),
+        max_velocity: Vec::with_capacity(joint_names.len()),
+    };
+    for name in joint_names {
+        let joint = doc
+            .descendants()
+            .find(|n| n.has_tag_name("joint") && n.attribute("name") == Some(name.as_str()))
+            .ok_or_else(|| UrdfError::MissingJoint(name.clone()))?;
+        let limit = joint.children().find(|n| n.has_tag_name("limit"));
+        let number = |attribute: &str| -> Result<Option<f64>, UrdfError> {
+            let Some(text) = limit.and_then(|l| l.attribute(attribute)) else {
+                return Ok(None);
+            };
+            text.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .map(Some)
+                .ok_or_else(|| UrdfError::BadNumber {
+                    joint: name.clone(),
+                    attribute: attribute.into(),
+                    value: text.into(),
+                })
+        };
+        let missing = |attribute: &str| UrdfError::MissingLimit {
+            joint: name.clone(),
+            attribute: attribute.into(),
+        };
+        let continuous = joint.attribute("type") == Some("continuous");
+        let (lower, upper) = if continuous {
+            (f64::NEG_INFINITY, f64::INFINITY)
+        } else {
+            (
+                number("lower")?.ok_or_else(|| missing("lower"))?,
+                number("upper")?.ok_or_else(|| missing("upper"))?,
+            )
+        };
+        out.lower.push(lower);
+        out.upper.push(upper);
+        out.max_velocity
+            .push(number("velocity")?.ok_or_else(|| missing("velocity"))?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URDF: &str = r#"<?xml version="1.0"?>
+<robot name="arm">
+  <link name="base"/><link name="l1"/><link name="l2"/>
+  <joint name="shoulder" type="revolute">
+    <parent link="base"/><child link="l1"/>
+    <limit lower="-1.5" upper="1.25" velocity="2.0" effort="10"/>
+  </joint>
+  <joint name="wrist" type="continuous">
+    <parent link="l1"/><child link="l2"/>
+    <limit velocity="3.0" effort="5"/>
+  </joint>
+  <joint name="broken" type="revolute"><limit lower="x" upper="1" velocity="1"/></joint>
+  <joint name="nolimit" type="revolute"/>
+</robot>"#;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn reads_limits_in_the_requested_order() {
+        let l = joint_limits(URDF, &names(&["wrist", "shoulder"])).unwrap();
+        assert_eq!(l.upper[1], 1.25);
+        assert_eq!(l.lower[1], -1.5);
+        assert_eq!(l.max_velocity, vec![3.0, 2.0]);
+        assert!(l.lower[0].is_infinite() && l.upper[0].is_infinite());
+    }
+
+    #[test]
+    fn errors_name_the_joint_and_attribute() {
+        assert_eq!(
+            joint_limits(URDF, &names(&["elbow"])),
+            Err(UrdfError::MissingJoint("elbow".into()))
+        );
+        let e = joint_limits(URDF, &names(&["broken"])).unwrap_err();
+        assert!(e.to_string().contains("broken") && e.to_string().contains("lower"));
+        let e = joint_limits(URDF, &names(&["nolimit"])).unwrap_err();
+        assert!(matches!(e, UrdfError::MissingLimit { .. }));
+        assert!(matches!(
+            joint_limits("<robot", &names(&["a"])),
+            Err(UrdfError::Xml(_))
+        ));
+    }
+}

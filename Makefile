@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: setup build demo test test-rust test-ros test-colcon check bundle clean
+.PHONY: setup build demo demo-replay test test-rust test-ros test-colcon test-closed-loop check bundle clean
 
 setup:
 	bash scripts/setup.sh
@@ -12,8 +12,13 @@ setup:
 build: setup
 	$(ENV) cargo build --release
 
-# Node + test bundle + a replay publisher on a real ROS 2 graph; prints chunks/s and latency percentiles.
+# The sim and the node with the trained WAM (models/wam_sim): a few episodes, success and timing,
+# and per episode a PNG strip of predicted beside actual camera frames in out/demo/.
 demo: build
+	$(ENV) python -m wam_eval.demo --out out/demo
+
+# Node + test bundle + a replay publisher on a real ROS 2 graph; prints chunks/s and latency percentiles.
+demo-replay: build
 	$(ENV) python -m wam_peer.demo --seconds 10
 
 check: build
@@ -23,7 +28,7 @@ check: build
 bundle: setup
 	$(ENV) python -m wam_testmodel --out models/wam_test
 
-test: build test-rust test-ros test-colcon test-sim
+test: build test-rust test-ros test-colcon test-sim test-closed-loop
 
 test-rust: setup
 	$(ENV) cargo test
@@ -37,6 +42,10 @@ test-colcon: setup
 
 test-sim: setup
 	$(ENV) python -m pytest -q tests/test_sim_world.py tests/test_sim_expert.py tests/test_sim_follower.py tests/test_sim_node.py
+
+# The node with the bundled WAM drives the sim for two reach episodes (sim/wam_eval's harness).
+test-closed-loop: build
+	$(ENV) python -m pytest -q tests/test_closed_loop.py
 
 clean:
 	rm -rf target build tests/.work

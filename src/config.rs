@@ -735,4 +735,82 @@ mod tests {
             "joint_limits"
         );
     }
+
+    /// Flattens a params file's `wam_policy: ros__parameters:` the way ROS names nested parameters.
+    fn flatten(prefix: &str, value: &serde_yaml::Value, out: &mut Params) {
+        use serde_yaml::Value as Y;
+        match value {
+            Y::Mapping(m) => {
+                for (k, v) in m {
+                    let key = k.as_str().expect("string keys");
+                    let name = if prefix.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    flatten(&name, v, out);
+                }
+            }
+            Y::Bool(b) => {
+                out.insert(prefix.into(), ParamValue::Bool(*b));
+            }
+            Y::Number(n) if n.is_i64() => {
+                out.insert(prefix.into(), ParamValue::Integer(n.as_i64().unwrap()));
+            }
+            Y::Number(n) => {
+                out.insert(prefix.into(), ParamValue::Double(n.as_f64().unwrap()));
+            }
+            Y::String(t) => {
+                out.insert(prefix.into(), ParamValue::String(t.clone()));
+            }
+            Y::Sequence(items) => {
+                let v = if items.iter().all(|i| i.is_string()) {
+                    ParamValue::StringArray(
+                        items
+                            .iter()
+                            .map(|i| i.as_str().unwrap().to_string())
+                            .collect(),
+                    )
+                } else if items.iter().all(|i| i.is_i64()) {
+                    ParamValue::IntegerArray(items.iter().map(|i| i.as_i64().unwrap()).collect())
+                } else {
+                    ParamValue::DoubleArray(items.iter().map(|i| i.as_f64().unwrap()).collect())
+                };
+                out.insert(prefix.into(), v);
+            }
+            other => panic!("{prefix}: unexpected value {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shipped_params_files_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let doc: serde_yaml::Value =
+                serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let Some(node) = doc.get("wam_policy") else {
+                continue;
+            };
+            let mut p = Params::new();
+            flatten("", &node["ros__parameters"], &mut p);
+            // The launch file fills the bundle in.
+            if p.get("bundle_path") == Some(&ParamValue::String(String::new())) {
+                p.insert("bundle_path".into(), ParamValue::String("/b".into()));
+            }
+            if let Err(e) = NodeConfig::from_params(&p) {
+                panic!("{}: {e}", path.display());
+            }
+            checked += 1;
+        }
+        assert!(
+            checked >= 1,
+            "no wam_policy params file in {}",
+            dir.display()
+        );
+    }
 }

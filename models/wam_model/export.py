@@ -40,7 +40,6 @@ from .train import CHECKPOINT, Stats, load_checkpoint, normalize_frames
 
 OPSET = 17
 IR_VERSION = 10
-CACHE_NAMES = ("ctx_k", "ctx_v", "ctx_cond")
 
 
 class EncodeStage(nn.Module):
@@ -70,7 +69,7 @@ class ContextStage(nn.Module):
         super().__init__()
         self.wam = wam
 
-    def forward(self, latents: Tensor, state: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, latents: Tensor, state: Tensor, tokens: Tensor) -> tuple[Tensor, ...]:
         return self.wam.context(latents, state, tokens)
 
 
@@ -80,15 +79,9 @@ class DenoiseStage(nn.Module):
         self.wam = wam
 
     def forward(
-        self,
-        noisy_actions: Tensor,
-        noisy_video: Tensor,
-        time: Tensor,
-        ctx_k: Tensor,
-        ctx_v: Tensor,
-        ctx_cond: Tensor,
+        self, noisy_actions: Tensor, noisy_video: Tensor, time: Tensor, *cache: Tensor
     ) -> tuple[Tensor, Tensor]:
-        va, vv = self.wam.denoise(noisy_actions, noisy_video, time, ctx_k, ctx_v, ctx_cond)
+        va, vv = self.wam.denoise(noisy_actions, noisy_video, time, *cache)
         if vv is None:  # the action-only baseline: the format's video input, zero velocity
             vv = noisy_video * 0.0
         return va, vv
@@ -123,7 +116,14 @@ def _floats(x: list[float] | NDArray[np.float32]) -> str:
 
 
 def write_manifest(
-    path: Path, spec: ModelSpec, stats: Stats, model_id: str, video_frames: int, video_dt: float, decode: bool
+    path: Path,
+    cache_names: tuple[str, ...],
+    spec: ModelSpec,
+    stats: Stats,
+    model_id: str,
+    video_frames: int,
+    video_dt: float,
+    decode: bool,
 ) -> None:
     joints = ", ".join(spec.joints)
     cams = "\n".join(
@@ -171,7 +171,7 @@ def write_manifest(
         "  context:",
         "    file: context.onnx",
         "    inputs: {latents: latents, state: state, tokens: tokens}",
-        f"    outputs: [{', '.join(CACHE_NAMES)}]",
+        f"    outputs: [{', '.join(cache_names)}]",
         "  denoise:",
         "    file: denoise.onnx",
         "    inputs: {actions: noisy_actions, video: noisy_video, time: time}",
@@ -214,17 +214,17 @@ def export_bundle(out: Path, spec: ModelSpec, stats: Stats, ae: AutoEncoder, wam
         (latents, state, tokens),
         out / "context.onnx",
         ["latents", "state", "tokens"],
-        list(CACHE_NAMES),
+        list(wam.cache_names),
     )
     with torch.no_grad():
-        ck, cv, cc = wam.context(latents, state, tokens)
+        cache = wam.context(latents, state, tokens)
     da = torch.zeros(1, spec.horizon, spec.action_dim)
     dv = torch.zeros(1, v, f, c, hw, hw)
     _export(
         DenoiseStage(wam),
-        (da, dv, torch.zeros(1), ck, cv, cc),
+        (da, dv, torch.zeros(1), *cache),
         out / "denoise.onnx",
-        ["noisy_actions", "noisy_video", "time", *CACHE_NAMES],
+        ["noisy_actions", "noisy_video", "time", *wam.cache_names],
         ["action_velocity", "video_velocity"],
     )
     if wam.video:
@@ -238,7 +238,7 @@ def export_bundle(out: Path, spec: ModelSpec, stats: Stats, ae: AutoEncoder, wam
         video_dt = spec.video_dt
     else:
         video_dt = spec.horizon * spec.action_dt
-    write_manifest(out / "wam.yaml", spec, stats, model_id, f, video_dt, decode=wam.video)
+    write_manifest(out / "wam.yaml", wam.cache_names, spec, stats, model_id, f, video_dt, decode=wam.video)
     (out / "vocab.txt").write_text("\n".join(vocab()) + "\n")
 
 
@@ -261,11 +261,11 @@ def torch_pipeline(
     st = torch.from_numpy(((state_raw - stats.state_mean) / stats.state_std).astype(np.float32)).reshape(
         b, -1
     )
-    ck, cv, cc = wam.context(lat, st, tokens)
+    cache = wam.context(lat, st, tokens)
     den = DenoiseStage(wam)
 
     def field(xa: Tensor, xv: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        return den(xa, xv, t, ck, cv, cc)
+        return den(xa, xv, t, *cache)
 
     xa, xv = flow.euler(field, noise_a, noise_v, steps)
     actions = xa.numpy() * stats.action_std + stats.action_mean

@@ -198,7 +198,16 @@ def time_embedding(t: Tensor, d: int) -> Tensor:
 
 class Wam(nn.Module):
     """World Action Model (video tokens + action tokens denoised together) or, with `video=False`, the
-    action-only baseline (the same network without the video tokens)."""
+    action-only baseline (the same network without the video tokens).
+
+    Output parametrization: the heads predict the clean data x1 as a residual on a reference (actions: the
+    current state in normalized action space; video: the last context frame's latents), and the denoise
+    stage returns the flow velocity (x1_hat - x_t) / (1 - t) that the Euler sampler integrates; at the
+    last Euler step (t = 1 - 1/K) the sample lands on x1_hat.
+    """
+
+    s2a_scale: Tensor
+    s2a_shift: Tensor
 
     def __init__(self, spec: ModelSpec, video: bool = True) -> None:
         super().__init__()
@@ -222,7 +231,7 @@ class Wam(nn.Module):
         # denoised tokens
         self.act_in = nn.Linear(spec.action_dim, d)
         self.act_pos = nn.Parameter(torch.randn(spec.horizon, d) * 0.02)
-        self.act_state = nn.Linear(spec.state_dim, d)  # the current state added to every action token
+        self.act_state = nn.Linear(spec.state_dim, d)  # the current state added to the conditioning
         if video:
             self.vid_in = nn.Linear(pd, d)
             self.vid_pos = nn.Parameter(torch.randn(v * spec.video_frames * self.patches_per_frame, d) * 0.02)
@@ -237,10 +246,19 @@ class Wam(nn.Module):
         nn.init.zeros_(self.out_ada.weight)
         nn.init.zeros_(self.out_ada.bias)
         self.act_out = nn.Linear(d, spec.action_dim)
+        # normalized state -> the same joints in normalized action space (set from the data statistics)
+        self.register_buffer("s2a_scale", torch.ones(spec.action_dim))
+        self.register_buffer("s2a_shift", torch.zeros(spec.action_dim))
+
+    @property
+    def cache_names(self) -> tuple[str, ...]:
+        names = ("ctx_k", "ctx_v", "ctx_cond", "ref_actions")
+        return (*names, "ref_video") if self.video else names
 
     # --- context stage: latents [B,V,T,C,h,w], state [B,S] (normalized), tokens [B,L] ---------------
-    def context(self, latents: Tensor, state: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Returns the cache: ctx_k, ctx_v [B, layers, heads, Nc, head_dim], ctx_cond [B, D]."""
+    def context(self, latents: Tensor, state: Tensor, tokens: Tensor) -> tuple[Tensor, ...]:
+        """Returns the cache (`cache_names`): ctx_k, ctx_v [B, layers, heads, Nc, head_dim], ctx_cond
+        [B, D], ref_actions [B, A] and (WAM) ref_video [B, V, F, C, h, w]."""
         b, v, t = latents.shape[:3]
         s = self.spec
         x = patchify(latents.reshape(b, v * t, s.latent_channels, s.latent_size, s.latent_size), s.patch)
@@ -256,19 +274,20 @@ class Wam(nn.Module):
             ks.append(k)
             vs.append(vv)
         cond = self.ctx_cond(ctx.mean(dim=1)) + self.act_state(state)
-        return torch.stack(ks, dim=1), torch.stack(vs, dim=1), cond
+        ref_a = state * self.s2a_scale + self.s2a_shift
+        out: tuple[Tensor, ...] = (torch.stack(ks, dim=1), torch.stack(vs, dim=1), cond, ref_a)
+        if self.video:
+            last = latents[:, :, t - 1 : t]  # [B, V, 1, C, h, w]
+            out = (*out, last.expand(-1, -1, s.video_frames, -1, -1, -1).contiguous())
+        return out
 
     # --- denoise stage -----------------------------------------------------------------------------
-    def denoise(
-        self,
-        actions: Tensor,
-        video: Tensor | None,
-        time: Tensor,
-        ctx_k: Tensor,
-        ctx_v: Tensor,
-        ctx_cond: Tensor,
+    def predict(
+        self, actions: Tensor, video: Tensor | None, time: Tensor, *cache: Tensor
     ) -> tuple[Tensor, Tensor | None]:
-        """actions [B,H,A], video [B,V,F,C,h,w] (ignored by the baseline), time [B] -> velocities."""
+        """x1 predictions (normalized actions [B,H,A]; video latents [B,V,F,C,h,w] or None) from the noisy
+        actions/video at flow time `time` [B] and the context cache."""
+        ctx_k, ctx_v, ctx_cond, ref_a = cache[:4]
         s = self.spec
         b = actions.shape[0]
         a = self.act_in(actions) + self.act_pos
@@ -286,10 +305,10 @@ class Wam(nn.Module):
             x = blk(x, cond, ctx_k[:, i], ctx_v[:, i])
         sh, sc = self.out_ada(cond).unsqueeze(1).chunk(2, dim=-1)
         x = self.out_norm(x) * (1 + sc) + sh
-        va = self.act_out(x[:, nv:])
-        vv = None
+        xa = self.act_out(x[:, nv:]) + ref_a.unsqueeze(1)
+        xv = None
         if self.video:
-            vv = unpatchify(
+            xv = cache[4] + unpatchify(
                 self.vid_out(x[:, :nv]),
                 s.num_cameras * s.video_frames,
                 s.latent_channels,
@@ -297,7 +316,22 @@ class Wam(nn.Module):
                 s.latent_size,
                 s.patch,
             ).reshape(b, s.num_cameras, s.video_frames, s.latent_channels, s.latent_size, s.latent_size)
+        return xa, xv
+
+    def denoise(
+        self, actions: Tensor, video: Tensor | None, time: Tensor, *cache: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """actions [B,H,A], video [B,V,F,C,h,w] (ignored by the baseline), time [B] -> velocities."""
+        xa, xv = self.predict(actions, video, time, *cache)
+        va = velocity(xa, actions, time)
+        vv = velocity(xv, video, time) if xv is not None and video is not None else None
         return va, vv
+
+
+def velocity(x1: Tensor, xt: Tensor, time: Tensor, min_gap: float = 0.05) -> Tensor:
+    """Flow velocity towards the predicted data: (x1 - x_t) / (1 - t), t clamped below 1 - min_gap."""
+    gap = (1.0 - time).clamp_min(min_gap).reshape(-1, *([1] * (xt.dim() - 1)))
+    return (x1 - xt) / gap
 
 
 def count_params(m: nn.Module) -> int:

@@ -183,18 +183,18 @@ def flow_loss(
     state = b["state"]
     if state_noise > 0:
         state = state + state_noise * torch.randn(state.shape, generator=gen)
-    ck, cv, cc = model.context(b["latents"], state, b["tokens"])
+    cache = model.context(b["latents"], state, b["tokens"])
     t = flow.sample_time(n, gen)
     na = torch.randn(b["actions"].shape, generator=gen)
-    xa, ta = flow.interpolate(na, b["actions"], t)
+    xa, _ = flow.interpolate(na, b["actions"], t)
     xv = None
-    tv = None
     if model.video:
         nv = torch.randn(b["future"].shape, generator=gen)
-        xv, tv = flow.interpolate(nv, b["future"], t)
-    va, vv = model.denoise(xa, xv, t, ck, cv, cc)
-    la = fn.mse_loss(va, ta)
-    lv = fn.mse_loss(vv, tv) if vv is not None and tv is not None else torch.zeros(())
+        xv, _ = flow.interpolate(nv, b["future"], t)
+    # x1-prediction loss (the stage's velocity is (x1_hat - x_t) / (1 - t), see nets.Wam)
+    pa, pv = model.predict(xa, xv, t, *cache)
+    la = fn.mse_loss(pa, b["actions"])
+    lv = fn.mse_loss(pv, b["future"]) if pv is not None else torch.zeros(())
     return la + video_weight * lv, la, lv
 
 
@@ -320,6 +320,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--smoke", action="store_true", help="tiny run (~2 min) of the whole path")
+    ap.add_argument(
+        "--reuse-autoencoder",
+        type=Path,
+        default=None,
+        help="take the trained autoencoder from this checkpoint instead of training it (same seeds: same)",
+    )
     ap.add_argument("--out", type=Path, default=TRAINING_DIR, help="training record folder")
     ap.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
     a = ap.parse_args()
@@ -358,10 +364,20 @@ def main() -> None:
     t0 = time.time()
     ae = AutoEncoder(spec)
     log(f"autoencoder params {count_params(ae)}")
-    ae_curve = train_autoencoder(ae, tr.frames, a.ae_steps, a.ae_batch, log, gen)
-    raw = encode_all(ae, tr.frames[:: max(1, tr.frames.shape[0] // 4000)], raw=True)
-    ae.lat_mean.copy_(raw.mean(dim=(0, 1, 3, 4)))
-    ae.lat_std.copy_(raw.std(dim=(0, 1, 3, 4)).clamp_min(1e-3))
+    t_ae_prev = 0.0
+    if a.reuse_autoencoder is not None:
+        prev = torch.load(a.reuse_autoencoder, map_location="cpu", weights_only=False)
+        ae.load_state_dict(prev["ae"])
+        ae.eval()
+        prev_ae = prev["info"]["autoencoder"]
+        ae_curve = [(int(x[0]), float(x[1])) for x in prev_ae.get("curve", [[0, prev_ae["final_loss"]]])]
+        t_ae_prev = float(prev_ae["train_seconds"])
+        log(f"autoencoder taken from {a.reuse_autoencoder} (trained in {t_ae_prev:.0f}s)")
+    else:
+        ae_curve = train_autoencoder(ae, tr.frames, a.ae_steps, a.ae_batch, log, gen)
+        raw = encode_all(ae, tr.frames[:: max(1, tr.frames.shape[0] // 4000)], raw=True)
+        ae.lat_mean.copy_(raw.mean(dim=(0, 1, 3, 4)))
+        ae.lat_std.copy_(raw.std(dim=(0, 1, 3, 4)).clamp_min(1e-3))
     lat_tr = encode_all(ae, tr.frames, raw=False)
     lat_va = encode_all(ae, va.frames, raw=False)
     with torch.no_grad():
@@ -373,7 +389,7 @@ def main() -> None:
             .movedim(-1, -3)
         )
         ae_val_psnr = float(-10 * torch.log10(fn.mse_loss(rec, tgt)))
-    t_ae = time.time() - t0
+    t_ae = time.time() - t0 if a.reuse_autoencoder is None else t_ae_prev
     log(f"autoencoder done in {t_ae:.0f}s, held-out reconstruction PSNR {ae_val_psnr:.2f} dB")
 
     # 2. WAM, 3. action-only baseline (same network without video tokens, same steps and data)
@@ -385,6 +401,8 @@ def main() -> None:
         t0 = time.time()
         torch.manual_seed(a.seed + 1)
         model = Wam(spec, video=video)
+        model.s2a_scale.copy_(torch.from_numpy(stats.state_std / stats.action_std))
+        model.s2a_shift.copy_(torch.from_numpy((stats.state_mean - stats.action_mean) / stats.action_std))
         log(f"{name} params {count_params(model)}")
         g = torch.Generator().manual_seed(a.seed + 1)
         ema, curve, final = train_wam(model, data, val, a.wam_steps, a.batch, a.lr, log, g, name)
@@ -399,6 +417,7 @@ def main() -> None:
             "train_seconds": t_ae,
             "heldout_recon_psnr_db": ae_val_psnr,
             "final_loss": ae_curve[-1][1],
+            "curve": ae_curve,
         },
         **results,
         "total_seconds": total,
@@ -407,7 +426,8 @@ def main() -> None:
     save_checkpoint(a.checkpoint, spec, stats, ae, models["wam"], models["baseline"], info)
     (a.out / "summary.json").write_text(json.dumps(info, indent=1))
     (a.out / "dataset.json").write_text(json.dumps(dataset, indent=1))
-    plot_curves(a.out / "loss_autoencoder.png", "autoencoder reconstruction (MSE)", {"recon": ae_curve})
+    if len(ae_curve) > 1:
+        plot_curves(a.out / "loss_autoencoder.png", "autoencoder reconstruction (MSE)", {"recon": ae_curve})
     plot_curves(
         a.out / "loss_wam.png",
         "flow-matching loss",

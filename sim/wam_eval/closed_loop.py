@@ -47,7 +47,6 @@ def run_expert(plan: Sequence[tuple[int, str]]) -> list[dict[str, Any]]:
     env = SimEnv((64, 64))
     out: list[dict[str, Any]] = []
     for seed, text in plan:
-        g0 = None
         env.reset(seed, text)
         g0 = env.gripper_to_object()
         o0 = env.object_to_goal()
@@ -256,7 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in policies:
         t0 = time.monotonic()
         if name == "expert":
-            records = run_expert(plan)
+            # The same episodes as the node policies ran (all of the plan when none ran).
+            ran = [len(p["episodes"]) for p in result["policies"].values()]
+            expert_plan = plan[: max(ran)] if ran else plan
+            records = run_expert(expert_plan)
             info: dict[str, Any] = {"in_process": True, "wall_s": time.monotonic() - t0}
         elif name in bundles:
             bundle = bundles[name]

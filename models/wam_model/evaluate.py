@@ -39,7 +39,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(stride: int, batch: int, seed: int) -> dict[str, Any]:
+def evaluate(stride: int, batch: int, seed: int, sweep: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, Any]:
     spec, stats, ae, wam, base, info = load_checkpoint(CHECKPOINT)
     stats = _stats_f32(stats)
     va: Split = load_split("heldout", spec)
@@ -50,6 +50,10 @@ def evaluate(stride: int, batch: int, seed: int) -> dict[str, Any]:
     acc: dict[str, list[np.ndarray]] = {
         k: []
         for k in (
+            "psnr_copyae",
+            "mse_wam",
+            "mse_copy",
+            "mse_copyae",
             "wam_se",
             "wam_ae",
             "base_se",
@@ -90,6 +94,19 @@ def evaluate(stride: int, batch: int, seed: int) -> dict[str, Any]:
         fut_lat = ae.encode((fut * 2 - 1).reshape(-1, 3, spec.image_size, spec.image_size))
         rec = DecodeStage(ae)(fut_lat.reshape(b, v, f, *lat_shape))
         acc["psnr_ae"].append(psnr(rec, fut).numpy())
+        last_lat = ae.encode((last * 2 - 1).reshape(-1, 3, spec.image_size, spec.image_size))
+        last_rec = DecodeStage(ae)(last_lat.reshape(b, v, 1, *lat_shape)).expand_as(fut)
+        acc["psnr_copyae"].append(psnr(last_rec, fut).numpy())
+        acc["mse_wam"].append((fr - fut).pow(2).flatten(-3).mean(-1).numpy())
+        acc["mse_copy"].append((last.unsqueeze(2).expand_as(fut) - fut).pow(2).flatten(-3).mean(-1).numpy())
+        acc["mse_copyae"].append((last_rec - fut).pow(2).flatten(-3).mean(-1).numpy())
+        for k in sweep:
+            if k == spec.sampler_steps:
+                continue
+            sw, _, _ = torch_pipeline(spec, stats, ae, wam, frames, state, tokens, na, nv, k)
+            sb, _, _ = torch_pipeline(spec, stats, ae, base, frames, state, tokens, na, nv[:, :, :1], k)
+            acc.setdefault(f"sweep_wam_{k}", []).append(((sw - target) ** 2).mean(axis=(1, 2)))
+            acc.setdefault(f"sweep_base_{k}", []).append(((sb - target) ** 2).mean(axis=(1, 2)))
         acc["fam"].append(va.family[r])
     cat = {k: np.concatenate(x) for k, x in acc.items()}
 
@@ -99,7 +116,9 @@ def evaluate(stride: int, batch: int, seed: int) -> dict[str, Any]:
             out[f"{m}_action_mse"] = float(cat[f"{m}_se"][mask].mean())
             out[f"{m}_action_l1"] = float(cat[f"{m}_ae"][mask].mean())
         out["hold_state_action_mse"] = float(cat["hold_se"][mask].mean())
-        for m in ("wam", "copy", "ae"):
+        for m in ("wam", "copy", "copyae"):
+            out[f"psnr_pooled_{m}"] = float(-10 * np.log10(cat[f"mse_{m}"][mask].mean()))
+        for m in ("wam", "copy", "ae", "copyae"):
             p = cat[f"psnr_{m}"][mask]  # [N, V, F]
             out[f"psnr_{m}"] = float(p.mean())
             out[f"psnr_{m}_per_camera"] = {c: float(p[:, i].mean()) for i, c in enumerate(spec.cameras)}
@@ -117,6 +136,17 @@ def evaluate(stride: int, batch: int, seed: int) -> dict[str, Any]:
         "all": summary(np.ones_like(fam, dtype=bool)),
         "reach": summary(fam < 3),
         "push": summary(fam >= 3),
+        "action_mse_by_steps": {
+            str(k): {
+                "wam": float(cat[f"sweep_wam_{k}"].mean())
+                if k != spec.sampler_steps
+                else float(cat["wam_se"].mean()),
+                "baseline": float(cat[f"sweep_base_{k}"].mean())
+                if k != spec.sampler_steps
+                else float(cat["base_se"].mean()),
+            }
+            for k in sorted({*sweep, spec.sampler_steps})
+        },
         "per_instruction": {INSTRUCTIONS[i]: summary(fam == i) for i in range(len(INSTRUCTIONS))},
         "training": {
             k: info[k] for k in ("dataset", "autoencoder", "wam", "baseline", "total_seconds") if k in info
@@ -124,6 +154,59 @@ def evaluate(stride: int, batch: int, seed: int) -> dict[str, Any]:
         "eval_seconds": time.time() - t0,
     }
     return res
+
+
+@torch.no_grad()
+def preview(path: Path, samples: int = 6, seed: int = 3) -> None:
+    """PNG: per held-out sample and camera, the last observed frame, then predicted | true at +dt, +2dt."""
+    from PIL import Image
+
+    spec, stats, ae, wam, _, _ = load_checkpoint(CHECKPOINT)
+    stats = _stats_f32(stats)
+    va = load_split("heldout", spec)
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(samples):
+        fam_rows = np.flatnonzero(va.family == i % len(INSTRUCTIONS))
+        r = np.array([fam_rows[len(fam_rows) // 4 + 11 * i]])
+        frames = normalize_frames(va.frames[va.ctx_idx[r]]).transpose(1, 2).contiguous()
+        na = torch.randn((1, spec.horizon, spec.action_dim), generator=g)
+        nv = torch.randn(
+            (
+                1,
+                spec.num_cameras,
+                spec.video_frames,
+                spec.latent_channels,
+                spec.latent_size,
+                spec.latent_size,
+            ),
+            generator=g,
+        )
+        _, _, fr = torch_pipeline(
+            spec,
+            stats,
+            ae,
+            wam,
+            frames,
+            va.state[r],
+            torch.from_numpy(va.tokens[r]),
+            na,
+            nv,
+            spec.sampler_steps,
+        )
+        assert fr is not None
+        pred = (fr[0].clamp(0, 1) * 255).round().byte().movedim(-3, -1).numpy()  # [V, F, H, W, 3]
+        last = va.frames[va.ctx_idx[r[0], -1]]  # [V, H, W, 3]
+        true = va.frames[va.fut_idx[r[0]]]  # [F, V, H, W, 3]
+        for c in range(spec.num_cameras):
+            tiles = [last[c]]
+            for f in range(spec.video_frames):
+                tiles += [pred[c, f], true[f, c]]
+            rows.append(np.concatenate(tiles, axis=1))
+    img = Image.fromarray(np.concatenate(rows, axis=0))
+    img = img.resize((img.width * 2, img.height * 2), Image.Resampling.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
 
 
 def table(res: dict[str, Any]) -> str:
@@ -149,7 +232,26 @@ def table(res: dict[str, Any]) -> str:
     rows.append(
         f"| PSNR per predicted frame (+{res['video_dt']} s steps): WAM / copy-last | {per_f} | | {per_fc} |"
     )
-    rows.append(f"| PSNR autoencoder reconstruction of the true future (ceiling) | | | {s['psnr_ae']:.2f} |")
+    rows.append(
+        f"| video PSNR dB, copy the last frame through the autoencoder (decode(encode(last))) | | | {s['psnr_copyae']:.2f} |"
+    )
+    rows.append(
+        f"| PSNR autoencoder reconstruction of the true future (ceiling of any latent prediction) | | | {s['psnr_ae']:.2f} |"
+    )
+    rows.append(
+        f"| pooled PSNR dB (of the mean MSE): WAM / copy-last / copy-last through AE | {s['psnr_pooled_wam']:.2f} | | "
+        f"{s['psnr_pooled_copy']:.2f} / {s['psnr_pooled_copyae']:.2f} |"
+    )
+    sweep = res["action_mse_by_steps"]
+    rows.append(
+        "| action MSE (all) by sampler steps K: "
+        + ", ".join(f"K={k}" for k in sweep)
+        + " | "
+        + " / ".join(f"{sweep[k]['wam']:.5f}" for k in sweep)
+        + " | "
+        + " / ".join(f"{sweep[k]['baseline']:.5f}" for k in sweep)
+        + " | |"
+    )
     return "\n".join(rows)
 
 
@@ -176,6 +278,7 @@ def main() -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=1) + "\n")
     print(table(res))
+    preview(a.out.parent / "preview.png")
     if not a.no_readme:
         write_readme_table(res)
 

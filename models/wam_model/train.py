@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -297,7 +298,8 @@ def load_checkpoint(
     path: Path = CHECKPOINT,
 ) -> tuple[ModelSpec, Stats, AutoEncoder, Wam, Wam, dict[str, Any]]:
     ck = torch.load(path, map_location="cpu", weights_only=False)
-    spec = ModelSpec.from_dict(ck["spec"])
+    # the sampler steps are an inference choice (not trained): the current default applies
+    spec = dataclasses.replace(ModelSpec.from_dict(ck["spec"]), sampler_steps=ModelSpec().sampler_steps)
     ae = AutoEncoder(spec)
     ae.load_state_dict(ck["ae"])
     wam = Wam(spec, video=True)

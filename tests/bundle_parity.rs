@@ -26,6 +26,13 @@ struct Case {
     frames_out: Vec<f32>,
 }
 
+fn max_abs_diff<T: Copy + Into<f64>>(a: &[T], b: &[T]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| ((*x).into() - (*y).into()).abs())
+        .fold(0.0, f64::max)
+}
+
 fn cases(bundle: &Path) -> Vec<(PathBuf, Case)> {
     let dir = bundle.join("parity");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -74,24 +81,14 @@ fn check_bundle(name: &str) {
             )
             .unwrap();
         assert_eq!(output.actions.len(), case.actions.len());
-        let action_err = output
-            .actions
-            .iter()
-            .zip(&case.actions)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f64, f64::max);
+        let action_err = max_abs_diff(&output.actions, &case.actions);
         assert!(
             action_err <= ACTION_TOL,
             "{name} {}: actions differ by {action_err:e} (> {ACTION_TOL:e})",
             path.display()
         );
         assert_eq!(output.frames.len(), case.frames_out.len());
-        let frame_err = output
-            .frames
-            .iter()
-            .zip(&case.frames_out)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let frame_err = max_abs_diff(&output.frames, &case.frames_out) as f32;
         assert!(
             frame_err <= FRAME_TOL,
             "{name} {}: frames differ by {frame_err:e} (> {FRAME_TOL:e})",
@@ -145,12 +142,7 @@ fn different_noise_gives_different_actions() {
     runtime
         .infer_with_noise(&input, &sampler, &flipped, &case.noise_video, &mut b)
         .unwrap();
-    let diff = a
-        .actions
-        .iter()
-        .zip(&b.actions)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f64, f64::max);
+    let diff = max_abs_diff(&a.actions, &b.actions);
     assert!(
         diff > 1e-6,
         "the initial noise had no effect on the actions"

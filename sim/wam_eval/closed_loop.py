@@ -214,7 +214,12 @@ def markdown(result: dict[str, Any]) -> str:
         ]
     for name, p in pols.items():
         if p.get("info", {}).get("stopped_early"):
-            lines.append(f"- {name}: stopped early by the time budget.")
+            ran = p["summary"]["all"]["episodes"]
+            lines.append(
+                f"- {name}: stopped by the time budget (`--max-minutes`) after {ran} of "
+                f"{p['info']['planned']} planned episodes (families interleaved, so equally many "
+                "per family)."
+            )
     return "\n".join(lines).rstrip() + "\n"
 
 

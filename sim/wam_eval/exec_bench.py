@@ -24,7 +24,7 @@ import yaml
 from wam_sim.env import instructions
 
 from .harness import ClosedLoop, HarnessError
-from .procs import REPO
+from .procs import REPO, SIM_POLICY_YAML
 from .report import aggregate, machine_info, write_json, write_section
 from .stats import markdown_table
 
@@ -150,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--readme", type=Path, default=REPO / "README.md")
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--domain", type=int, default=91, help="ROS_DOMAIN_ID")
+    ap.add_argument(
+        "--params-file", type=Path, default=SIM_POLICY_YAML, help="the node's base parameters"
+    )
     args = ap.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     latencies = [float(x) for x in args.latencies.split(",") if x.strip()]
@@ -175,7 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             t0 = time.monotonic()
             overrides = {"boundary_mode": mode, "debug_extra_latency_s": float(lat)}
             try:
-                with ClosedLoop(args.bundle, args.domain, overrides) as loop:
+                with ClosedLoop(
+                    args.bundle, args.domain, overrides, params_file=args.params_file
+                ) as loop:
                     records = [loop.run_episode(s, t).to_json() for s, t in plan]
             except HarnessError as e:
                 print(f"[{mode} +{lat}s] failed: {e}", file=sys.stderr)
@@ -198,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{s['successes']}/{s['episodes']}",
                 flush=True,
             )
+            write_json(args.out, result)  # after every cell: a later failure keeps these
     result["machine_end"] = machine_info()
     result["best"] = best_mode(result["cells"])
     write_json(args.out, result)

@@ -333,10 +333,11 @@ class ClosedLoop:
         sim_params: Mapping[str, Any] | None = None,
         rust_log: str = "info",
         keep_logs: bool = False,
+        params_file: Path = SIM_POLICY_YAML,
     ) -> None:
         self.bundle = bundle
         self.domain_id = domain_id
-        self.params = policy_params(bundle, overrides)
+        self.params = policy_params(bundle, overrides, params_file)
         self.record_cameras = record_cameras
         self.startup_timeout_s = startup_timeout_s
         self.service_timeout_s = service_timeout_s

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::execution::BoundaryMode;
+use crate::execution::{Anchor, BoundaryMode};
 
 /// A parameter value as ROS delivers it, independent of r2r so the parsing is testable without ROS.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,6 +183,8 @@ pub struct ExecutionParams {
     pub crossfade_steps: usize,
     pub ramp_in_s: f64,
     pub min_lead_s: f64,
+    /// Where a new plan starts: None = by output mode (chunk: measured, stream: setpoint).
+    pub plan_anchor: Option<Anchor>,
     pub output_mode: OutputMode,
     pub stream_rate_hz: f64,
     pub stream_topic: String,
@@ -224,6 +226,7 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ("crossfade_steps", "integer >= 1: steps over which `crossfade` blends old into new"),
     ("ramp_in_s", "double >= 0: after ~/enable, move from the measured state to the policy's commands over this long"),
     ("min_lead_s", "double >= 0: a chunk point due sooner than this after publication is dropped"),
+    ("plan_anchor", "string: where a new chunk's plan starts: `measured` (controllers that interpolate from the robot's state, as joint_trajectory_controller does by default), `setpoint` (controllers that continue from their last setpoint), or `auto` (chunk mode: measured; stream mode: setpoint)"),
     ("output_mode", "string: `chunk` (JointTrajectory per chunk) or `stream` (setpoints at stream_rate_hz)"),
     ("stream_rate_hz", "double > 0: rate of streamed setpoints"),
     ("stream_topic", "string: topic of streamed setpoints"),
@@ -530,6 +533,17 @@ fn read_execution(r: &Reader<'_>) -> Result<ExecutionParams, ParamError> {
         crossfade_steps,
         ramp_in_s: non_negative(r, "ramp_in_s", 0.5)?,
         min_lead_s: non_negative(r, "min_lead_s", 0.02)?,
+        plan_anchor: match r.string("plan_anchor", "auto")?.as_str() {
+            "auto" => None,
+            "measured" => Some(Anchor::Measured),
+            "setpoint" => Some(Anchor::Setpoint),
+            other => {
+                return Err(perr(
+                    "plan_anchor",
+                    format!("expected `measured`, `setpoint` or `auto`, got `{other}`"),
+                ))
+            }
+        },
         output_mode,
         stream_rate_hz: r.positive("stream_rate_hz", 100.0)?,
         stream_topic: non_empty(r, "stream_topic", "forward_position_controller/commands")?,

@@ -322,6 +322,7 @@ def test_diagnostics_carry_the_execution_figures() -> None:
         ({"crossfade_steps": 0}, "crossfade_steps"),
         ({"ramp_in_s": -1.0}, "ramp_in_s"),
         ({"stream_message": "twist"}, "stream_message"),
+        ({"plan_anchor": "feedback"}, "plan_anchor"),
         (
             {"joint_names": list(BUNDLE_JOINTS), "robot_description": "<robot><joint"},
             "robot_description",
@@ -338,6 +339,7 @@ def test_diagnostics_carry_the_execution_figures() -> None:
         "crossfade_steps",
         "ramp_in_s",
         "stream_message",
+        "plan_anchor",
         "urdf_xml",
         "urdf_missing_joint",
         "max_acceleration_len",

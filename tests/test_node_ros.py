@@ -98,7 +98,12 @@ def running(
     topics = topics or PeerTopics()
     # Exact-value tests: chunks as the model computed them (no ramp, no blending with the previous
     # chunk); the execution tests set these themselves.
-    all_params: dict[str, Any] = {"boundary_mode": "replace", "ramp_in_s": 0.0}
+    # The peer's joints do not follow the commands, so plans start at the measured state.
+    all_params: dict[str, Any] = {
+        "boundary_mode": "replace",
+        "ramp_in_s": 0.0,
+        "plan_anchor": "measured",
+    }
     all_params.update(topics.node_params())
     all_params.update(params)
     with NodeProcess(all_params, domain, binary=NODE_BIN) as node:

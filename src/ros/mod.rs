@@ -220,10 +220,13 @@ pub fn run() -> anyhow::Result<()> {
             crossfade_steps: cfg.execution.crossfade_steps,
             ramp_in_s: cfg.execution.ramp_in_s,
             min_lead_s: cfg.execution.min_lead_s,
-            anchor: match cfg.execution.output_mode {
-                OutputMode::Chunk => Anchor::Measured,
-                OutputMode::Stream => Anchor::Setpoint,
-            },
+            anchor: cfg
+                .execution
+                .plan_anchor
+                .unwrap_or(match cfg.execution.output_mode {
+                    OutputMode::Chunk => Anchor::Measured,
+                    OutputMode::Stream => Anchor::Setpoint,
+                }),
         }),
         latency: LatencyWindow::new(64),
         chunk_rate: RateMeter::new(32),

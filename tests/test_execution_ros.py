@@ -169,6 +169,14 @@ def test_stream_mode_publishes_setpoints_within_limits(message: str) -> None:
             names = list(got[-1][1].name)
             assert names == list(BUNDLE_JOINTS)
             assert np.isfinite(np.array([m.velocity for _, m in got])).all()
+        # Disabling sends a hold at the measured position (at rest), then the stream stops.
+        assert peer.enable(False).success
+        peer.wait_for(lambda: False, 0.3)
+        t_quiet = peer.now_s()
+        peer.wait_for(lambda: False, 0.5)
+        assert rec.since(t_quiet) == [], "setpoints after ~/enable false"
+        if message == "joint_state":
+            assert list(rec.since(0.0)[-1][1].velocity) == [0.0] * 7, "the last setpoint is not a hold"
         # Stream mode sends no JointTrajectory.
         assert peer.trajectories_since() == []
         assert peer.latest_status().output_mode == "stream"

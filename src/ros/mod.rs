@@ -527,6 +527,15 @@ impl NodeState {
             return;
         }
         self.executor.hold(now, &self.measured);
+        if let Some(stream) = &pubs.stream {
+            // Stale inputs: the stream goes on, from the hold plan. Disabled: nothing streams any more,
+            // so send the hold once.
+            if !self.enabled {
+                self.stream_q.copy_from_slice(&self.measured);
+                self.stream_v.fill(0.0);
+                self.send_setpoint(stream, now);
+            }
+        }
         let Some(trajectory) = &pubs.trajectory else {
             return;
         };
@@ -870,6 +879,11 @@ impl NodeState {
             }
             return;
         }
+        self.send_setpoint(publisher, now);
+    }
+
+    /// Publishes `stream_q`/`stream_v` (already through the safety checks).
+    fn send_setpoint(&self, publisher: &StreamPublisher, now: f64) {
         match publisher {
             StreamPublisher::Array(p) => {
                 let msg = Float64ArrayMsg {

@@ -101,6 +101,9 @@ struct NodeState {
     /// Streamed setpoint buffers.
     stream_q: Vec<f64>,
     stream_v: Vec<f64>,
+    /// Streamed messages, filled in place per setpoint.
+    stream_array: Float64ArrayMsg,
+    stream_state: JointStateMsg,
     next_stream: f64,
     max_boundary_jump_logged: f64,
     safety: SafetyFilter,
@@ -241,6 +244,16 @@ pub fn run() -> anyhow::Result<()> {
         measured: vec![0.0; dims.action],
         stream_q: vec![0.0; dims.action],
         stream_v: vec![0.0; dims.action],
+        stream_array: Float64ArrayMsg {
+            data: vec![0.0; dims.action],
+            ..Default::default()
+        },
+        stream_state: JointStateMsg {
+            name: wiring.action_joint_names.clone(),
+            position: vec![0.0; dims.action],
+            velocity: vec![0.0; dims.action],
+            ..Default::default()
+        },
         next_stream: 0.0,
         max_boundary_jump_logged: 0.0,
         safety: SafetyFilter::new(
@@ -883,27 +896,18 @@ impl NodeState {
     }
 
     /// Publishes `stream_q`/`stream_v` (already through the safety checks).
-    fn send_setpoint(&self, publisher: &StreamPublisher, now: f64) {
+    fn send_setpoint(&mut self, publisher: &StreamPublisher, now: f64) {
         match publisher {
             StreamPublisher::Array(p) => {
-                let msg = Float64ArrayMsg {
-                    data: self.stream_q.clone(),
-                    ..Default::default()
-                };
-                publish(p, &msg, "streamed setpoint");
+                self.stream_array.data.copy_from_slice(&self.stream_q);
+                publish(p, &self.stream_array, "streamed setpoint");
             }
             StreamPublisher::JointState(p) => {
-                let msg = JointStateMsg {
-                    header: r2r::std_msgs::msg::Header {
-                        stamp: time_msg(now),
-                        frame_id: String::new(),
-                    },
-                    name: self.wiring.action_joint_names.clone(),
-                    position: self.stream_q.clone(),
-                    velocity: self.stream_v.clone(),
-                    effort: Vec::new(),
-                };
-                publish(p, &msg, "streamed setpoint");
+                let msg = &mut self.stream_state;
+                msg.header.stamp = time_msg(now);
+                msg.position.copy_from_slice(&self.stream_q);
+                msg.velocity.copy_from_slice(&self.stream_v);
+                publish(p, msg, "streamed setpoint");
             }
         }
     }

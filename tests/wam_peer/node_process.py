@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -14,6 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+
+# One params-file writer for the tests and the closed-loop tools (sim/ is on PYTHONPATH).
+from wam_eval.procs import params_yaml
 
 __all__ = ["REPO", "TEST_BUNDLE", "node_binary", "params_yaml", "NodeProcess"]
 
@@ -28,46 +30,6 @@ def node_binary() -> Path:
     if env:
         return Path(env)
     return REPO / "target" / "release" / "wam_policy_node"
-
-
-def _yaml_value(value: Any) -> str:
-    """YAML flow scalar/sequence. JSON is valid YAML flow syntax; floats keep a decimal point so
-    that ROS reads them as doubles, never as integers."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        text = repr(value)
-        return text if any(c in text for c in ".eEn") else text + ".0"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
-    if isinstance(value, (int, str)):
-        return json.dumps(value)
-    raise TypeError(f"cannot write {value!r} as a parameter")
-
-
-def params_yaml(params: Mapping[str, Any], node_name: str = "wam_policy") -> str:
-    """A ROS 2 params file for ``node_name``. Dotted names (``joint_limits.lower``) are written as
-    nested maps."""
-    tree: dict[str, Any] = {}
-    for name, value in params.items():
-        parts = name.split(".")
-        level = tree
-        for part in parts[:-1]:
-            level = level.setdefault(part, {})
-        level[parts[-1]] = value
-
-    lines = [f"{node_name}:", "  ros__parameters:"]
-
-    def emit(level: Mapping[str, Any], indent: int) -> None:
-        for key, value in level.items():
-            if isinstance(value, Mapping):
-                lines.append(" " * indent + f"{key}:")
-                emit(value, indent + 2)
-            else:
-                lines.append(" " * indent + f"{key}: {_yaml_value(value)}")
-
-    emit(tree, 4)
-    return "\n".join(lines) + "\n"
 
 
 class NodeProcess:

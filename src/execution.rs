@@ -83,6 +83,11 @@ pub struct ExecutionMetrics {
     pub dropped_steps: u64,
     /// Chunks of which nothing was left at publication.
     pub dropped_chunks: u64,
+    /// Steps cut from the end of accepted chunks because a segment broke a velocity or acceleration limit.
+    pub truncated_steps: u64,
+    /// Chunks whose first step from the command stream's position was too fast, accepted with a
+    /// catch-up ramp from that position.
+    pub catch_up_ramps: u64,
     /// Seconds during which the policy was driving and the plan had run out (the arm had nothing to follow).
     pub idle_time_s: f64,
     /// Largest difference, over joints and boundaries, between the new plan's velocity at its first point
@@ -105,6 +110,8 @@ pub struct Accepted {
     pub first_step: usize,
     /// Position values clamped to the joint limits.
     pub clamped: usize,
+    /// Steps cut from the end of the chunk by the velocity or acceleration limits.
+    pub truncated: usize,
     pub boundary_velocity_jump: f64,
 }
 
@@ -129,6 +136,8 @@ pub struct ChunkExecutor {
     /// Armed by `enable`; starts at the first accepted chunk.
     ramp_armed: bool,
     ramp: Option<Ramp>,
+    /// Where a catch-up ramp starts (preallocated).
+    catch_up_from: Vec<f64>,
     last_tick: Option<f64>,
     metrics: ExecutionMetrics,
 }
@@ -147,6 +156,7 @@ impl ChunkExecutor {
             driving: false,
             ramp_armed: false,
             ramp: None,
+            catch_up_from: vec![0.0; a],
             last_tick: None,
             metrics: ExecutionMetrics::default(),
             cfg,
@@ -288,6 +298,68 @@ impl ChunkExecutor {
         self.plan.sample(now, position, velocity)
     }
 
+    /// Builds `next` from the anchor and the chunk's steps `first..`: crossfaded into the old plan
+    /// (crossfade mode) and blended from `ramp_from` over `ramp` = (start, duration) when given.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_next(
+        &mut self,
+        stamp: f64,
+        actions: &[f64],
+        now: f64,
+        first: usize,
+        old_end: Option<f64>,
+        ramp: Option<(f64, f64)>,
+        ramp_from: Option<&[f64]>,
+    ) {
+        let (a, dt, h) = (self.cfg.joints, self.cfg.dt, self.cfg.horizon);
+        self.next.start(now, &self.anchor_q, &self.anchor_v);
+        for (k, i) in (first..h).enumerate() {
+            let t = stamp + (i + 1) as f64 * dt;
+            self.next.push(t, &actions[i * a..(i + 1) * a]);
+            let off = (k + 1) * a;
+            if self.cfg.boundary == BoundaryMode::Crossfade {
+                if let Some(end) = old_end {
+                    if k < self.cfg.crossfade_steps && t <= end + TIME_EPS {
+                        self.plan.sample(t, &mut self.old_q, &mut self.old_v);
+                        let w = (k + 1) as f64 / (self.cfg.crossfade_steps + 1) as f64;
+                        for j in 0..a {
+                            let p = &mut self.next.positions[off + j];
+                            *p = (1.0 - w) * self.old_q[j] + w * *p;
+                        }
+                    }
+                }
+            }
+            let from = match (&self.ramp, ramp_from) {
+                (_, Some(from)) => from,
+                (Some(r), None) => r.from.as_slice(),
+                (None, None) => continue,
+            };
+            if let Some((start, duration)) = ramp {
+                let x = ((t - start) / duration).clamp(0.0, 1.0);
+                // Smoothstep: zero slope at both ends of the ramp.
+                let w = x * x * (3.0 - 2.0 * x);
+                for (p, f) in self.next.positions[off..off + a].iter_mut().zip(from) {
+                    *p = (1.0 - w) * f + w * *p;
+                }
+            }
+        }
+    }
+
+    /// How long a catch-up ramp from the anchor to the chunk's first point takes: the smoothstep's
+    /// peak slope (1.5 x distance / duration) stays within half of each joint's velocity limit, and it
+    /// is never shorter than the enable ramp or two action steps.
+    fn catch_up_duration(&self, safety: &SafetyFilter) -> f64 {
+        let a = self.cfg.joints;
+        let mut duration = self.cfg.ramp_in_s.max(2.0 * self.cfg.dt);
+        if let (Some(l), true) = (safety.limits(), self.next.len() > 1) {
+            for j in 0..a {
+                let distance = (self.next.positions[a + j] - self.anchor_q[j]).abs();
+                duration = duration.max(3.0 * distance / l.max_velocity[j]);
+            }
+        }
+        duration
+    }
+
     /// Turns a finished chunk (`actions`, [H, A], absolute positions, anchored at `stamp`) into the new
     /// plan from `now` on. On `Err` the active plan is left as it was and nothing may be published.
     pub fn accept(
@@ -298,7 +370,7 @@ impl ChunkExecutor {
         measured: &[f64],
         safety: &SafetyFilter,
     ) -> Result<Accepted, Refusal> {
-        let (a, dt, h) = (self.cfg.joints, self.cfg.dt, self.cfg.horizon);
+        let (a, h) = (self.cfg.joints, self.cfg.horizon);
         debug_assert_eq!(actions.len(), h * a);
         self.tick(now);
         let first = self.first_future_step(stamp, now);
@@ -324,41 +396,48 @@ impl ChunkExecutor {
         } else {
             None
         };
-        self.next.start(now, &self.anchor_q, &self.anchor_v);
         // Only an enable arms a new ramp, so this allocates once per enable, not per chunk.
         let ramp_from = self.ramp_armed.then(|| self.anchor_q.clone());
-        for (k, i) in (first..h).enumerate() {
-            let t = stamp + (i + 1) as f64 * dt;
-            let new = &actions[i * a..(i + 1) * a];
-            self.next.push(t, new);
-            let off = (k + 1) * a;
-            if self.cfg.boundary == BoundaryMode::Crossfade {
-                if let Some(end) = old_end {
-                    if k < self.cfg.crossfade_steps && t <= end + TIME_EPS {
-                        self.plan.sample(t, &mut self.old_q, &mut self.old_v);
-                        let w = (k + 1) as f64 / (self.cfg.crossfade_steps + 1) as f64;
-                        for j in 0..a {
-                            let p = &mut self.next.positions[off + j];
-                            *p = (1.0 - w) * self.old_q[j] + w * *p;
-                        }
-                    }
-                }
+        let ramp = match (&self.ramp, &ramp_from) {
+            (Some(r), _) => Some((r.start, self.cfg.ramp_in_s)),
+            (None, Some(_)) => Some((now, self.cfg.ramp_in_s)),
+            (None, None) => None,
+        };
+        self.fill_next(
+            stamp,
+            actions,
+            now,
+            first,
+            old_end,
+            ramp,
+            ramp_from.as_deref(),
+        );
+        let checked = match safety.apply(measured, &mut self.next) {
+            Ok(c) => c,
+            // The chunk's first step from where the command stream is would be too fast: the arm lags
+            // its setpoints (blocked, or pushing), or the new chunk disagrees with the old one. Move
+            // from the stream's position to the chunk over a ramp long enough for the velocity
+            // limits instead of refusing the chunk and letting the plan run out.
+            Err(v) if v.is_rate_limit_from_anchor() && safety.limits().is_some() => {
+                let duration = self.catch_up_duration(safety);
+                self.catch_up_from.copy_from_slice(&self.anchor_q);
+                let from = std::mem::take(&mut self.catch_up_from);
+                self.fill_next(
+                    stamp,
+                    actions,
+                    now,
+                    first,
+                    old_end,
+                    Some((now, duration)),
+                    Some(&from),
+                );
+                self.catch_up_from = from;
+                let checked = safety.apply(measured, &mut self.next)?;
+                self.metrics.catch_up_ramps += 1;
+                checked
             }
-            let ramp = match (&self.ramp, &ramp_from) {
-                (Some(r), _) => Some((r.start, r.from.as_slice())),
-                (None, Some(from)) => Some((now, from.as_slice())),
-                (None, None) => None,
-            };
-            if let Some((start, from)) = ramp {
-                let x = ((t - start) / self.cfg.ramp_in_s).clamp(0.0, 1.0);
-                // Smoothstep: zero slope at both ends of the ramp.
-                let w = x * x * (3.0 - 2.0 * x);
-                for (p, f) in self.next.positions[off..off + a].iter_mut().zip(from) {
-                    *p = (1.0 - w) * f + w * *p;
-                }
-            }
-        }
-        let clamped = safety.apply(measured, &mut self.next)?;
+            Err(v) => return Err(v.into()),
+        };
 
         // Boundary metric: the new plan's velocity at its first point against what the old plan commanded.
         let mut jump = 0.0f64;
@@ -383,9 +462,11 @@ impl ChunkExecutor {
         self.driving = true;
         self.metrics.chunks_accepted += 1;
         self.metrics.dropped_steps += first as u64;
+        self.metrics.truncated_steps += checked.truncated as u64;
         Ok(Accepted {
             first_step: first,
-            clamped,
+            clamped: checked.clamped,
+            truncated: checked.truncated,
             boundary_velocity_jump: jump,
         })
     }
@@ -721,5 +802,84 @@ mod tests {
         assert!(e.accept(0.2, &bad, 0.2, &[0.02], &safety).is_err());
         assert_eq!(e.plan(), &before);
         assert_eq!(e.metrics().chunks_accepted, 1);
+    }
+
+    #[test]
+    fn a_chunk_that_breaks_a_limit_late_is_followed_up_to_there_and_replanned_sooner() {
+        let safety = SafetyFilter::new(
+            vec!["j".into()],
+            Some(JointLimits {
+                lower: vec![-3.0],
+                upper: vec![3.0],
+                max_velocity: vec![2.0],
+                max_acceleration: None,
+                max_jump: 0.3,
+            }),
+        );
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        // 0.1 rad per step, then 0.5 rad in one step between steps 5 and 6 (5 rad/s).
+        let mut chunk = ramp_chunk(0.0, 0.1);
+        for p in &mut chunk[6..] {
+            *p += 0.5;
+        }
+        let accepted = e.accept(0.0, &chunk, 0.0, &[0.0], &safety).unwrap();
+        assert!(accepted.truncated > 0);
+        assert_eq!(e.metrics().truncated_steps, accepted.truncated as u64);
+        assert_eq!(e.metrics().chunks_accepted, 1);
+        // The plan stops before the fast step, at rest, and every step kept is the chunk's own.
+        let plan = e.plan();
+        assert_eq!(plan.len(), 1 + 8 - accepted.truncated);
+        let last = plan.len() - 1;
+        assert!(plan.position(last)[0] < 0.6);
+        assert_eq!(plan.velocity(last), &[0.0]);
+        for i in 1..plan.len() {
+            assert_eq!(plan.position(i)[0], chunk[i - 1]);
+        }
+        // The shorter plan reaches the replanning threshold (0.3 s) earlier than the full one would.
+        let end = plan.end_time().unwrap();
+        assert!(end < 0.8 - 1e-9);
+        assert!(!e.should_start(end - 0.31, false, 0.0));
+        assert!(e.should_start(end - 0.29, false, 0.0));
+    }
+
+    #[test]
+    fn a_chunk_too_fast_from_the_setpoint_is_caught_up_over_a_ramp_not_refused() {
+        let safety = SafetyFilter::new(
+            vec!["j".into()],
+            Some(JointLimits {
+                lower: vec![-3.0],
+                upper: vec![3.0],
+                max_velocity: vec![2.0],
+                max_acceleration: Some(vec![50.0]),
+                max_jump: 0.4,
+            }),
+        );
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        e.accept(0.0, &ramp_chunk(0.0, 0.0), 0.0, &[0.0], &safety)
+            .unwrap();
+        // The arm was pushed 0.35 rad away from its setpoints (0.0); the new chunk starts where the arm
+        // is: 0.35 rad in the 0.1 s to its first step would be 3.5 rad/s.
+        let chunk = ramp_chunk(0.35, 0.0);
+        let accepted = e.accept(0.2, &chunk, 0.2, &[0.35], &safety).unwrap();
+        assert_eq!(accepted.first_step, 0);
+        assert_eq!(e.metrics().catch_up_ramps, 1);
+        let plan = e.plan().clone();
+        // Starts at the old setpoint, ends on the chunk, and passes every check as it is.
+        assert_eq!(plan.position(0), &[0.0]);
+        assert!((plan.position(plan.len() - 1)[0] - 0.35).abs() < 1e-12);
+        let mut again = plan.clone();
+        let checked = safety.apply(&[0.35], &mut again).unwrap();
+        assert_eq!(checked.truncated, 0);
+        assert_eq!(again, plan);
+        // Positions rise monotonically from the setpoint to the chunk (no overshoot).
+        for i in 1..plan.len() {
+            assert!(plan.position(i)[0] >= plan.position(i - 1)[0]);
+        }
+        // A jump beyond max_jump from the measured state is still refused.
+        let far = ramp_chunk(0.9, 0.0);
+        assert!(matches!(
+            e.accept(0.4, &far, 0.4, &[0.35], &safety),
+            Err(Refusal::Safety(SafetyViolation::Jump { .. }))
+        ));
     }
 }

@@ -35,6 +35,28 @@ pub enum SafetyViolation {
     Empty,
 }
 
+impl SafetyViolation {
+    /// A velocity or acceleration violation on the segment from the plan's anchor to its first point.
+    pub fn is_rate_limit_from_anchor(&self) -> bool {
+        matches!(
+            self,
+            Self::Velocity { point: 0, .. } | Self::Acceleration { point: 0, .. }
+        )
+    }
+
+    /// A short name of the rule that was violated (log keys, counters).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NonFinite { .. } => "non_finite",
+            Self::Jump { .. } => "jump",
+            Self::Velocity { .. } => "velocity",
+            Self::Acceleration { .. } => "acceleration",
+            Self::NoMeasurement { .. } => "no_measurement",
+            Self::Empty => "empty",
+        }
+    }
+}
+
 /// Limits mapped onto the action joints' order.
 pub struct SafetyFilter {
     names: Vec<String>,
@@ -79,14 +101,16 @@ impl SafetyFilter {
     }
 
     /// Checks a plan whose points after the anchor were just pushed: refuses NaN/Inf, clamps positions into
-    /// the limits (returns how many values were clamped), computes the velocities ([`CommandPlan::finish`]),
-    /// then refuses a first point too far from `measured` and any segment whose velocity or acceleration
-    /// exceeds its limit. On `Err` the plan must not be used.
+    /// the limits, computes the velocities ([`CommandPlan::finish`]), refuses a first point too far from
+    /// `measured`, then checks the velocity and acceleration peaks of every segment. A violation on the
+    /// segment from the anchor refuses the plan; one further on cuts the plan before it (the arm follows
+    /// the valid part, and the executor replans sooner) instead of discarding a chunk that is mostly
+    /// fine. On `Err` the plan must not be used.
     pub fn apply(
         &self,
         measured: &[f64],
         plan: &mut CommandPlan,
-    ) -> Result<usize, SafetyViolation> {
+    ) -> Result<Checked, SafetyViolation> {
         let a = plan.joints;
         if plan.len() < 2 {
             return Err(SafetyViolation::Empty);
@@ -123,7 +147,10 @@ impl SafetyFilter {
             });
         }
         let Some(l) = &self.limits else {
-            return Ok(clamped);
+            return Ok(Checked {
+                clamped,
+                truncated: 0,
+            });
         };
         for (j, (p, q)) in plan.position(1).iter().zip(measured).enumerate() {
             let distance = (p - q).abs();
@@ -135,38 +162,22 @@ impl SafetyFilter {
                 });
             }
         }
-        for i in 0..plan.len() - 1 {
-            let h = plan.times[i + 1] - plan.times[i];
-            for j in 0..a {
-                let peaks = segment_peaks(
-                    plan.positions[i * a + j],
-                    plan.velocities[i * a + j],
-                    plan.positions[(i + 1) * a + j],
-                    plan.velocities[(i + 1) * a + j],
-                    h,
-                );
-                // A hair of tolerance: a plan sampled from a checked plan must pass again.
-                if peaks.velocity > l.max_velocity[j] * (1.0 + 1e-9) {
-                    return Err(SafetyViolation::Velocity {
-                        joint: self.names[j].clone(),
-                        point: i,
-                        value: peaks.velocity,
-                        max: l.max_velocity[j],
-                    });
-                }
-                if let Some(max) = l.max_acceleration.as_ref().map(|m| m[j]) {
-                    if peaks.acceleration > max * (1.0 + 1e-9) {
-                        return Err(SafetyViolation::Acceleration {
-                            joint: self.names[j].clone(),
-                            point: i,
-                            value: peaks.acceleration,
-                            max,
-                        });
-                    }
+        let mut truncated = 0;
+        loop {
+            match first_limit_violation(&self.names, l, plan) {
+                None => return Ok(Checked { clamped, truncated }),
+                // The step from the anchor (where the arm is commanded now) to the first point: nothing
+                // of this chunk can be commanded.
+                Some((0, violation)) => return Err(violation),
+                // A later segment: the points before it are commanded, the rest never is. The new
+                // last point comes to rest, which changes the segment into it: check again.
+                Some((i, _)) => {
+                    truncated += plan.len() - (i + 1);
+                    plan.truncate(i + 1);
+                    plan.finish();
                 }
             }
         }
-        Ok(clamped)
     }
 
     /// Last line for streamed setpoints (sampled from a checked plan): non-finite values are refused, and
@@ -194,6 +205,60 @@ impl SafetyFilter {
         }
         Ok(())
     }
+}
+
+/// The first segment of `plan` (index of its start point) whose velocity or acceleration peak
+/// exceeds its limit, with the violation.
+fn first_limit_violation(
+    names: &[String],
+    l: &JointLimits,
+    plan: &CommandPlan,
+) -> Option<(usize, SafetyViolation)> {
+    let a = plan.joints;
+    for i in 0..plan.len() - 1 {
+        let h = plan.times[i + 1] - plan.times[i];
+        for j in 0..a {
+            let peaks = segment_peaks(
+                plan.positions[i * a + j],
+                plan.velocities[i * a + j],
+                plan.positions[(i + 1) * a + j],
+                plan.velocities[(i + 1) * a + j],
+                h,
+            );
+            // A hair of tolerance: a plan sampled from a checked plan must pass again.
+            if peaks.velocity > l.max_velocity[j] * (1.0 + 1e-9) {
+                let violation = SafetyViolation::Velocity {
+                    joint: names[j].clone(),
+                    point: i,
+                    value: peaks.velocity,
+                    max: l.max_velocity[j],
+                };
+                return Some((i, violation));
+            }
+            if let Some(max) = l.max_acceleration.as_ref().map(|m| m[j]) {
+                if peaks.acceleration > max * (1.0 + 1e-9) {
+                    let violation = SafetyViolation::Acceleration {
+                        joint: names[j].clone(),
+                        point: i,
+                        value: peaks.acceleration,
+                        max,
+                    };
+                    return Some((i, violation));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// What [`SafetyFilter::apply`] changed in an accepted plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// Position values clamped into the joint limits.
+    pub clamped: usize,
+    /// Points cut from the end of the plan because a segment into them broke a velocity or
+    /// acceleration limit.
+    pub truncated: usize,
 }
 
 #[cfg(test)]
@@ -227,7 +292,7 @@ mod tests {
     #[test]
     fn a_good_plan_passes_unchanged() {
         let mut p = plan([0.0, 0.0], &[[0.05, 0.0], [0.1, 0.0], [0.15, 0.0]]);
-        assert_eq!(filter().apply(&[0.0, 0.0], &mut p), Ok(0));
+        assert_eq!(filter().apply(&[0.0, 0.0], &mut p), Ok(Checked::default()));
         assert_eq!(p.position(3), &[0.15, 0.0]);
         assert_eq!(p.velocity(3), &[0.0, 0.0]);
     }
@@ -235,7 +300,8 @@ mod tests {
     #[test]
     fn positions_outside_limits_are_clamped_before_velocities_are_computed() {
         let mut p = plan([0.8, 0.0], &[[0.9, 0.0], [1.05, 0.0], [1.1, 0.0]]);
-        assert_eq!(filter().apply(&[0.8, 0.0], &mut p), Ok(2));
+        let checked = filter().apply(&[0.8, 0.0], &mut p).unwrap();
+        assert_eq!(checked.clamped, 2);
         assert!(p.positions.iter().all(|x| (-1.0..=1.0).contains(x)));
         // Point 1's velocity from the clamped neighbour: (1.0 - 0.8) / 0.2.
         assert!((p.velocity(1)[0] - 1.0).abs() < 1e-12);
@@ -254,7 +320,7 @@ mod tests {
             f.apply(&[0.0, 0.0], &mut p),
             Err(SafetyViolation::Jump { .. })
         ));
-        // 0.25 per 0.1 s = 2.5 rad/s > 2.0.
+        // 0.25 per 0.1 s = 2.5 rad/s > 2.0 from the anchor on.
         let mut p = plan([0.0, 0.0], &[[0.25, 0.0], [0.5, 0.0], [0.75, 0.0]]);
         assert!(matches!(
             f.apply(&[0.0, 0.0], &mut p),
@@ -303,6 +369,34 @@ mod tests {
     }
 
     #[test]
+    fn a_violation_after_the_first_segment_cuts_the_plan_there() {
+        let f = filter();
+        // 0.5 rad/s, then 0.4 rad in the last 0.1 s step: point 6's velocity (central difference)
+        // is 2.25 rad/s > 2.0, so the segment from point 5 to 6 is the first that breaks the limit.
+        let pts = [
+            [0.05, 0.0],
+            [0.1, 0.0],
+            [0.15, 0.0],
+            [0.2, 0.0],
+            [0.25, 0.0],
+            [0.3, 0.0],
+            [0.7, 0.0],
+        ];
+        let mut p = plan([0.0, 0.0], &pts);
+        let checked = f.apply(&[0.0, 0.0], &mut p).unwrap();
+        assert_eq!(checked.truncated, 2);
+        assert_eq!(p.len(), 6);
+        assert_eq!(p.position(5), &[0.25, 0.0]);
+        assert_eq!(p.velocity(5), &[0.0, 0.0], "the cut plan ends at rest");
+        // What is left passes the checks as it is.
+        assert!(segment_check_passes(&f, &p));
+    }
+
+    fn segment_check_passes(f: &SafetyFilter, p: &CommandPlan) -> bool {
+        first_limit_violation(&f.names, f.limits.as_ref().unwrap(), p).is_none()
+    }
+
+    #[test]
     fn segment_peaks_match_dense_sampling() {
         let (p0, v0, p1, v1, h) = (0.1, 1.3, 0.2, -0.4, 0.1);
         let peaks = segment_peaks(p0, v0, p1, v1, h);
@@ -335,7 +429,7 @@ mod tests {
     fn without_limits_only_non_finite_values_are_refused() {
         let f = SafetyFilter::new(vec!["a".into(), "b".into()], None);
         let mut p = plan([0.0, 0.0], &[[50.0, 0.0], [100.0, 0.0]]);
-        assert_eq!(f.apply(&[0.0, 0.0], &mut p), Ok(0));
+        assert_eq!(f.apply(&[0.0, 0.0], &mut p), Ok(Checked::default()));
         let mut p = plan([0.0, 0.0], &[[f64::INFINITY, 0.0]]);
         assert!(f.apply(&[0.0, 0.0], &mut p).is_err());
     }

@@ -62,6 +62,15 @@ impl CommandPlan {
         self.velocities.extend_from_slice(velocity);
     }
 
+    /// Keeps the first `len` points (the anchor included); call [`Self::finish`] again afterwards, since
+    /// the new last point must come to rest.
+    pub fn truncate(&mut self, len: usize) {
+        let a = self.joints;
+        self.times.truncate(len);
+        self.positions.truncate(len * a);
+        self.velocities.truncate(len * a);
+    }
+
     /// A plan that stays at `position` from `time` on.
     pub fn hold(&mut self, time: f64, position: &[f64]) {
         self.clear();

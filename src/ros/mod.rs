@@ -683,8 +683,18 @@ impl NodeState {
             }
             Err(Refusal::Safety(violation)) => {
                 self.safety_rejections += 1;
-                if let Some(n) = self.bad.record(Source::Command, "safety_rejection", now) {
+                // One log line per rule (a jump and a velocity refusal have different causes).
+                let key = match violation.kind() {
+                    "jump" => "safety_rejection_jump",
+                    "velocity" => "safety_rejection_velocity",
+                    "acceleration" => "safety_rejection_acceleration",
+                    "non_finite" => "safety_rejection_non_finite",
+                    _ => "safety_rejection",
+                };
+                if let Some(n) = self.bad.record(Source::Command, key, now) {
                     tracing::error!(count = n, "chunk refused by the safety checks: {violation}");
+                } else {
+                    tracing::debug!("chunk refused by the safety checks: {violation}");
                 }
                 return;
             }
@@ -692,6 +702,15 @@ impl NodeState {
         if accepted.clamped > 0 {
             if let Some(n) = self.bad.record(Source::Command, "command_clamped", now) {
                 tracing::warn!(count = n, "chunk positions clamped to joint limits");
+            }
+        }
+        if accepted.truncated > 0 {
+            if let Some(n) = self.bad.record(Source::Command, "chunk_truncated", now) {
+                tracing::warn!(
+                    count = n,
+                    steps = accepted.truncated,
+                    "chunk cut before a segment that breaks a velocity or acceleration limit"
+                );
             }
         }
         if accepted.boundary_velocity_jump > 2.0 * self.max_boundary_jump_logged.max(0.25) {
@@ -860,6 +879,10 @@ impl NodeState {
                     kv("output_mode", status.output_mode.clone()),
                     kv("dry_run", status.dry_run.to_string()),
                     kv("safety_rejections", status.safety_rejections.to_string()),
+                    kv(
+                        "truncated_steps",
+                        self.executor.metrics().truncated_steps.to_string(),
+                    ),
                 ],
             }],
         }

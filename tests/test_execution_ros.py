@@ -310,8 +310,12 @@ def test_diagnostics_carry_the_execution_figures() -> None:
             "idle_time_s",
             "max_boundary_velocity_jump",
             "execution_provider",
+            "truncated_steps",
+            "catch_up_ramps",
         ):
             assert key in values, key
+        # The constant test model with roomy limits: nothing is cut or caught up.
+        assert values["truncated_steps"] == "0" and values["catch_up_ramps"] == "0"
         assert float(values["latency_p95_s"]) > 0.0
         assert values["execution_provider"] == "cpu"
         # Stale inputs turn the level to WARN.

@@ -2,7 +2,9 @@
 
 `python -m wam_model.dataset [--train N] [--heldout M] [--workers W]` runs `wam_sim.expert_episode` for
 train seeds 0..N-1 and held-out seeds 10000..10000+M-1 and stores one compressed npz per episode under
-models/.data/episodes/ (git-ignored); existing episodes are kept, so a rerun only adds what is missing.
+models/.data/episodes/ (git-ignored); existing episodes are kept, so a rerun only adds what is missing,
+unless the world changed: `episodes/world.txt` holds a fingerprint of the scene (MJCF) and image size, and
+a different fingerprint deletes the old episodes first.
 `--fake` writes random episodes of the right shapes (development without the simulator).
 
 A training sample at camera frame k (frames are `1/camera_rate_hz` apart, as the Rust node's window sees
@@ -15,6 +17,7 @@ rendered frames nearest to frame_times[k] + (f+1)*video_dt (the last one held).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -116,7 +119,31 @@ def _worker(args: tuple[list[int], bool, int, float, float]) -> list[tuple[int, 
     return out
 
 
+def world_fingerprint(fake: bool, image_size: int) -> str:
+    """What the episodes depend on besides the seeds: the scene's MJCF (cameras, objects) and image size."""
+    if fake:
+        return f"fake {image_size}"
+    from wam_sim.scene import scene_xml  # type: ignore[import-not-found,unused-ignore]
+
+    digest = hashlib.sha256(scene_xml().encode()).hexdigest()[:16]
+    return f"scene {digest} {image_size}"
+
+
+def _invalidate_stale(fingerprint: str) -> None:
+    marker = EPISODE_DIR / "world.txt"
+    if marker.exists() and marker.read_text().strip() == fingerprint:
+        return
+    stale = sorted(EPISODE_DIR.glob("ep_*.npz"))
+    if stale:
+        print(f"world changed ({fingerprint}): deleting {len(stale)} old episodes", flush=True)
+    for p in stale:
+        p.unlink()
+    EPISODE_DIR.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint + "\n")
+
+
 def generate(n_train: int, n_heldout: int, workers: int, fake: bool, spec: ModelSpec) -> dict[str, object]:
+    _invalidate_stale(world_fingerprint(fake, spec.image_size))
     seeds = list(range(n_train)) + list(range(HELDOUT_SEED0, HELDOUT_SEED0 + n_heldout))
     todo = [s for s in seeds if not episode_path(s).exists()]
     t0 = time.time()

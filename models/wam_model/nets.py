@@ -219,8 +219,9 @@ class Wam(nn.Module):
         pd = c * p * p
         v, t = spec.num_cameras, spec.context_frames
         # context tokens
-        self.ctx_patch = nn.Linear(pd, d)
-        self.ctx_pos = nn.Parameter(torch.randn(v * t * self.patches_per_frame, d) * 0.02)
+        cp = spec.context_patch
+        self.ctx_patch = nn.Linear(c * cp * cp, d)
+        self.ctx_pos = nn.Parameter(torch.randn(v * t * (hw // cp) ** 2, d) * 0.02)
         self.state_in = nn.Linear(spec.state_dim, d)
         self.state_pos = nn.Parameter(torch.randn(1, d) * 0.02)
         self.tok_emb = nn.Embedding(spec.vocab_size, d)
@@ -261,7 +262,9 @@ class Wam(nn.Module):
         [B, D], ref_actions [B, A] and (WAM) ref_video [B, V, F, C, h, w]."""
         b, v, t = latents.shape[:3]
         s = self.spec
-        x = patchify(latents.reshape(b, v * t, s.latent_channels, s.latent_size, s.latent_size), s.patch)
+        x = patchify(
+            latents.reshape(b, v * t, s.latent_channels, s.latent_size, s.latent_size), s.context_patch
+        )
         img = self.ctx_patch(x) + self.ctx_pos
         st = (self.state_in(state) + self.state_pos).unsqueeze(1)
         tok = self.tok_emb(tokens) + self.tok_pos

@@ -66,7 +66,10 @@ class ModelSpec:
     context_layers: int = 2
     denoise_layers: int = 4
     mlp_ratio: int = 4
-    patch: int = 4  # latent patch size of the video and context-image tokens (4 tokens per frame)
+    patch: int = 4  # latent patch size of the predicted-video tokens (4 tokens per frame)
+    # Latent patch size of the context-image tokens (16 tokens per frame): finer than the video tokens
+    # because the actions need the cubes' positions (4 pixels wide at 64x64); the context runs once per chunk.
+    context_patch: int = 2
     cameras: tuple[str, ...] = field(default=CAMERAS)
     joints: tuple[str, ...] = field(default=JOINTS)
 

@@ -315,7 +315,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ae-steps", type=int, default=1200)
     ap.add_argument("--ae-batch", type=int, default=48)
-    ap.add_argument("--wam-steps", type=int, default=3000)
+    ap.add_argument("--wam-steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--max-episodes", type=int, default=None, help="use only the first N train episodes")

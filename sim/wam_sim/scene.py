@@ -82,8 +82,10 @@ def scene_xml() -> str:
       <geom name="zone" type="cylinder" size="{ZONE_RADIUS} 0.0005" rgba="0.95 0.85 0.1 1"
             contype="0" conaffinity="0"/>
     </body>
-    <body name="look" pos="0.4 0 0.14"/>
-    <camera name="exterior" mode="targetbody" target="look" pos="1.0 -0.45 0.62" fovy="55"/>
+    <!-- The exterior camera frames the cubes' workspace (x 0.37..0.62, y -0.25..0.25): at 64x64 a
+         cube is ~4 pixels wide (a wider view made them 2-3 pixels and the policy could not find them). -->
+    <body name="look" pos="0.48 0 0.04"/>
+    <camera name="exterior" mode="targetbody" target="look" pos="0.95 -0.3 0.55" fovy="45"/>
     <body name="link0" pos="0 0 {TABLE_TOP}">
       <geom type="cylinder" size="0.07 0.07" pos="0 0 0.07" {dark}/>
       <body name="link1" pos="0 0 0.333" gravcomp="1">

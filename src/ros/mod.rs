@@ -883,6 +883,10 @@ impl NodeState {
                         "truncated_steps",
                         self.executor.metrics().truncated_steps.to_string(),
                     ),
+                    kv(
+                        "catch_up_ramps",
+                        self.executor.metrics().catch_up_ramps.to_string(),
+                    ),
                 ],
             }],
         }

@@ -226,6 +226,13 @@ class Wam(nn.Module):
         self.state_pos = nn.Parameter(torch.randn(1, d) * 0.02)
         self.tok_emb = nn.Embedding(spec.vocab_size, d)
         self.tok_pos = nn.Parameter(torch.randn(spec.max_tokens, d) * 0.02)
+        # FiLM of the image tokens by the instruction (bag of its word embeddings): selecting the patches
+        # of the instructed colour becomes a per-feature gate instead of something attention must find.
+        # Zero-initialized: starts as the identity.
+        self.instr_film = nn.Linear(d, 2 * d)
+        nn.init.zeros_(self.instr_film.weight)
+        nn.init.zeros_(self.instr_film.bias)
+        self.instr_cond = nn.Linear(d, d)  # the instruction added to the denoiser's conditioning
         self.ctx_blocks = nn.ModuleList(
             [EncoderBlock(d, spec.heads, spec.mlp_ratio) for _ in range(spec.context_layers)]
         )
@@ -265,9 +272,12 @@ class Wam(nn.Module):
         x = patchify(
             latents.reshape(b, v * t, s.latent_channels, s.latent_size, s.latent_size), s.context_patch
         )
-        img = self.ctx_patch(x) + self.ctx_pos
+        words = self.tok_emb(tokens)
+        instr = words.mean(dim=1)  # [B, D]
+        film_scale, film_shift = self.instr_film(instr).unsqueeze(1).chunk(2, dim=-1)
+        img = (self.ctx_patch(x) + self.ctx_pos) * (1 + film_scale) + film_shift
         st = (self.state_in(state) + self.state_pos).unsqueeze(1)
-        tok = self.tok_emb(tokens) + self.tok_pos
+        tok = words + self.tok_pos
         ctx = torch.cat([img, st, tok], dim=1)
         for blk in self.ctx_blocks:
             ctx = blk(ctx)
@@ -276,7 +286,7 @@ class Wam(nn.Module):
             k, vv = blk.context_kv(ctx)  # type: ignore[operator]
             ks.append(k)
             vs.append(vv)
-        cond = self.ctx_cond(ctx.mean(dim=1)) + self.act_state(state)
+        cond = self.ctx_cond(ctx.mean(dim=1)) + self.act_state(state) + self.instr_cond(instr)
         ref_a = state * self.s2a_scale + self.s2a_shift
         out: tuple[Tensor, ...] = (torch.stack(ks, dim=1), torch.stack(vs, dim=1), cond, ref_a)
         if self.video:

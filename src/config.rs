@@ -497,7 +497,7 @@ fn non_negative(r: &Reader<'_>, name: &str, default: f64) -> Result<f64, ParamEr
 }
 
 fn read_execution(r: &Reader<'_>) -> Result<ExecutionParams, ParamError> {
-    let boundary = r.string("boundary_mode", "crossfade")?;
+    let boundary = r.string("boundary_mode", "prefix")?;
     let boundary_mode = BoundaryMode::parse(&boundary).ok_or_else(|| {
         perr(
             "boundary_mode",

@@ -718,6 +718,9 @@ def test_safety_limits_clamp_positions() -> None:
     params = {
         "instruction": INSTRUCTION,
         "enabled_at_start": True,
+        # Every trajectory is compared with the model's clamped chunk: no boundary blending
+        # (`prefix`, the default, inpaints the second chunk from the first).
+        "boundary_mode": "replace",
         **_limits(**{"joint_limits.lower": lower, "joint_limits.upper": upper}),
     }
     # The safety layer checks the velocity of the whole commanded spline (anchor included), which

@@ -499,6 +499,18 @@ mod tests {
     }
 
     /// A chunk moving at `speed` rad/s from `start` (step i at start + speed (i + 1) dt).
+    /// One joint within +-3 rad at up to 2 rad/s.
+    fn one_joint_safety(max_acceleration: Option<Vec<f64>>, max_jump: f64) -> SafetyFilter {
+        let limits = JointLimits {
+            lower: vec![-3.0],
+            upper: vec![3.0],
+            max_velocity: vec![2.0],
+            max_acceleration,
+            max_jump,
+        };
+        SafetyFilter::new(vec!["j".into()], Some(limits))
+    }
+
     fn ramp_chunk(start: f64, speed: f64) -> Vec<f64> {
         (0..8)
             .map(|i| start + speed * (i + 1) as f64 * DT)
@@ -759,14 +771,7 @@ mod tests {
 
     #[test]
     fn ramp_in_keeps_a_distant_first_command_inside_the_jump_limit() {
-        let limits = JointLimits {
-            lower: vec![-3.0],
-            upper: vec![3.0],
-            max_velocity: vec![2.0],
-            max_acceleration: None,
-            max_jump: 0.3,
-        };
-        let safety = SafetyFilter::new(vec!["j".into()], Some(limits));
+        let safety = one_joint_safety(None, 0.3);
         let chunk = [1.0; 8];
         let mut plain = ChunkExecutor::new(cfg(BoundaryMode::Replace));
         plain.enable(0.0, &[0.0]);
@@ -783,16 +788,7 @@ mod tests {
 
     #[test]
     fn a_refused_chunk_leaves_the_plan_untouched() {
-        let safety = SafetyFilter::new(
-            vec!["j".into()],
-            Some(JointLimits {
-                lower: vec![-3.0],
-                upper: vec![3.0],
-                max_velocity: vec![2.0],
-                max_acceleration: None,
-                max_jump: 0.3,
-            }),
-        );
+        let safety = one_joint_safety(None, 0.3);
         let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
         e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &safety)
             .unwrap();
@@ -806,18 +802,9 @@ mod tests {
 
     #[test]
     fn a_chunk_that_breaks_a_limit_late_is_followed_up_to_there_and_replanned_sooner() {
-        let safety = SafetyFilter::new(
-            vec!["j".into()],
-            Some(JointLimits {
-                lower: vec![-3.0],
-                upper: vec![3.0],
-                max_velocity: vec![2.0],
-                max_acceleration: None,
-                max_jump: 0.3,
-            }),
-        );
+        let safety = one_joint_safety(None, 0.3);
         let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
-        // 0.1 rad per step, then 0.5 rad in one step between steps 5 and 6 (5 rad/s).
+        // 0.01 rad per step, then 0.5 rad in one step between steps 5 and 6 (5 rad/s).
         let mut chunk = ramp_chunk(0.0, 0.1);
         for p in &mut chunk[6..] {
             *p += 0.5;
@@ -844,16 +831,7 @@ mod tests {
 
     #[test]
     fn a_chunk_too_fast_from_the_setpoint_is_caught_up_over_a_ramp_not_refused() {
-        let safety = SafetyFilter::new(
-            vec!["j".into()],
-            Some(JointLimits {
-                lower: vec![-3.0],
-                upper: vec![3.0],
-                max_velocity: vec![2.0],
-                max_acceleration: Some(vec![50.0]),
-                max_jump: 0.4,
-            }),
-        );
+        let safety = one_joint_safety(Some(vec![50.0]), 0.4);
         let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
         e.accept(0.0, &ramp_chunk(0.0, 0.0), 0.0, &[0.0], &safety)
             .unwrap();

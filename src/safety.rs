@@ -44,15 +44,16 @@ impl SafetyViolation {
         )
     }
 
-    /// A short name of the rule that was violated (log keys, counters).
+    /// The bad-input key of the rule that was violated: one log line per rule, since a jump and a
+    /// velocity refusal have different causes.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::NonFinite { .. } => "non_finite",
-            Self::Jump { .. } => "jump",
-            Self::Velocity { .. } => "velocity",
-            Self::Acceleration { .. } => "acceleration",
-            Self::NoMeasurement { .. } => "no_measurement",
-            Self::Empty => "empty",
+            Self::NonFinite { .. } => "safety_rejection_non_finite",
+            Self::Jump { .. } => "safety_rejection_jump",
+            Self::Velocity { .. } => "safety_rejection_velocity",
+            Self::Acceleration { .. } => "safety_rejection_acceleration",
+            Self::NoMeasurement { .. } => "safety_rejection_no_measurement",
+            Self::Empty => "safety_rejection_empty",
         }
     }
 }

@@ -96,8 +96,9 @@ def _gaps(received: list[tuple[float, Any]]) -> list[float]:
 
 
 def test_slow_model_never_leaves_the_command_stream_idle() -> None:
-    # 0.3 s of extra latency on a 0.8 s chunk; the threshold follows the measured latency.
-    status, received = _run_slow({"boundary_mode": "prefix"}, chunks=8)
+    # 0.3 s of extra latency on a 0.8 s chunk; the threshold follows the measured latency. The margin
+    # covers this shared machine's scheduling spikes (0.05 s left 0.07 s idle once in three runs).
+    status, received = _run_slow({"boundary_mode": "prefix", "replan_margin_s": 0.15}, chunks=8)
     assert status.latency_p50_s >= 0.3, "the model was not slowed down"
     assert status.idle_time_s == 0.0, status
     gaps = _gaps(received)

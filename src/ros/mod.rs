@@ -683,15 +683,7 @@ impl NodeState {
             }
             Err(Refusal::Safety(violation)) => {
                 self.safety_rejections += 1;
-                // One log line per rule (a jump and a velocity refusal have different causes).
-                let key = match violation.kind() {
-                    "jump" => "safety_rejection_jump",
-                    "velocity" => "safety_rejection_velocity",
-                    "acceleration" => "safety_rejection_acceleration",
-                    "non_finite" => "safety_rejection_non_finite",
-                    _ => "safety_rejection",
-                };
-                if let Some(n) = self.bad.record(Source::Command, key, now) {
+                if let Some(n) = self.bad.record(Source::Command, violation.kind(), now) {
                     tracing::error!(count = n, "chunk refused by the safety checks: {violation}");
                 } else {
                     tracing::debug!("chunk refused by the safety checks: {violation}");
@@ -911,7 +903,7 @@ impl NodeState {
         }
         if let Err(violation) = self.safety.setpoint(&mut self.stream_q, &mut self.stream_v) {
             self.safety_rejections += 1;
-            if let Some(n) = self.bad.record(Source::Command, "safety_rejection", now) {
+            if let Some(n) = self.bad.record(Source::Command, violation.kind(), now) {
                 tracing::error!(
                     count = n,
                     "setpoint refused by the safety checks: {violation}"

@@ -831,8 +831,11 @@ impl NodeState {
     }
 
     /// The status as a diagnostic_msgs/DiagnosticArray for the robot's diagnostics aggregator.
-    fn diagnostics(&self, status: &PolicyStatus) -> DiagnosticArrayMsg {
+    fn diagnostics(&mut self, status: &PolicyStatus) -> DiagnosticArrayMsg {
         use r2r::diagnostic_msgs::msg::{DiagnosticStatus, KeyValue};
+        // When the next inference starts: operators tune `replan_margin_s` against this and the latencies.
+        let latency_estimate = self.latency_estimate();
+        let replan_threshold_s = self.executor.threshold(latency_estimate);
         let level = match status.state {
             s if s == PolicyStatus::STATE_ERROR as u8 => DiagnosticStatus::ERROR as u8,
             s if s == PolicyStatus::STATE_STALE as u8 => DiagnosticStatus::WARN as u8,
@@ -860,6 +863,7 @@ impl NodeState {
                     kv("latency_p50_s", format!("{:.4}", status.latency_p50_s)),
                     kv("latency_p95_s", format!("{:.4}", status.latency_p95_s)),
                     kv("latency_max_s", format!("{:.4}", status.latency_max_s)),
+                    kv("replan_threshold_s", format!("{replan_threshold_s:.4}")),
                     kv("chunk_rate_hz", format!("{:.3}", status.chunk_rate_hz)),
                     kv("dropped_steps", status.dropped_steps.to_string()),
                     kv("idle_time_s", format!("{:.3}", status.idle_time_s)),

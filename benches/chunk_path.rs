@@ -67,6 +67,7 @@ fn bench_chunk_path(c: &mut Criterion) {
             let mut frames = vec![0.0f32; d.obs_frames_len()];
             let mut state = vec![0.0f64; JOINTS];
             let mut prefix = vec![0.0f64; HORIZON * JOINTS];
+            let mut prefix_weights = vec![0.0f32; HORIZON];
             let mut actions = vec![0.0f64; HORIZON * JOINTS];
             let (mut q, mut v) = (vec![0.0; JOINTS], vec![0.0; JOINTS]);
             let mut now = 0.0f64;
@@ -91,7 +92,12 @@ fn bench_chunk_path(c: &mut Criterion) {
                         let meta = window
                             .assemble(now, &mut frames, &mut state)
                             .expect("complete observation");
-                        let _known = executor.prefix(meta.stamp, now + 0.08, &mut prefix);
+                        let _known = executor.prefix(
+                            meta.stamp,
+                            now + 0.08,
+                            &mut prefix,
+                            &mut prefix_weights,
+                        );
                         // A chunk that continues the arm's motion slowly from the measured state.
                         for (i, step) in actions.chunks_mut(JOINTS).enumerate() {
                             step.fill(0.1 + 0.01 * (i + 1) as f64);

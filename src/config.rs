@@ -210,7 +210,7 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ("max_image_age_s", "double > 0: a camera whose newest frame is older is stale"),
     ("max_joint_state_age_s", "double > 0: joint states older than this are stale"),
     ("replan_threshold_s", "double: start the next chunk when less than this is left; < 0 derives it from latency"),
-    ("replan_margin_s", "double >= 0: margin added to the measured latency when the threshold is derived"),
+    ("replan_margin_s", "double >= 0: added to the measured latency when the threshold is derived: the overlap a new chunk lands in"),
     ("control_period_s", "double > 0: period of the node's control loop"),
     ("status_period_s", "double > 0: period of ~/status"),
     ("sampler_steps", "integer >= 0: denoising steps (0: the bundle's default)"),
@@ -223,7 +223,7 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ("joint_limits.max_jump", "double > 0: largest distance from the measured state to a chunk's first point"),
     ("robot_description", "string: URDF; position and velocity limits of joint_names are read from it when joint_limits.lower/upper/max_velocity are not set"),
     ("boundary_mode", "string: how a new chunk joins the active one: `replace`, `crossfade` or `prefix`"),
-    ("crossfade_steps", "integer >= 1: steps over which `crossfade` blends old into new"),
+    ("crossfade_steps", "integer >= 1: steps over which `crossfade` blends old into new (`prefix`: softly guides)"),
     ("ramp_in_s", "double >= 0: after ~/enable, move from the measured state to the policy's commands over this long"),
     ("min_lead_s", "double >= 0: a chunk point due sooner than this after publication is dropped"),
     ("plan_anchor", "string: where a new chunk's plan starts: `measured` (controllers that interpolate from the robot's state, as joint_trajectory_controller does by default), `setpoint` (controllers that continue from their last setpoint), or `auto` (chunk mode: measured; stream mode: setpoint)"),
@@ -457,7 +457,7 @@ impl NodeConfig {
             max_joint_state_age_s: r.positive("max_joint_state_age_s", 0.25)?,
             replan_threshold_s: r.double("replan_threshold_s", -1.0)?,
             replan_margin_s: {
-                let m = r.double("replan_margin_s", 0.05)?;
+                let m = r.double("replan_margin_s", 0.4)?;
                 if m < 0.0 {
                     return Err(perr(
                         "replan_margin_s",

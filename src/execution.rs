@@ -219,11 +219,22 @@ impl ChunkExecutor {
         self.last_start = Some(now);
     }
 
-    /// For `prefix` mode: writes into `prefix` ([H, A]) the active plan's positions at the times of a new
-    /// chunk's steps (anchored at `stamp`) that will already have been executed when it is published at
-    /// `publish_at`, and returns how many steps that is (0 when the policy is not driving). Those steps are
-    /// dropped at publication anyway; the sampler keeps them so that the rest continues the motion.
-    pub fn prefix(&mut self, stamp: f64, publish_at: f64, prefix: &mut [f64]) -> usize {
+    /// For `prefix` mode: what the sampler should keep of the active plan. Writes into `prefix` ([H, A])
+    /// the plan's positions at the times of a new chunk's steps (anchored at `stamp`) and into `weights`
+    /// ([H]) how strongly each is kept, and returns how many leading steps have a weight (0 when the policy
+    /// is not driving). Steps that will already have been executed when the chunk is published at
+    /// `publish_at` are kept exactly (weight 1; they are dropped at publication anyway). The next
+    /// `crossfade_steps` steps the old plan still covers are kept with weights falling linearly towards 0
+    /// (soft masking, as real-time chunking does), so that the first executed steps continue the motion
+    /// and the chunk is free to change course after them.
+    pub fn prefix(
+        &mut self,
+        stamp: f64,
+        publish_at: f64,
+        prefix: &mut [f64],
+        weights: &mut [f32],
+    ) -> usize {
+        weights.fill(0.0);
         if !self.driving || self.cfg.boundary != BoundaryMode::Prefix {
             return 0;
         }
@@ -231,14 +242,24 @@ impl ChunkExecutor {
             return 0;
         };
         let (a, dt) = (self.cfg.joints, self.cfg.dt);
-        let mut n = 0;
-        for i in 0..self.cfg.horizon {
+        let soft = self.cfg.crossfade_steps;
+        let (mut n, mut soft_used) = (0, 0);
+        for i in 0..self.cfg.horizon.min(weights.len()) {
             let t = stamp + (i + 1) as f64 * dt;
-            if t > publish_at + self.cfg.min_lead_s + TIME_EPS || t > end + TIME_EPS {
+            if t > end + TIME_EPS {
                 break;
             }
+            let w = if t <= publish_at + self.cfg.min_lead_s + TIME_EPS {
+                1.0
+            } else if soft_used < soft {
+                soft_used += 1;
+                1.0 - soft_used as f64 / (soft + 1) as f64
+            } else {
+                break;
+            };
             self.plan
                 .sample(t, &mut prefix[i * a..(i + 1) * a], &mut self.old_v);
+            weights[i] = w as f32;
             n = i + 1;
         }
         n
@@ -674,28 +695,35 @@ mod tests {
     }
 
     #[test]
-    fn prefix_is_the_old_plan_at_the_steps_executed_during_inference() {
+    fn prefix_keeps_the_executed_steps_and_guides_the_next_ones_softly() {
         let mut e = ChunkExecutor::new(cfg(BoundaryMode::Prefix));
         let mut prefix = vec![f64::NAN; 8];
+        let mut weights = vec![f32::NAN; 8];
         assert_eq!(
-            e.prefix(0.0, 0.3, &mut prefix),
+            e.prefix(0.0, 0.3, &mut prefix, &mut weights),
             0,
             "nothing to continue yet"
         );
+        assert!(weights.iter().all(|w| *w == 0.0));
         e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
             .unwrap();
-        // New chunk stamped 0.4, expected at 0.62: steps at 0.5 and 0.6 run before it arrives.
-        assert_eq!(e.prefix(0.4, 0.62, &mut prefix), 2);
-        assert!((prefix[0] - at(&e, 0.5).0).abs() < 1e-12);
-        assert!((prefix[1] - at(&e, 0.6).0).abs() < 1e-12);
-        assert!(prefix[2].is_nan(), "the rest is left alone");
-        // The prefix never reaches beyond the old plan's end (0.8).
-        assert_eq!(e.prefix(0.6, 5.0, &mut prefix), 2);
+        // New chunk stamped 0.2, expected at 0.42: steps at 0.3 and 0.4 run before it arrives (weight
+        // 1); the old plan (to 0.8) covers 0.5..0.8, of which crossfade_steps (3) are guided: 3/4, 2/4, 1/4.
+        assert_eq!(e.prefix(0.2, 0.42, &mut prefix, &mut weights), 5);
+        assert_eq!(weights, [1.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0, 0.0]);
+        for (i, t) in [0.3, 0.4, 0.5, 0.6, 0.7].iter().enumerate() {
+            assert!((prefix[i] - at(&e, *t).0).abs() < 1e-12, "step {i}");
+        }
+        assert!(prefix[5].is_nan(), "the rest is left alone");
+        // Never beyond the old plan's end (0.8): stamped 0.6, nothing after 0.8 is guided.
+        assert_eq!(e.prefix(0.6, 0.65, &mut prefix, &mut weights), 2);
+        assert_eq!(&weights[..3], [0.75, 0.5, 0.0]);
         // Other modes ask for no prefix.
         let mut r = ChunkExecutor::new(cfg(BoundaryMode::Replace));
         r.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
             .unwrap();
-        assert_eq!(r.prefix(0.4, 0.62, &mut prefix), 0);
+        assert_eq!(r.prefix(0.4, 0.62, &mut prefix, &mut weights), 0);
+        assert!(weights.iter().all(|w| *w == 0.0));
     }
 
     #[test]

@@ -205,9 +205,10 @@ pub struct ModelInput {
     /// Joint positions in the bundle's state order, physical units.
     pub state: Vec<f64>,
     pub tokens: Vec<i64>,
-    /// [H, A] joint positions (physical units) the chunk must start with (`prefix` boundaries): the first
-    /// `prefix_steps` steps are inpainted with them.
+    /// [H, A] joint positions (physical units) the chunk should start with (`prefix` boundaries): the
+    /// first `prefix_steps` steps are inpainted with them, each with its weight in `prefix_weights` ([H]).
     pub prefix: Vec<f64>,
+    pub prefix_weights: Vec<f32>,
     pub prefix_steps: usize,
 }
 
@@ -242,6 +243,8 @@ pub struct ModelRuntime {
     /// Initial action noise and the normalized prefix, for inpainting.
     noise_actions: Vec<f32>,
     prefix_norm: Vec<f32>,
+    /// Per entry ([H, A]) inpainting weight, from `ModelInput::prefix_weights`.
+    prefix_weight: Vec<f32>,
 }
 
 struct StageNames {
@@ -379,6 +382,7 @@ impl ModelRuntime {
             v_video: vec![0.0; d.video_latent_len()],
             noise_actions: vec![0.0; d.action_len()],
             prefix_norm: vec![0.0; d.action_len()],
+            prefix_weight: vec![0.0; d.action_len()],
         })
     }
 
@@ -444,6 +448,7 @@ impl ModelRuntime {
             state: vec![0.0; self.dims.state],
             tokens: vec![0; self.dims.tokens],
             prefix: vec![0.0; self.dims.action_len()],
+            prefix_weights: vec![0.0; self.dims.horizon],
             prefix_steps: 0,
         }
     }
@@ -546,13 +551,18 @@ impl ModelRuntime {
         // denoise: video latents and actions from noise, together; a prefix is inpainted.
         let known = input.prefix_steps.min(self.dims.horizon) * self.dims.action;
         self.noise_actions[..known].copy_from_slice(&self.x_actions[..known]);
-        for (k, (n, q)) in self.prefix_norm[..known]
+        for (k, ((n, w), q)) in self.prefix_norm[..known]
             .iter_mut()
+            .zip(&mut self.prefix_weight[..known])
             .zip(&input.prefix[..known])
             .enumerate()
         {
             let j = k % self.dims.action;
             *n = (*q as f32 - self.action_mean[j]) / self.action_std[j];
+            *w = input
+                .prefix_weights
+                .get(k / self.dims.action)
+                .map_or(0.0, |w| w.clamp(0.0, 1.0));
         }
         {
             let Self {
@@ -562,6 +572,7 @@ impl ModelRuntime {
                 cache,
                 noise_actions,
                 prefix_norm,
+                prefix_weight,
                 x_actions,
                 x_video,
                 v_actions,
@@ -571,6 +582,7 @@ impl ModelRuntime {
             let inpaint = (known > 0).then(|| Inpaint {
                 noise: &noise_actions[..known],
                 target: &prefix_norm[..known],
+                weight: &prefix_weight[..known],
             });
             sampler.integrate_inpainting(
                 x_actions,

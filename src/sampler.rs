@@ -52,10 +52,10 @@ impl FlowSampler {
     }
 
     /// [`FlowSampler::integrate`] with the first entries of the actions known (`known`): before every
-    /// evaluation they are set to where the flow's straight path from their initial noise to the known
-    /// value is at that time, `(1 - t) noise + t known`, and to the known value at the end. The network
-    /// then denoises the rest consistently with them: inpainting, which needs no gradients and so works
-    /// through ONNX.
+    /// evaluation they are moved, by their weight (1: all the way), to where the flow's straight path from
+    /// their initial noise to the known value is at that time, `(1 - t) noise + t known`, and at the end
+    /// to the known value. The network then denoises the rest consistently with them: inpainting with a
+    /// soft mask, which needs no gradients and so works through ONNX.
     pub fn integrate_inpainting<E>(
         &self,
         x_a: &mut [f32],
@@ -83,16 +83,23 @@ impl FlowSampler {
 }
 
 /// Known leading action values for [`FlowSampler::integrate_inpainting`], in the sampler's (normalized)
-/// space; `noise` is the initial noise of the same entries.
+/// space; `noise` is the initial noise of the same entries, `weight` (in [0, 1]) how strongly each is kept.
 pub struct Inpaint<'a> {
     pub noise: &'a [f32],
     pub target: &'a [f32],
+    pub weight: &'a [f32],
 }
 
 impl Inpaint<'_> {
     fn apply(&self, t: f32, x: &mut [f32]) {
-        for ((x, z), y) in x.iter_mut().zip(self.noise).zip(self.target) {
-            *x = (1.0 - t) * z + t * y;
+        for (((x, z), y), w) in x
+            .iter_mut()
+            .zip(self.noise)
+            .zip(self.target)
+            .zip(self.weight)
+        {
+            let on_path = (1.0 - t) * z + t * y;
+            *x += w * (on_path - *x);
         }
     }
 }
@@ -196,6 +203,7 @@ mod tests {
             Some(Inpaint {
                 noise: &noise,
                 target: &target,
+                weight: &[1.0],
             }),
             |t, xa, _, va, vv| {
                 seen_first.push((t, xa[0]));
@@ -218,5 +226,38 @@ mod tests {
             "the free entry followed the known one: {}",
             a[1]
         );
+    }
+
+    #[test]
+    fn a_soft_weight_keeps_an_entry_between_the_model_and_the_known_value() {
+        // Field: drive every action to -1. Weight 1 ends on the known value (1), weight 0 on the model's
+        // (-1), a weight in between strictly between them.
+        let s = FlowSampler::new(8, 0);
+        let end = |w: f32| {
+            let (mut a, mut v) = (vec![0.0f32], vec![0.0f32]);
+            let (mut va, mut vv) = (vec![0.0; 1], vec![0.0; 1]);
+            s.integrate_inpainting(
+                &mut a,
+                &mut v,
+                &mut va,
+                &mut vv,
+                Some(Inpaint {
+                    noise: &[0.0],
+                    target: &[1.0],
+                    weight: &[w],
+                }),
+                |t, xa, _, va, vv| {
+                    va[0] = (-1.0 - xa[0]) / (1.0 - t);
+                    vv[0] = 0.0;
+                    Ok::<(), Infallible>(())
+                },
+            )
+            .unwrap();
+            a[0]
+        };
+        assert_eq!(end(1.0), 1.0);
+        assert!((end(0.0) + 1.0).abs() < 1e-5, "{}", end(0.0));
+        let half = end(0.5);
+        assert!(half > -0.9 && half < 0.9, "{half}");
     }
 }

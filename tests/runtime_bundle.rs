@@ -125,6 +125,46 @@ fn test_model_function_is_reproduced_exactly() {
 }
 
 #[test]
+fn prefix_steps_are_kept_by_their_weights() {
+    // The test model's flow lands exactly on its known chunk, so a kept step must come out as
+    // (1 - w) * chunk + w * prefix: all prefix at weight 1, halfway at 0.5, untouched after the prefix.
+    let bundle = Bundle::load(bundle_dir()).unwrap();
+    let mut policy = Policy::start(&bundle, &config(&[])).unwrap();
+    let encoder = InstructionEncoder::for_bundle(&bundle).unwrap();
+    let mut input = policy.new_input();
+    let mut output = policy.new_output();
+    fill_frames(&mut input.frames, 191, 64, (64, 48));
+    let q = [0.1, -0.2, 0.3, -0.4, 0.5, -0.6, 0.02];
+    input.state.copy_from_slice(&q);
+    encoder
+        .encode_into("Reach the red cube.", &mut input.tokens)
+        .unwrap();
+    policy.process(&input, &mut output).unwrap();
+    let free = output.actions.clone();
+    for (k, p) in input.prefix.iter_mut().enumerate() {
+        *p = -0.3 + 0.01 * k as f64;
+    }
+    input.prefix_weights[..2].copy_from_slice(&[1.0, 0.5]);
+    input.prefix_steps = 2;
+    policy.process(&input, &mut output).unwrap();
+    for j in 0..7 {
+        let (p0, p1) = (input.prefix[j], input.prefix[7 + j]);
+        assert!((output.actions[j] - p0).abs() < 1e-5, "step 0 joint {j}");
+        let half = 0.5 * free[7 + j] + 0.5 * p1;
+        assert!(
+            (output.actions[7 + j] - half).abs() < 1e-5,
+            "step 1 joint {j}"
+        );
+    }
+    for k in 14..free.len() {
+        assert!(
+            (output.actions[k] - free[k]).abs() < 1e-5,
+            "entry {k} left alone"
+        );
+    }
+}
+
+#[test]
 fn sampler_steps_parameter_overrides_the_bundle() {
     let bundle = Bundle::load(bundle_dir()).unwrap();
     let cfg = config(&[("sampler_steps", ParamValue::Integer(7))]);

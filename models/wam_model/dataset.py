@@ -33,6 +33,10 @@ from .spec import CAMERAS, DATA_DIR, INSTRUCTIONS, ModelSpec, tokenize
 
 HELDOUT_SEED0 = 10000
 EPISODE_DIR = DATA_DIR / "episodes"
+COLOURS = ("red", "green", "blue")
+DETOUR_FRACTION = 0.6
+# Bumped when the way episodes are recorded changes (v2: detours), so that old ones are regenerated.
+RECIPE = "v2-detour"
 
 
 def episode_path(seed: int) -> Path:
@@ -51,7 +55,14 @@ def _episode_from_sim(env: Any, seed: int, camera_rate_hz: float, control_dt: fl
 
     # Instructions balanced over the seeds (seed % 6), the layout drawn by the simulator from the seed.
     instr = INSTRUCTIONS[seed % len(INSTRUCTIONS)]
-    ep = expert_episode(env, seed, instruction=instr, camera_rate_hz=camera_rate_hz, control_dt=control_dt)
+    ep = expert_episode(
+        env,
+        seed,
+        instruction=instr,
+        camera_rate_hz=camera_rate_hz,
+        control_dt=control_dt,
+        detour=detour_for(seed, instr),
+    )
     frames = np.stack([np.asarray(ep.frames[c], dtype=np.uint8) for c in CAMERAS], axis=1)  # (N,V,H,W,3)
     return {
         "instruction": np.array(ep.instruction),
@@ -63,7 +74,22 @@ def _episode_from_sim(env: Any, seed: int, camera_rate_hz: float, control_dt: fl
         "qpos_at_frames": np.asarray(ep.qpos_at_frames, dtype=np.float32),
         "target_times": np.asarray(ep.target_times, dtype=np.float64),
         "targets": np.asarray(ep.targets, dtype=np.float32),
+        "label_from_s": np.array(float(ep.label_from_s)),
     }
+
+
+def detour_for(seed: int, instruction: str) -> tuple[str, float] | None:
+    """The detour of a train episode: towards another cube for 0.3-2.0 s before the instructed task,
+    in DETOUR_FRACTION of them. Without it every state on the way to a cube is labelled with that cube,
+    and a policy can (and did) follow the arm's motion and ignore the instruction. Held-out episodes
+    keep the plain start, so that offline numbers measure the task as the closed loop poses it."""
+    if seed >= HELDOUT_SEED0:
+        return None
+    rng = np.random.default_rng([seed, 0xDE7])
+    if rng.random() >= DETOUR_FRACTION:
+        return None
+    others = [c for c in COLOURS if f" {c} " not in f" {instruction} "]
+    return others[int(rng.integers(len(others)))], float(rng.uniform(0.3, 2.0))
 
 
 def _fake_episode(seed: int, image_size: int, camera_rate_hz: float, control_dt: float) -> dict[str, object]:
@@ -126,7 +152,7 @@ def world_fingerprint(fake: bool, image_size: int) -> str:
     from wam_sim.scene import scene_xml  # type: ignore[import-not-found,unused-ignore]
 
     digest = hashlib.sha256(scene_xml().encode()).hexdigest()[:16]
-    return f"scene {digest} {image_size}"
+    return f"scene {digest} {image_size} {RECIPE}"
 
 
 def _invalidate_stale(fingerprint: str) -> None:
@@ -226,14 +252,17 @@ def episode_samples(
     instr = str(ep["instruction"])
     toks = np.tile(np.array(tokenize(instr, spec.max_tokens), dtype=np.int64), (n, 1))
     fam = INSTRUCTIONS.index(instr) if instr in INSTRUCTIONS else -1
+    # Samples from the detour are dropped (their labels head elsewhere); their frames stay as context.
+    label_from = float(ep["label_from_s"]) if "label_from_s" in ep else 0.0
+    keep = ft >= label_from - 1e-9
     return {
-        "ctx_idx": ctx + frame_offset,
-        "fut_idx": fut + frame_offset,
-        "state": ep["qpos_at_frames"].astype(np.float32),
-        "actions": acts,
-        "tokens": toks,
-        "episode": np.full(n, int(ep["seed"]), dtype=np.int64),
-        "family": np.full(n, fam, dtype=np.int64),
+        "ctx_idx": (ctx + frame_offset)[keep],
+        "fut_idx": (fut + frame_offset)[keep],
+        "state": ep["qpos_at_frames"].astype(np.float32)[keep],
+        "actions": acts[keep],
+        "tokens": toks[keep],
+        "episode": np.full(n, int(ep["seed"]), dtype=np.int64)[keep],
+        "family": np.full(n, fam, dtype=np.int64)[keep],
     }
 
 

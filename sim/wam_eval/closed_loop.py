@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from wam_sim.env import MAX_SECONDS, SimEnv, instructions
 from wam_sim.expert import expert_episode
 
@@ -241,7 +242,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--max-minutes", type=float, default=None, help="time budget per node policy (minutes)"
     )
+    ap.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="node parameter over config/sim_policy.yaml (VALUE read as YAML), e.g. replan_threshold_s=1.0",
+    )
     args = ap.parse_args(argv)
+    overrides: dict[str, Any] = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            ap.error(f"--param wants NAME=VALUE, got {item!r}")
+        overrides[name.strip()] = yaml.safe_load(value)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     for f in families:
@@ -254,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "episodes_per_family": args.episodes,
         "seed0": args.seed0,
         "families": families,
+        "node_parameters": overrides,
         "machine_start": machine_info(),
         "policies": {},
     }
@@ -271,7 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"[{name}] no bundle at {bundle}: skipped", file=sys.stderr)
                 continue
             try:
-                records, info = run_policy(name, bundle, plan, args.domain, args.max_minutes)
+                records, info = run_policy(
+                    name, bundle, plan, args.domain, args.max_minutes, overrides
+                )
             except HarnessError as e:
                 print(f"[{name}] failed: {e}", file=sys.stderr)
                 return 1

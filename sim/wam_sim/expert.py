@@ -22,11 +22,16 @@ _PUSHER = 0.014  # half-width of the closed fingers seen along the push directio
 
 
 class Expert:
-    """Scripted solver of the current episode's task (create it after ``env.reset``)."""
+    """Scripted solver of the current episode's task (create it after ``env.reset``).
 
-    def __init__(self, env: SimEnv) -> None:
-        self.family = env.task_family
-        self.colour = env.colour
+    ``reach_colour`` makes it a solver of "touch the <colour> cube" instead, whatever the episode's
+    task: the detour of `expert_episode`. It starts from the current setpoint and fingertip, so it can
+    take over in the middle of an episode.
+    """
+
+    def __init__(self, env: SimEnv, reach_colour: str | None = None) -> None:
+        self.family = env.task_family if reach_colour is None else "reach"
+        self.colour = env.colour if reach_colour is None else reach_colour
         self._model = env.model
         self._ik = mujoco.MjData(env.model)
         self._qadr = env._arm_qadr
@@ -141,6 +146,9 @@ class Episode:
     targets: np.ndarray
     qpos_at_targets: np.ndarray
     info: dict[str, float] = field(default_factory=dict)
+    # When the instructed task's expert took over (after a detour; 0 without one). Setpoints before it
+    # do not solve the instruction and are no labels for it.
+    label_from_s: float = 0.0
 
 
 def expert_episode(
@@ -151,15 +159,23 @@ def expert_episode(
     control_dt: float = CONTROL_DT,
     max_seconds: float | None = None,
     settle_s: float = 0.5,
+    detour: tuple[str, float] | None = None,
 ) -> Episode:
     """Runs the expert on a fresh episode; camera_rate_hz <= 0 renders no frames.
 
     The episode ends once the task is solved and the expert is done for ``settle_s``, or at
-    ``max_seconds`` (default per task family: reach 6 s, push 12 s).
+    ``max_seconds`` (default per task family: reach 6 s, push 12 s, plus the detour).
+    ``detour=(colour, seconds)`` first heads for the cube of that colour for that long, then solves the
+    instructed task from wherever the arm is: states from which only the instruction tells where to go
+    (training data against a policy that extrapolates the motion it sees instead).
     """
     instruction = env.reset(seed, instruction)
-    expert = Expert(env)
+    detour_s = 0.0 if detour is None else max(0.0, float(detour[1]))
+    expert = Expert(env) if detour is None else Expert(env, reach_colour=detour[0])
+    on_task = detour is None
     limit = MAX_SECONDS[env.task_family] if max_seconds is None else float(max_seconds)
+    limit += detour_s
+    label_from_s = 0.0
     ctrl_steps = max(1, int(round(control_dt / TIMESTEP)))
     total = int(round(limit / TIMESTEP))
     frame_steps: list[int] = []
@@ -182,6 +198,8 @@ def expert_episode(
     solved_since: int | None = None
     end = total
     while step <= end:
+        if not on_task and env.time >= detour_s - 1e-9:
+            expert, on_task, label_from_s = Expert(env), True, env.time
         if step % ctrl_steps == 0 and step < end:
             t_times.append(env.time)
             q_targets.append(env.qpos())
@@ -196,7 +214,7 @@ def expert_episode(
                 frames[c].append(img)
             fi += 1
         if step % ctrl_steps == 0:
-            if env.success() and expert.done:
+            if on_task and env.success() and expert.done:
                 solved_since = step if solved_since is None else solved_since
                 if (step - solved_since) * TIMESTEP >= settle_s - 1e-9 and end == total:
                     end = step
@@ -225,4 +243,5 @@ def expert_episode(
         targets=np.array(targets, dtype=np.float64).reshape(-1, 7),
         qpos_at_targets=np.array(q_targets, dtype=np.float64).reshape(-1, 7),
         info={"gripper_to_object": env.gripper_to_object(), "object_to_goal": env.object_to_goal()},
+        label_from_s=label_from_s,
     )

@@ -608,9 +608,12 @@ impl NodeState {
             Ok(meta) => {
                 job.input.tokens.copy_from_slice(&self.tokens);
                 // Prefix boundaries: the steps the robot executes before this chunk can be published.
-                job.input.prefix_steps =
-                    self.executor
-                        .prefix(meta.stamp, now + estimate, &mut job.input.prefix);
+                job.input.prefix_steps = self.executor.prefix(
+                    meta.stamp,
+                    now + estimate,
+                    &mut job.input.prefix,
+                    &mut job.input.prefix_weights,
+                );
                 job.stamp = meta.stamp;
                 job.started = Instant::now();
                 self.executor.started(now);

@@ -154,22 +154,32 @@ def test_plans_are_fixed_and_cover_both_families() -> None:
     assert len({t for _, t in bench}) == 6
 
 
-def test_best_mode_prefers_no_idle_then_small_jumps() -> None:
-    def cell(mode: str, idle: float, jump: float) -> dict[str, object]:
+def test_best_mode_prefers_no_idle_then_small_p95_jumps() -> None:
+    def cell(mode: str, idle: float, jumps: list[float]) -> dict[str, object]:
         return {
             "boundary_mode": mode,
             "summary": {
                 "idle_time_s_total": idle,
-                "status_max_boundary_velocity_jump": jump,
-                "boundary_velocity_jump_p95": jump / 2,
+                "status_max_boundary_velocity_jump": max(jumps),
+                "boundary_velocity_jump_p95": None,
                 "follower_max_velocity_jump": 0.1,
                 "successes": 1,
                 "episodes": 2,
             },
+            "episodes": [{"extra": {"boundary_jumps": jumps}}],
         }
 
-    cells = [cell("replace", 0.0, 0.9), cell("crossfade", 0.0, 0.5), cell("prefix", 0.4, 0.1)]
-    assert best_mode(cells)["best"] == "crossfade"
+    # crossfade has the largest single jump but the smaller jumps otherwise; prefix went idle.
+    many = [0.1] * 40
+    cells = [
+        cell("replace", 0.0, [0.5] * 40 + [0.6]),
+        cell("crossfade", 0.0, many + [0.9]),
+        cell("prefix", 0.4, many),
+    ]
+    best = best_mode(cells)
+    assert best["best"] == "crossfade"
+    assert best["per_mode"]["crossfade"]["boundaries"] == 41
+    assert best["per_mode"]["crossfade"]["boundary_jump_p95"] < 0.2
 
 
 def test_strip_helpers() -> None:

@@ -607,7 +607,8 @@ impl NodeState {
         {
             Ok(meta) => {
                 job.input.tokens.copy_from_slice(&self.tokens);
-                // Prefix boundaries: the steps the robot executes before this chunk can be published.
+                // Prefix boundaries: the steps the robot executes before this chunk can be published, kept
+                // exactly, and the next ones of the old plan, kept softly.
                 job.input.prefix_steps = self.executor.prefix(
                     meta.stamp,
                     now + estimate,

@@ -42,3 +42,23 @@ def test_episode_record(env: SimEnv) -> None:
     again = expert_episode(env, 7, None, camera_rate_hz=15.0)
     np.testing.assert_array_equal(ep.targets, again.targets)
     np.testing.assert_array_equal(ep.frames["wrist"], again.frames["wrist"])
+
+
+@pytest.mark.parametrize("instruction", ["touch the red cube", "push the blue cube to the yellow zone"])
+def test_a_detour_heads_for_the_other_cube_then_solves_the_task(env: SimEnv, instruction: str) -> None:
+    ep = expert_episode(env, 5, instruction, camera_rate_hz=0.0, detour=("green", 1.0))
+    assert ep.success, ep.info
+    assert ep.label_from_s == pytest.approx(1.0, abs=0.011)
+    # During the detour the fingertip closes in on the green cube, not on the instructed one.
+    env.reset(5, instruction)
+    start_tip, green, asked = env.tip_position(), env.cube_position("green"), env.cube_position()
+    plain = expert_episode(env, 5, instruction, camera_rate_hz=0.0)
+    assert plain.label_from_s == 0.0
+    env.reset(5, instruction)
+    for target in ep.targets[ep.target_times < ep.label_from_s]:
+        env.set_target(target)
+        env.step(0.1)
+    tip = env.tip_position()
+    closer_green = np.linalg.norm(start_tip[:2] - green[:2]) - np.linalg.norm(tip[:2] - green[:2])
+    closer_asked = np.linalg.norm(start_tip[:2] - asked[:2]) - np.linalg.norm(tip[:2] - asked[:2])
+    assert closer_green > 0.05 and closer_green > closer_asked, (closer_green, closer_asked)

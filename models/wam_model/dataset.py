@@ -34,9 +34,6 @@ from .spec import CAMERAS, DATA_DIR, INSTRUCTIONS, ModelSpec, tokenize
 HELDOUT_SEED0 = 10000
 EPISODE_DIR = DATA_DIR / "episodes"
 COLOURS = ("red", "green", "blue")
-DETOUR_FRACTION = 0.6
-# Bumped when the way episodes are recorded changes (v2: detours), so that old ones are regenerated.
-RECIPE = "v2-detour"
 
 
 def episode_path(seed: int) -> Path:
@@ -50,7 +47,9 @@ def _save_episode(path: Path, ep: dict[str, object]) -> None:
     os.replace(tmp, path)
 
 
-def _episode_from_sim(env: Any, seed: int, camera_rate_hz: float, control_dt: float) -> dict[str, object]:
+def _episode_from_sim(
+    env: Any, seed: int, camera_rate_hz: float, control_dt: float, detour_fraction: float
+) -> dict[str, object]:
     from wam_sim import expert_episode  # type: ignore[import-not-found,attr-defined,unused-ignore]
 
     # Instructions balanced over the seeds (seed % 6), the layout drawn by the simulator from the seed.
@@ -61,7 +60,7 @@ def _episode_from_sim(env: Any, seed: int, camera_rate_hz: float, control_dt: fl
         instruction=instr,
         camera_rate_hz=camera_rate_hz,
         control_dt=control_dt,
-        detour=detour_for(seed, instr),
+        detour=detour_for(seed, instr, detour_fraction),
     )
     frames = np.stack([np.asarray(ep.frames[c], dtype=np.uint8) for c in CAMERAS], axis=1)  # (N,V,H,W,3)
     return {
@@ -78,15 +77,16 @@ def _episode_from_sim(env: Any, seed: int, camera_rate_hz: float, control_dt: fl
     }
 
 
-def detour_for(seed: int, instruction: str) -> tuple[str, float] | None:
-    """The detour of a train episode: towards another cube for 0.3-2.0 s before the instructed task,
-    in DETOUR_FRACTION of them. Without it every state on the way to a cube is labelled with that cube,
-    and a policy can (and did) follow the arm's motion and ignore the instruction. Held-out episodes
-    keep the plain start, so that offline numbers measure the task as the closed loop poses it."""
-    if seed >= HELDOUT_SEED0:
+def detour_for(seed: int, instruction: str, fraction: float) -> tuple[str, float] | None:
+    """The detour of a train episode (`--detour-fraction` of them): towards another cube for 0.3-2.0 s
+    before the instructed task. Without detours every state on the way to a cube is labelled with that
+    cube, so a policy can follow the arm's motion and ignore the instruction. Held-out episodes keep
+    the plain start, so that offline numbers measure the task as the closed loop poses it. Off by
+    default: 0.6 did not make the policy follow the instruction (models/README.md, "Closed loop")."""
+    if seed >= HELDOUT_SEED0 or fraction <= 0.0:
         return None
     rng = np.random.default_rng([seed, 0xDE7])
-    if rng.random() >= DETOUR_FRACTION:
+    if rng.random() >= fraction:
         return None
     others = [c for c in COLOURS if f" {c} " not in f" {instruction} "]
     return others[int(rng.integers(len(others)))], float(rng.uniform(0.3, 2.0))
@@ -123,8 +123,10 @@ def _fake_episode(seed: int, image_size: int, camera_rate_hz: float, control_dt:
     }
 
 
-def _worker(args: tuple[list[int], bool, int, float, float]) -> list[tuple[int, float, bool, int]]:
-    seeds, fake, image_size, rate, control_dt = args
+def _worker(
+    args: tuple[list[int], bool, int, float, float, float],
+) -> list[tuple[int, float, bool, int]]:
+    seeds, fake, image_size, rate, control_dt, detour_fraction = args
     env = None
     if not fake:
         from wam_sim import SimEnv  # type: ignore[import-not-found,attr-defined,unused-ignore]
@@ -136,7 +138,7 @@ def _worker(args: tuple[list[int], bool, int, float, float]) -> list[tuple[int, 
         ep = (
             _fake_episode(s, image_size, rate, control_dt)
             if fake
-            else _episode_from_sim(env, s, rate, control_dt)
+            else _episode_from_sim(env, s, rate, control_dt, detour_fraction)
         )
         _save_episode(episode_path(s), ep)
         frames = ep["frames"]
@@ -145,14 +147,16 @@ def _worker(args: tuple[list[int], bool, int, float, float]) -> list[tuple[int, 
     return out
 
 
-def world_fingerprint(fake: bool, image_size: int) -> str:
+def world_fingerprint(fake: bool, image_size: int, detour_fraction: float = 0.0) -> str:
     """What the episodes depend on besides the seeds: the scene's MJCF (cameras, objects) and image size."""
     if fake:
         return f"fake {image_size}"
     from wam_sim.scene import scene_xml  # type: ignore[import-not-found,unused-ignore]
 
     digest = hashlib.sha256(scene_xml().encode()).hexdigest()[:16]
-    return f"scene {digest} {image_size} {RECIPE}"
+    # The recipe is part of the world: episodes recorded with other detours are regenerated too.
+    recipe = f" detours {detour_fraction:g}" if detour_fraction > 0.0 else ""
+    return f"scene {digest} {image_size}{recipe}"
 
 
 def _invalidate_stale(fingerprint: str) -> None:
@@ -168,14 +172,25 @@ def _invalidate_stale(fingerprint: str) -> None:
     marker.write_text(fingerprint + "\n")
 
 
-def generate(n_train: int, n_heldout: int, workers: int, fake: bool, spec: ModelSpec) -> dict[str, object]:
-    _invalidate_stale(world_fingerprint(fake, spec.image_size))
+def generate(
+    n_train: int,
+    n_heldout: int,
+    workers: int,
+    fake: bool,
+    spec: ModelSpec,
+    detour_fraction: float = 0.0,
+) -> dict[str, object]:
+    _invalidate_stale(world_fingerprint(fake, spec.image_size, detour_fraction))
     seeds = list(range(n_train)) + list(range(HELDOUT_SEED0, HELDOUT_SEED0 + n_heldout))
     todo = [s for s in seeds if not episode_path(s).exists()]
     t0 = time.time()
     chunks = [todo[i::workers] for i in range(workers)] if todo else []
     results: list[tuple[int, float, bool, int]] = []
-    args = [(c, fake, spec.image_size, spec.camera_rate_hz, spec.action_dt) for c in chunks if c]
+    args = [
+        (c, fake, spec.image_size, spec.camera_rate_hz, spec.action_dt, detour_fraction)
+        for c in chunks
+        if c
+    ]
     if len(args) == 1:
         results = _worker(args[0])
     elif args:
@@ -189,6 +204,7 @@ def generate(n_train: int, n_heldout: int, workers: int, fake: bool, spec: Model
         "generated_now": len(todo),
         "generation_wall_s": round(wall, 1),
         "fake": fake,
+        "detour_fraction": detour_fraction,
         "failed_seeds": sorted(s for s, _, ok, _ in results if not ok),
     }
     (DATA_DIR).mkdir(parents=True, exist_ok=True)
@@ -316,10 +332,16 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=60, help="held-out episodes (seeds 10000..)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fake", action="store_true", help="random episodes (no simulator)")
+    ap.add_argument(
+        "--detour-fraction",
+        type=float,
+        default=0.0,
+        help="share of train episodes that first head for another cube for 0.3-2.0 s",
+    )
     a = ap.parse_args()
     if not a.fake and not sim_available():
         raise SystemExit("wam_sim is not importable (PYTHONPATH=sim:models); use --fake for random data")
-    info = generate(a.train, a.heldout, a.workers, a.fake, ModelSpec())
+    info = generate(a.train, a.heldout, a.workers, a.fake, ModelSpec(), a.detour_fraction)
     print(json.dumps(info))
 
 

@@ -26,7 +26,7 @@ import torch.nn.functional as fn
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from . import flow
+from . import flow, probe
 from .dataset import Split, load_split
 from .nets import AutoEncoder, Wam, count_params
 from .spec import DATA_DIR, IMAGE_MEAN, IMAGE_STD, TRAINING_DIR, ModelSpec
@@ -199,6 +199,26 @@ def flow_loss(
     return la + video_weight * lv, la, lv
 
 
+@dataclass
+class Layouts:
+    """Rendered scene layouts for the auxiliary position loss: latents [N, V, C, h, w] of the start
+    frame, instruction tokens [N, L], the instructed cube's normalized (x, y) [N, 2]; `test_*` are new
+    layouts, for the log."""
+
+    latents: Tensor
+    tokens: Tensor
+    xy: Tensor
+    test_latents: Tensor
+    test_tokens: Tensor
+    test_xy: Tensor
+    weight: float
+
+
+def layout_loss(model: Wam, readout: nn.Linear, lay: Layouts, idx: Tensor) -> Tensor:
+    feats = probe.instruction_readout_features(model, lay.latents[idx], lay.tokens[idx])
+    return fn.mse_loss(readout(feats), lay.xy[idx])
+
+
 def train_wam(
     model: Wam,
     data: Batcher,
@@ -209,8 +229,13 @@ def train_wam(
     log: Logger,
     gen: torch.Generator,
     name: str,
+    layouts: Layouts | None = None,
 ) -> tuple[Wam, list[tuple[int, float, float]], dict[str, float]]:
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, betas=(0.9, 0.99))
+    # The readout of the auxiliary layout loss is trained beside the model and not exported.
+    readout = nn.Linear(model.spec.width, 2) if layouts is not None else None
+    params = [*model.parameters(), *(readout.parameters() if readout is not None else [])]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4, betas=(0.9, 0.99))
+    layout_error_cm = float("nan")
     ema = copy.deepcopy(model)
     n = data.sp.num_samples
     curve: list[tuple[int, float, float]] = []
@@ -222,6 +247,9 @@ def train_wam(
             g["lr"] = lr_at(step, steps, lr)
         idx = torch.randint(0, n, (batch,), generator=gen)
         loss, la, lv = flow_loss(model, data.get(idx), gen, state_noise=0.02)
+        if layouts is not None and readout is not None:
+            lay_idx = torch.randint(0, layouts.xy.shape[0], (batch,), generator=gen)
+            loss = loss + layouts.weight * layout_loss(model, readout, layouts, lay_idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -236,8 +264,18 @@ def train_wam(
             log(
                 f"{name} step {step:5d}/{steps} action loss {ra:.4f} video loss {rv:.4f} ({rate:.0f} samples/s)"
             )
+            if layouts is not None and readout is not None:
+                with torch.no_grad():
+                    feats = probe.instruction_readout_features(
+                        model, layouts.test_latents, layouts.test_tokens
+                    )
+                    err = ((readout(feats) - layouts.test_xy) * probe.SCALE).norm(dim=-1).mean()
+                layout_error_cm = 100 * float(err)
+                log(f"{name} step {step:5d}/{steps} cube position error on new layouts {layout_error_cm:.1f} cm")
     ema.eval()
     final = {"train_action_loss": ra, "train_video_loss": rv, **validate(ema, val, gen_seed=123)}
+    if layouts is not None:
+        final["layout_error_new_cm"] = layout_error_cm
     log(f"{name} done: {json.dumps({k: round(v, 5) for k, v in final.items()})}")
     return ema, curve, final
 
@@ -316,6 +354,12 @@ def main() -> None:
     ap.add_argument("--ae-steps", type=int, default=1200)
     ap.add_argument("--ae-batch", type=int, default=48)
     ap.add_argument("--wam-steps", type=int, default=4000)
+    ap.add_argument(
+        "--baseline-steps",
+        type=int,
+        default=None,
+        help="action-only baseline steps (default: --wam-steps, as the comparison needs)",
+    )
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--max-episodes", type=int, default=None, help="use only the first N train episodes")
@@ -328,12 +372,22 @@ def main() -> None:
         default=None,
         help="take the trained autoencoder from this checkpoint instead of training it (same seeds: same)",
     )
+    ap.add_argument(
+        "--layouts",
+        type=int,
+        default=0,
+        help="rendered scene layouts for an auxiliary loss on the instructed cube's position (0: none)",
+    )
+    ap.add_argument("--layout-weight", type=float, default=0.5)
     ap.add_argument("--out", type=Path, default=TRAINING_DIR, help="training record folder")
     ap.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
     a = ap.parse_args()
     if a.smoke:
         a.ae_steps, a.wam_steps, a.max_episodes = 60, 60, a.max_episodes or 12
     torch.set_num_threads(a.threads)
+    # Creating an optimizer imports torch's compile machinery; done after MuJoCo's EGL context is up
+    # (rendering the layouts), that import crashed. Do it first.
+    torch.optim.AdamW([nn.Parameter(torch.zeros(1))])
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
     gen = torch.Generator().manual_seed(a.seed)
@@ -396,6 +450,23 @@ def main() -> None:
 
     # 2. WAM, 3. action-only baseline (same network without video tokens, same steps and data)
     data, val = Batcher(tr, lat_tr, stats), Batcher(va, lat_va, stats)
+    layouts = None
+    if a.layouts > 0:
+        t0 = time.time()
+        f_tr, k_tr, xy_tr = probe.render_layouts(probe.TRAIN_SEED0, a.layouts, spec)
+        f_te, k_te, xy_te = probe.render_layouts(probe.TEST_SEED0, 300, spec)
+        with torch.no_grad():
+            layouts = Layouts(
+                latents=encode_all(ae, f_tr, raw=False),
+                tokens=torch.from_numpy(k_tr),
+                xy=probe.normalize_xy(xy_tr),
+                test_latents=encode_all(ae, f_te, raw=False),
+                test_tokens=torch.from_numpy(k_te),
+                test_xy=probe.normalize_xy(xy_te),
+                weight=a.layout_weight,
+            )
+        dataset["layouts"] = a.layouts
+        log(f"{a.layouts} layouts rendered and encoded in {time.time() - t0:.0f}s")
     results: dict[str, Any] = {}
     models: dict[str, Wam] = {}
     curves: dict[str, list[tuple[int, float, float]]] = {}
@@ -407,7 +478,8 @@ def main() -> None:
         model.s2a_shift.copy_(torch.from_numpy((stats.state_mean - stats.action_mean) / stats.action_std))
         log(f"{name} params {count_params(model)}")
         g = torch.Generator().manual_seed(a.seed + 1)
-        ema, curve, final = train_wam(model, data, val, a.wam_steps, a.batch, a.lr, log, g, name)
+        steps = a.wam_steps if video or a.baseline_steps is None else a.baseline_steps
+        ema, curve, final = train_wam(model, data, val, steps, a.batch, a.lr, log, g, name, layouts)
         final["train_seconds"] = time.time() - t0
         final["params"] = count_params(model)
         models[name], curves[name], results[name] = ema, curve, final

@@ -82,7 +82,8 @@ def detour_for(seed: int, instruction: str, fraction: float) -> tuple[str, float
     before the instructed task. Without detours every state on the way to a cube is labelled with that
     cube, so a policy can follow the arm's motion and ignore the instruction. Held-out episodes keep
     the plain start, so that offline numbers measure the task as the closed loop poses it. Off by
-    default: 0.6 did not make the policy follow the instruction (models/README.md, "Closed loop")."""
+    default: 0.6 did not make the policy follow the instruction (models/README.md, "Against the
+    grounding failure")."""
     if seed >= HELDOUT_SEED0 or fraction <= 0.0:
         return None
     rng = np.random.default_rng([seed, 0xDE7])

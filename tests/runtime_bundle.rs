@@ -8,7 +8,7 @@ use wam_policy::bundle::Bundle;
 use wam_policy::config::{NodeConfig, ParamValue, Params, Provider};
 use wam_policy::policy::{Policy, Wiring};
 use wam_policy::preprocess::{ImageView, Preprocessor};
-use wam_policy::runtime::{ModelRuntime, RuntimeError};
+use wam_policy::runtime::{ModelInput, ModelRuntime, RuntimeError};
 use wam_policy::tokenizer::InstructionEncoder;
 
 fn bundle_dir() -> PathBuf {
@@ -80,27 +80,35 @@ fn fill_frames(policy_input: &mut [f32], p0: u8, p1: u8, size: (usize, usize)) {
     }
 }
 
+/// Joint state of the exact-value tests.
+const Q: [f64; 7] = [0.1, -0.2, 0.3, -0.4, 0.5, -0.6, 0.02];
+
+/// An input for `policy`: uniform frames (exterior 191, wrist 64), state `Q`, "Reach the red cube.".
+fn reach_input(bundle: &Bundle, policy: &Policy) -> ModelInput {
+    let encoder = InstructionEncoder::for_bundle(bundle).unwrap();
+    let mut input = policy.new_input();
+    fill_frames(&mut input.frames, 191, 64, (64, 48));
+    input.state.copy_from_slice(&Q);
+    encoder
+        .encode_into("Reach the red cube.", &mut input.tokens)
+        .unwrap();
+    input
+}
+
 #[test]
 fn test_model_function_is_reproduced_exactly() {
     let bundle = Bundle::load(bundle_dir()).unwrap();
     let cfg = config(&[]);
     let mut policy = Policy::start(&bundle, &cfg).unwrap();
     assert_eq!(policy.provider_name(), "cpu");
-    let encoder = InstructionEncoder::for_bundle(&bundle).unwrap();
-    let mut input = policy.new_input();
+    let input = reach_input(&bundle, &policy);
     let mut output = policy.new_output();
-    fill_frames(&mut input.frames, 191, 64, (64, 48));
-    let q = [0.1, -0.2, 0.3, -0.4, 0.5, -0.6, 0.02];
-    input.state.copy_from_slice(&q);
-    encoder
-        .encode_into("Reach the red cube.", &mut input.tokens)
-        .unwrap();
     assert_eq!(input.tokens, [2, 5, 6, 10, 0, 0, 0, 0]);
     let t = policy.process(&input, &mut output).unwrap();
     assert!(t.total_s > 0.0 && t.denoise_s > 0.0);
     let (b0, b1) = (191.0 / 255.0, 64.0 / 255.0);
     for i in 0..8 {
-        for (j, qj) in q.iter().enumerate() {
+        for (j, qj) in Q.iter().enumerate() {
             let expected =
                 qj + (i + 1) as f64 * (0.02 * (b0 - b1) + 0.001 * 23.0 + 0.001 * j as f64);
             let got = output.actions[i * 7 + j];
@@ -130,15 +138,8 @@ fn prefix_steps_are_kept_by_their_weights() {
     // (1 - w) * chunk + w * prefix: all prefix at weight 1, halfway at 0.5, untouched after the prefix.
     let bundle = Bundle::load(bundle_dir()).unwrap();
     let mut policy = Policy::start(&bundle, &config(&[])).unwrap();
-    let encoder = InstructionEncoder::for_bundle(&bundle).unwrap();
-    let mut input = policy.new_input();
+    let mut input = reach_input(&bundle, &policy);
     let mut output = policy.new_output();
-    fill_frames(&mut input.frames, 191, 64, (64, 48));
-    let q = [0.1, -0.2, 0.3, -0.4, 0.5, -0.6, 0.02];
-    input.state.copy_from_slice(&q);
-    encoder
-        .encode_into("Reach the red cube.", &mut input.tokens)
-        .unwrap();
     policy.process(&input, &mut output).unwrap();
     let free = output.actions.clone();
     for (k, p) in input.prefix.iter_mut().enumerate() {

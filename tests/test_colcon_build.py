@@ -22,7 +22,10 @@ PREFIX = REPO / ".prefix"
 MSGS_PREFIX = PREFIX / "wam_msgs"
 WORK = REPO / "tests" / ".work"
 # Top-level entries of the checkout that are not package sources.
-EXCLUDED = {".git", ".prefix", "target", "build", "install", "log", "out", ".ci", "docker"}
+# Build outputs and git-ignored local state (the training venv and the training data are gigabytes on a
+# developer's machine and play no part in the package).
+EXCLUDED = {".git", ".prefix", ".prefix-train", "target", "build", "install", "log", "out", ".ci", "docker"}
+EXCLUDED_IN_MODELS = {".data"}
 BUILD_TIMEOUT_S = 40 * 60
 PATH_VARS = ("AMENT_PREFIX_PATH", "CMAKE_PREFIX_PATH", "LD_LIBRARY_PATH", "PYTHONPATH")
 
@@ -59,6 +62,8 @@ def _copy_sources(dest: Path) -> None:
         ignored = {n for n in names if n in {"__pycache__", ".work", ".pytest_cache"}}
         if Path(directory).resolve() == REPO:
             ignored |= {n for n in names if n in EXCLUDED}
+        if Path(directory).resolve() == REPO / "models":
+            ignored |= {n for n in names if n in EXCLUDED_IN_MODELS}
         return ignored
 
     shutil.copytree(REPO, dest, ignore=ignore, symlinks=True)

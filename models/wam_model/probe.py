@@ -15,7 +15,9 @@ against 14.4 cm); from 20,000 layouts it finds the cube in new ones to 3.0 cm af
 from __future__ import annotations
 
 import argparse
+import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,22 @@ def render_layouts(
         xy[i] = env.cube_position()[:2]
     env.close()
     return frames, tokens, xy
+
+
+def encoded_layouts(
+    encode: Callable[[NDArray[np.uint8]], Tensor], seed0: int, n: int, spec: ModelSpec
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`render_layouts` as the losses take them: latents [n, V, C, h, w] (`encode` of the frames),
+    instruction tokens [n, L] and the normalized (x, y) [n, 2]."""
+    frames, tokens, xy = render_layouts(seed0, n, spec)
+    with torch.no_grad():
+        latents = encode(frames)
+    return latents, torch.from_numpy(tokens), normalize_xy(xy)
+
+
+def position_error_cm(pred: Tensor, xy: Tensor) -> float:
+    """Mean distance in cm between normalized (x, y) positions [N, 2]."""
+    return 100 * float(((pred - xy) * SCALE).norm(dim=-1).mean())
 
 
 def instruction_readout_features(wam: Wam, latents: Tensor, tokens: Tensor) -> Tensor:
@@ -108,18 +126,15 @@ def main() -> None:
     # MuJoCo's EGL context was already up.
     opt = torch.optim.AdamW(probe.parameters(), lr=5e-4, weight_decay=1e-4)
     t0 = time.time()
-    f_tr, k_tr, xy_tr = render_layouts(TRAIN_SEED0, a.layouts, spec)
-    f_te, k_te, xy_te = render_layouts(TEST_SEED0, 600, spec)
-    with torch.no_grad():
-        lat_tr, lat_te = encode_all(ae, f_tr, raw=False), encode_all(ae, f_te, raw=False)
+    encode = functools.partial(encode_all, ae, raw=False)
+    lat_tr, tok_tr, y_tr = encoded_layouts(encode, TRAIN_SEED0, a.layouts, spec)
+    lat_te, tok_te, y_te = encoded_layouts(encode, TEST_SEED0, 600, spec)
     print(f"rendered and encoded {a.layouts} + 600 layouts in {time.time() - t0:.0f} s", flush=True)
-    y_tr, y_te = normalize_xy(xy_tr), normalize_xy(xy_te)
-    tok_tr, tok_te = torch.from_numpy(k_tr), torch.from_numpy(k_te)
     gen = torch.Generator().manual_seed(0)
 
     def error_cm(lat: Tensor, tok: Tensor, y: Tensor) -> float:
         with torch.no_grad():
-            return float(((probe(lat, tok) - y) * SCALE).norm(dim=-1).mean()) * 100
+            return position_error_cm(probe(lat, tok), y)
 
     for step in range(a.steps):
         idx = torch.randint(0, a.layouts, (64,), generator=gen)
@@ -132,7 +147,7 @@ def main() -> None:
             seen = error_cm(lat_tr[:n], tok_tr[:n], y_tr[:n])
             new = error_cm(lat_te, tok_te, y_te)
             print(f"step {step:5d}: error on training layouts {seen:.1f} cm, on new layouts {new:.1f} cm", flush=True)
-    chance = float(np.linalg.norm(xy_te - xy_tr.mean(axis=0), axis=1).mean()) * 100
+    chance = position_error_cm(y_tr.mean(dim=0).expand_as(y_te), y_te)
     print(f"always the mean position: {chance:.1f} cm on the new layouts")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -270,8 +271,7 @@ def train_wam(
                     feats = probe.instruction_readout_features(
                         model, layouts.test_latents, layouts.test_tokens
                     )
-                    err = ((readout(feats) - layouts.test_xy) * probe.SCALE).norm(dim=-1).mean()
-                layout_error_cm = 100 * float(err)
+                    layout_error_cm = probe.position_error_cm(readout(feats), layouts.test_xy)
                 log(f"{name} step {step:5d}/{steps} cube position error on new layouts {layout_error_cm:.1f} cm")
     ema.eval()
     final = {"train_action_loss": ra, "train_video_loss": rv, **validate(ema, val, gen_seed=123)}
@@ -456,18 +456,10 @@ def main() -> None:
     layouts = None
     if a.layouts > 0:
         t0 = time.time()
-        f_tr, k_tr, xy_tr = probe.render_layouts(probe.TRAIN_SEED0, a.layouts, spec)
-        f_te, k_te, xy_te = probe.render_layouts(probe.TEST_SEED0, 300, spec)
-        with torch.no_grad():
-            layouts = Layouts(
-                latents=encode_all(ae, f_tr, raw=False),
-                tokens=torch.from_numpy(k_tr),
-                xy=probe.normalize_xy(xy_tr),
-                test_latents=encode_all(ae, f_te, raw=False),
-                test_tokens=torch.from_numpy(k_te),
-                test_xy=probe.normalize_xy(xy_te),
-                weight=a.layout_weight,
-            )
+        encode = functools.partial(encode_all, ae, raw=False)
+        lat, tok, xy = probe.encoded_layouts(encode, probe.TRAIN_SEED0, a.layouts, spec)
+        lat_te, tok_te, xy_te = probe.encoded_layouts(encode, probe.TEST_SEED0, 300, spec)
+        layouts = Layouts(lat, tok, xy, lat_te, tok_te, xy_te, weight=a.layout_weight)
         dataset["layouts"] = a.layouts
         log(f"{a.layouts} layouts rendered and encoded in {time.time() - t0:.0f}s")
     results: dict[str, Any] = {}

@@ -5,7 +5,8 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use wam_policy::bundle::Dims;
 use wam_policy::config::JointLimits;
-use wam_policy::execution::{Anchor, BoundaryMode, ChunkExecutor, ExecutionConfig};
+use wam_policy::config::ExecutionParams;
+use wam_policy::execution::{Anchor, BoundaryMode, ChunkExecutor, ChunkShape};
 use wam_policy::obs_window::ObsWindow;
 use wam_policy::safety::SafetyFilter;
 
@@ -50,19 +51,21 @@ fn bench_chunk_path(c: &mut Criterion) {
             BoundaryMode::Prefix,
         ] {
             let d = dims(side);
-            let mut window = ObsWindow::new(d, 0.05, 0.5, 0.25);
-            let mut executor = ChunkExecutor::new(ExecutionConfig {
-                horizon: HORIZON,
-                joints: JOINTS,
-                dt: DT,
-                replan_threshold_s: -1.0,
-                replan_margin_s: 0.05,
-                boundary: mode,
-                crossfade_steps: 4,
-                ramp_in_s: 0.0,
-                min_lead_s: 0.02,
-                anchor: Anchor::Measured,
-            });
+            let mut window = ObsWindow::new(d, 0.05, 0.5, 0.25, 256);
+            let mut executor = ChunkExecutor::new(
+                ExecutionParams {
+                    replan_margin_s: 0.05,
+                    boundary_mode: mode,
+                    ramp_in_s: 0.0,
+                    plan_anchor: Some(Anchor::Measured),
+                    ..ExecutionParams::default()
+                },
+                ChunkShape {
+                    horizon: HORIZON,
+                    joints: JOINTS,
+                    dt: DT,
+                },
+            );
             let safety = safety();
             let mut frames = vec![0.0f32; d.obs_frames_len()];
             let mut state = vec![0.0f64; JOINTS];

@@ -38,7 +38,7 @@ fn bench_preprocess(c: &mut Criterion) {
         let frames: Vec<Vec<u8>> = (0..CAMERAS).map(|c| frame(480, step, c as u8)).collect();
         for side in [64usize, 224] {
             let d = dims(side);
-            let mut window = ObsWindow::new(d, 0.05, 0.5, 0.25);
+            let mut window = ObsWindow::new(d, 0.05, 0.5, 0.25, 256);
             let mut pre: Vec<Preprocessor> = (0..CAMERAS)
                 .map(|_| Preprocessor::new(side, side, [0.5; 3], [0.5; 3]))
                 .collect();

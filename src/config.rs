@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::execution::{Anchor, BoundaryMode};
 
 /// A parameter value as ROS delivers it, independent of r2r so the parsing is testable without ROS.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ParamValue {
     Bool(bool),
     Integer(i64),
@@ -135,11 +134,14 @@ pub struct NodeConfig {
     pub sync_slop_s: f64,
     pub max_image_age_s: f64,
     pub max_joint_state_age_s: f64,
-    /// Start the next inference when less than this much of the active chunk is left; negative: derived
-    /// from the measured latency plus `replan_margin_s`.
-    pub replan_threshold_s: f64,
-    pub replan_margin_s: f64,
     pub control_period_s: f64,
+    /// A joint state or frame stamped further than this ahead of the node's clock is bad input.
+    pub max_stamp_lead_s: f64,
+    /// Highest joint-state rate the history is sized for.
+    pub max_joint_state_rate_hz: f64,
+    pub use_sim_time: bool,
+    /// MCAP file to record into; empty: no recording.
+    pub record_path: String,
     pub status_period_s: f64,
     pub sampler_steps: usize,
     pub seed: u64,
@@ -176,9 +178,55 @@ pub enum StreamMessage {
     JointState,
 }
 
-/// Real-time execution: boundaries, output mode, ramp-in, dry run.
+/// How a new chunk joins the rest of the active one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundaryMode {
+    /// The new chunk replaces the rest of the old one.
+    Replace,
+    /// The overlap is blended from the old chunk to the new one over `crossfade_steps` steps.
+    Crossfade,
+    /// The sampler keeps the part of the old chunk that executes while the new one is computed
+    /// (inpainting), so the new chunk continues it; at publication it replaces the rest.
+    Prefix,
+}
+
+impl BoundaryMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "replace" => Some(BoundaryMode::Replace),
+            "crossfade" => Some(BoundaryMode::Crossfade),
+            "prefix" => Some(BoundaryMode::Prefix),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BoundaryMode::Replace => "replace",
+            BoundaryMode::Crossfade => "crossfade",
+            BoundaryMode::Prefix => "prefix",
+        }
+    }
+}
+
+/// The position a new plan starts from (its velocity is always the old plan's at that time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anchor {
+    /// The measured position: a joint_trajectory_controller interpolates from the robot's state to the
+    /// first point of a new trajectory (chunk mode).
+    Measured,
+    /// The old plan's setpoint: streamed setpoints stay continuous (stream mode).
+    Setpoint,
+}
+
+/// Real-time execution: when to replan, boundaries, output mode, ramp-in, dry run. The one execution
+/// config: the chunk executor takes it as it is, with the bundle's chunk shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionParams {
+    /// Start the next inference when less than this is left of the active plan; negative: the latency
+    /// estimate plus `replan_margin_s`.
+    pub replan_threshold_s: f64,
+    pub replan_margin_s: f64,
     pub boundary_mode: BoundaryMode,
     pub crossfade_steps: usize,
     pub ramp_in_s: f64,
@@ -193,6 +241,27 @@ pub struct ExecutionParams {
     pub dry_run: bool,
     /// Added to every inference (sleep in the worker): to measure behaviour under a slower model.
     pub debug_extra_latency_s: f64,
+}
+
+impl ExecutionParams {
+    /// Where a new plan starts: the configured anchor, or by output mode.
+    pub fn anchor(&self) -> Anchor {
+        self.plan_anchor.unwrap_or(match self.output_mode {
+            OutputMode::Chunk => Anchor::Measured,
+            OutputMode::Stream => Anchor::Setpoint,
+        })
+    }
+}
+
+impl Default for ExecutionParams {
+    /// The defaults of the parameter table.
+    fn default() -> Self {
+        // An empty parameter map cannot fail: every default passes its own check.
+        read_execution(&Reader {
+            params: &Params::new(),
+        })
+        .unwrap_or_else(|e| unreachable!("execution defaults are invalid: {e}"))
+    }
 }
 /// Every parameter the node reads, with a short description of what it expects (used in errors and docs).
 pub const PARAMETERS: &[(&str, &str)] = &[
@@ -211,7 +280,10 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ("max_joint_state_age_s", "double > 0: joint states older than this are stale"),
     ("replan_threshold_s", "double: start the next chunk when less than this is left; < 0 derives it from latency"),
     ("replan_margin_s", "double >= 0: added to the measured latency when the threshold is derived: the overlap a new chunk lands in"),
-    ("control_period_s", "double > 0: period of the node's control loop"),
+    ("control_period_s", "double > 0: period of the control timer (staleness, inference starts, streamed setpoints)"),
+    ("max_stamp_lead_s", "double > 0: a joint state or frame stamped further than this ahead of the node's clock is bad input"),
+    ("max_joint_state_rate_hz", "double > 0: highest joint-state rate expected; the joint-state history covers max_image_age_s + sync_slop_s at this rate"),
+    ("record_path", "string: MCAP file to record inputs, outputs and decisions into (empty: no recording); `wam_policy_node replay <file>` replays it"),
     ("status_period_s", "double > 0: period of ~/status"),
     ("sampler_steps", "integer >= 0: denoising steps (0: the bundle's default)"),
     ("seed", "integer >= 0: seed of the sampler's noise"),
@@ -240,10 +312,77 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ("trt_cache_dir", "string: folder for TensorRT engine and timing caches"),
     ("intra_op_threads", "integer >= 0: ONNX Runtime intra-op threads (0: its default)"),
     ("warmup_runs", "integer >= 0: inferences at start-up that are not counted in latency"),
-    ("use_sim_time", "bool: follow /clock"),
+    ("use_sim_time", "bool: the node's clock follows /clock (rosgraph_msgs/Clock): stamps, ages, latencies and holds are in simulated time"),
 ];
 
 pub type Params = BTreeMap<String, ParamValue>;
+
+/// The parameters as YAML, each value tagged with its type (a recording's metadata).
+pub fn params_to_yaml(params: &Params) -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(params)
+}
+
+pub fn params_from_yaml(text: &str) -> Result<Params, serde_yaml::Error> {
+    serde_yaml::from_str(text)
+}
+
+/// A `name=value` override (`replay --param`): the value as YAML (a bool, an integer, a double, a string
+/// or a list of one kind).
+pub fn parse_override(arg: &str) -> Result<(String, ParamValue), ParamError> {
+    let Some((name, text)) = arg.split_once('=') else {
+        return Err(perr(arg, "expected name=value"));
+    };
+    use serde_yaml::Value as Y;
+    let scalar = |v: &Y| -> Option<ParamValue> {
+        match v {
+            Y::Bool(b) => Some(ParamValue::Bool(*b)),
+            Y::Number(n) if n.is_i64() => n.as_i64().map(ParamValue::Integer),
+            Y::Number(n) => n.as_f64().map(ParamValue::Double),
+            Y::String(s) => Some(ParamValue::String(s.clone())),
+            _ => None,
+        }
+    };
+    let value: Y = serde_yaml::from_str(text).map_err(|e| perr(name, e.to_string()))?;
+    let parsed = match &value {
+        Y::Sequence(items) => {
+            let items: Vec<ParamValue> = items.iter().filter_map(scalar).collect();
+            match items.first() {
+                Some(ParamValue::Double(_)) | Some(ParamValue::Integer(_)) => {
+                    ParamValue::DoubleArray(
+                        items
+                            .iter()
+                            .filter_map(|v| match v {
+                                ParamValue::Double(d) => Some(*d),
+                                ParamValue::Integer(i) => Some(*i as f64),
+                                _ => None,
+                            })
+                            .collect(),
+                    )
+                }
+                Some(ParamValue::Bool(_)) => ParamValue::BoolArray(
+                    items
+                        .iter()
+                        .filter_map(|v| match v {
+                            ParamValue::Bool(b) => Some(*b),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                _ => ParamValue::StringArray(
+                    items
+                        .iter()
+                        .filter_map(|v| match v {
+                            ParamValue::String(s) => Some(s.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+            }
+        }
+        other => scalar(other).ok_or_else(|| perr(name, "expected a scalar or a list"))?,
+    };
+    Ok((name.to_string(), parsed))
+}
 
 struct Reader<'a> {
     params: &'a Params,
@@ -441,6 +580,14 @@ impl NodeConfig {
         let joint_names = r.strings("joint_names")?.unwrap_or_default();
         let limits = read_limits(&r, &joint_names)?;
         let execution = read_execution(&r)?;
+        if limits.is_none() && !execution.dry_run {
+            return Err(perr(
+                "joint_limits",
+                "position and velocity limits are required to command a robot: set joint_names with \
+                 joint_limits.lower, joint_limits.upper and joint_limits.max_velocity (or \
+                 robot_description), or set dry_run: true to publish on debug topics only",
+            ));
+        }
         let cfg = NodeConfig {
             bundle_path: PathBuf::from(bundle_path),
             camera_names,
@@ -455,18 +602,11 @@ impl NodeConfig {
             sync_slop_s: r.positive("sync_slop_s", 0.05)?,
             max_image_age_s: r.positive("max_image_age_s", 0.5)?,
             max_joint_state_age_s: r.positive("max_joint_state_age_s", 0.25)?,
-            replan_threshold_s: r.double("replan_threshold_s", -1.0)?,
-            replan_margin_s: {
-                let m = r.double("replan_margin_s", 0.4)?;
-                if m < 0.0 {
-                    return Err(perr(
-                        "replan_margin_s",
-                        format!("expected a number >= 0, got {m}"),
-                    ));
-                }
-                m
-            },
             control_period_s: r.positive("control_period_s", 0.005)?,
+            max_stamp_lead_s: r.positive("max_stamp_lead_s", 0.5)?,
+            max_joint_state_rate_hz: r.positive("max_joint_state_rate_hz", 1000.0)?,
+            use_sim_time: r.boolean("use_sim_time", false)?,
+            record_path: r.string("record_path", "")?,
             status_period_s: r.positive("status_period_s", 0.1)?,
             sampler_steps: r.count("sampler_steps", 0)? as usize,
             seed: r.count("seed", 0)?,
@@ -529,6 +669,8 @@ fn read_execution(r: &Reader<'_>) -> Result<ExecutionParams, ParamError> {
         }
     };
     Ok(ExecutionParams {
+        replan_threshold_s: r.double("replan_threshold_s", -1.0)?,
+        replan_margin_s: non_negative(r, "replan_margin_s", 0.4)?,
         boundary_mode,
         crossfade_steps,
         ramp_in_s: non_negative(r, "ramp_in_s", 0.5)?,
@@ -660,10 +802,35 @@ fn read_limits(r: &Reader<'_>, joint_names: &[String]) -> Result<Option<JointLim
 mod tests {
     use super::*;
 
+    /// A bundle and dry run: the smallest valid parameter set (no limits needed).
     fn base() -> Params {
         let mut p = Params::new();
         p.insert("bundle_path".into(), ParamValue::String("/b".into()));
+        p.insert("dry_run".into(), ParamValue::Bool(true));
         p
+    }
+
+    #[test]
+    fn limits_are_required_unless_dry_run() {
+        let mut p = base();
+        p.insert("dry_run".into(), ParamValue::Bool(false));
+        let e = NodeConfig::from_params(&p).unwrap_err();
+        assert_eq!(e.name, "joint_limits");
+        assert!(e.to_string().contains("dry_run"), "{e}");
+        p.insert(
+            "joint_names".into(),
+            ParamValue::StringArray(vec!["a".into()]),
+        );
+        for (name, v) in [
+            ("joint_limits.lower", -1.0),
+            ("joint_limits.upper", 1.0),
+            ("joint_limits.max_velocity", 1.0),
+        ] {
+            p.insert(name.into(), ParamValue::DoubleArray(vec![v]));
+        }
+        let c = NodeConfig::from_params(&p).unwrap();
+        assert!(!c.execution.dry_run);
+        assert_eq!(c.limits.unwrap().max_velocity, vec![1.0]);
     }
 
     #[test]

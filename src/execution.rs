@@ -7,72 +7,21 @@
 //! after an enable, and goes through the safety filter. Times are seconds on the node's clock, so all of
 //! this runs on a fake clock in tests.
 
+pub use crate::config::{Anchor, BoundaryMode};
+use crate::config::ExecutionParams;
 use crate::safety::{SafetyFilter, SafetyViolation};
 use crate::trajectory::CommandPlan;
 
 /// Stamps are sums of steps: compare times with a little slack.
 const TIME_EPS: f64 = 1e-9;
 
-/// How a new chunk joins the rest of the active one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BoundaryMode {
-    /// The new chunk replaces the rest of the old one.
-    Replace,
-    /// The overlap is blended from the old chunk to the new one over `crossfade_steps` steps.
-    Crossfade,
-    /// The sampler keeps the part of the old chunk that executes while the new one is computed
-    /// (inpainting), so the new chunk continues it; at publication it replaces the rest.
-    Prefix,
-}
-
-impl BoundaryMode {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "replace" => Some(BoundaryMode::Replace),
-            "crossfade" => Some(BoundaryMode::Crossfade),
-            "prefix" => Some(BoundaryMode::Prefix),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BoundaryMode::Replace => "replace",
-            BoundaryMode::Crossfade => "crossfade",
-            BoundaryMode::Prefix => "prefix",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExecutionConfig {
+/// The fixed shape of every chunk, from the bundle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChunkShape {
     pub horizon: usize,
     pub joints: usize,
     /// Seconds between action steps.
     pub dt: f64,
-    /// Start the next inference when less than this is left of the active plan; negative: the latency
-    /// estimate plus `replan_margin_s`.
-    pub replan_threshold_s: f64,
-    pub replan_margin_s: f64,
-    pub boundary: BoundaryMode,
-    pub crossfade_steps: usize,
-    /// After an enable, commands move from the measured state to the policy's over this long.
-    pub ramp_in_s: f64,
-    /// A point due sooner than this after publication is dropped too: the controller could only reach it
-    /// with a jerk.
-    pub min_lead_s: f64,
-    /// Where a new plan starts from.
-    pub anchor: Anchor,
-}
-
-/// The position a new plan starts from (its velocity is always the old plan's at that time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Anchor {
-    /// The measured position: a joint_trajectory_controller interpolates from the robot's state to the
-    /// first point of a new trajectory (chunk mode).
-    Measured,
-    /// The old plan's setpoint: streamed setpoints stay continuous (stream mode).
-    Setpoint,
 }
 
 /// What the command stream did, for status and diagnostics.
@@ -121,7 +70,11 @@ struct Ramp {
 }
 
 pub struct ChunkExecutor {
-    cfg: ExecutionConfig,
+    cfg: ExecutionParams,
+    horizon: usize,
+    joints: usize,
+    dt: f64,
+    anchor: Anchor,
     /// The plan the robot follows; empty until the first command.
     plan: CommandPlan,
     /// The next plan is built here, then swapped in.
@@ -143,9 +96,13 @@ pub struct ChunkExecutor {
 }
 
 impl ChunkExecutor {
-    pub fn new(cfg: ExecutionConfig) -> Self {
-        let (h, a) = (cfg.horizon, cfg.joints);
+    pub fn new(cfg: ExecutionParams, shape: ChunkShape) -> Self {
+        let (h, a) = (shape.horizon, shape.joints);
         ChunkExecutor {
+            horizon: h,
+            joints: a,
+            dt: shape.dt,
+            anchor: cfg.anchor(),
             plan: CommandPlan::with_capacity(h, a),
             next: CommandPlan::with_capacity(h, a),
             anchor_q: vec![0.0; a],
@@ -163,7 +120,7 @@ impl ChunkExecutor {
         }
     }
 
-    pub fn config(&self) -> &ExecutionConfig {
+    pub fn config(&self) -> &ExecutionParams {
         &self.cfg
     }
 
@@ -181,7 +138,7 @@ impl ChunkExecutor {
 
     /// Duration of a whole chunk.
     pub fn chunk_duration(&self) -> f64 {
-        self.cfg.horizon as f64 * self.cfg.dt
+        self.horizon as f64 * self.dt
     }
 
     /// The threshold in use: the configured one, or the latency estimate plus the margin.
@@ -208,7 +165,7 @@ impl ChunkExecutor {
             return false;
         }
         if let Some(last) = self.last_start {
-            if now - last < self.cfg.dt {
+            if now - last < self.dt {
                 return false;
             }
         }
@@ -235,16 +192,16 @@ impl ChunkExecutor {
         weights: &mut [f32],
     ) -> usize {
         weights.fill(0.0);
-        if !self.driving || self.cfg.boundary != BoundaryMode::Prefix {
+        if !self.driving || self.cfg.boundary_mode != BoundaryMode::Prefix {
             return 0;
         }
         let Some(end) = self.plan.end_time() else {
             return 0;
         };
-        let (a, dt) = (self.cfg.joints, self.cfg.dt);
+        let (a, dt) = (self.joints, self.dt);
         let soft = self.cfg.crossfade_steps;
         let (mut n, mut soft_used) = (0, 0);
-        for i in 0..self.cfg.horizon.min(weights.len()) {
+        for i in 0..self.horizon.min(weights.len()) {
             let t = stamp + (i + 1) as f64 * dt;
             if t > end + TIME_EPS {
                 break;
@@ -267,10 +224,10 @@ impl ChunkExecutor {
 
     /// Index of the first step of a chunk anchored at `stamp` still due after `now` + `min_lead_s`.
     pub fn first_future_step(&self, stamp: f64, now: f64) -> usize {
-        let dt = self.cfg.dt;
-        (0..self.cfg.horizon)
+        let dt = self.dt;
+        (0..self.horizon)
             .find(|i| stamp + (*i + 1) as f64 * dt > now + self.cfg.min_lead_s + TIME_EPS)
-            .unwrap_or(self.cfg.horizon)
+            .unwrap_or(self.horizon)
     }
 
     /// Enables the policy: the robot holds `measured` until the first chunk, which is then ramped in.
@@ -332,13 +289,13 @@ impl ChunkExecutor {
         ramp: Option<(f64, f64)>,
         ramp_from: Option<&[f64]>,
     ) {
-        let (a, dt, h) = (self.cfg.joints, self.cfg.dt, self.cfg.horizon);
+        let (a, dt, h) = (self.joints, self.dt, self.horizon);
         self.next.start(now, &self.anchor_q, &self.anchor_v);
         for (k, i) in (first..h).enumerate() {
             let t = stamp + (i + 1) as f64 * dt;
             self.next.push(t, &actions[i * a..(i + 1) * a]);
             let off = (k + 1) * a;
-            if self.cfg.boundary == BoundaryMode::Crossfade {
+            if self.cfg.boundary_mode == BoundaryMode::Crossfade {
                 if let Some(end) = old_end {
                     if k < self.cfg.crossfade_steps && t <= end + TIME_EPS {
                         self.plan.sample(t, &mut self.old_q, &mut self.old_v);
@@ -370,8 +327,8 @@ impl ChunkExecutor {
     /// peak slope (1.5 x distance / duration) stays within half of each joint's velocity limit, and it
     /// is never shorter than the enable ramp or two action steps.
     fn catch_up_duration(&self, safety: &SafetyFilter) -> f64 {
-        let a = self.cfg.joints;
-        let mut duration = self.cfg.ramp_in_s.max(2.0 * self.cfg.dt);
+        let a = self.joints;
+        let mut duration = self.cfg.ramp_in_s.max(2.0 * self.dt);
         if let (Some(l), true) = (safety.limits(), self.next.len() > 1) {
             for j in 0..a {
                 let distance = (self.next.positions[a + j] - self.anchor_q[j]).abs();
@@ -391,7 +348,7 @@ impl ChunkExecutor {
         measured: &[f64],
         safety: &SafetyFilter,
     ) -> Result<Accepted, Refusal> {
-        let (a, h) = (self.cfg.joints, self.cfg.horizon);
+        let (a, h) = (self.joints, self.horizon);
         debug_assert_eq!(actions.len(), h * a);
         self.tick(now);
         let first = self.first_future_step(stamp, now);
@@ -409,7 +366,7 @@ impl ChunkExecutor {
         if !has_old {
             self.anchor_v.fill(0.0);
         }
-        if !has_old || self.cfg.anchor == Anchor::Measured {
+        if !has_old || self.anchor == Anchor::Measured {
             self.anchor_q.copy_from_slice(measured);
         }
         let old_end = if self.driving {
@@ -496,22 +453,26 @@ impl ChunkExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::JointLimits;
+    use crate::config::{ExecutionParams, JointLimits};
 
     const DT: f64 = 0.1;
 
-    fn cfg(boundary: BoundaryMode) -> ExecutionConfig {
-        ExecutionConfig {
-            horizon: 8,
-            joints: 1,
-            dt: DT,
+    const SHAPE: ChunkShape = ChunkShape {
+        horizon: 8,
+        joints: 1,
+        dt: DT,
+    };
+
+    fn cfg(boundary: BoundaryMode) -> ExecutionParams {
+        ExecutionParams {
             replan_threshold_s: 0.3,
             replan_margin_s: 0.0,
-            boundary,
+            boundary_mode: boundary,
             crossfade_steps: 3,
             ramp_in_s: 0.0,
             min_lead_s: 0.0,
-            anchor: Anchor::Setpoint,
+            plan_anchor: Some(Anchor::Setpoint),
+            ..ExecutionParams::default()
         }
     }
 
@@ -546,7 +507,7 @@ mod tests {
 
     #[test]
     fn starts_when_the_unexecuted_part_falls_below_the_threshold() {
-        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace), SHAPE);
         assert!(e.should_start(0.0, false, 0.0));
         assert!(!e.should_start(0.0, true, 0.0));
         e.started(0.0);
@@ -562,7 +523,7 @@ mod tests {
         let mut c = cfg(BoundaryMode::Replace);
         c.replan_threshold_s = -1.0;
         c.replan_margin_s = 0.05;
-        let mut e = ChunkExecutor::new(c);
+        let mut e = ChunkExecutor::new(c, SHAPE);
         assert!((e.threshold(0.2) - 0.25).abs() < 1e-12);
         e.started(0.0);
         e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
@@ -575,7 +536,7 @@ mod tests {
 
     #[test]
     fn starts_are_spaced_by_one_step() {
-        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace), SHAPE);
         e.started(1.0);
         assert!(!e.should_start(1.05, false, 0.0));
         assert!(e.should_start(1.1, false, 0.0));
@@ -583,7 +544,7 @@ mod tests {
 
     #[test]
     fn steps_due_before_publication_are_dropped_and_counted() {
-        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace), SHAPE);
         // Published 0.25 s after its stamp: steps 0 (0.1) and 1 (0.2) are past.
         let ok = e
             .accept(10.0, &ramp_chunk(0.0, 0.1), 10.25, &[0.0], &no_limits())
@@ -614,7 +575,7 @@ mod tests {
     fn min_lead_drops_a_point_due_too_soon() {
         let mut c = cfg(BoundaryMode::Replace);
         c.min_lead_s = 0.05;
-        let e = ChunkExecutor::new(c);
+        let e = ChunkExecutor::new(c, SHAPE);
         // Step 0 is due at 0.1, 0.03 after 0.07 < min lead: dropped.
         assert_eq!(e.first_future_step(0.0, 0.07), 1);
         assert_eq!(e.first_future_step(0.0, 0.04), 0);
@@ -622,7 +583,7 @@ mod tests {
 
     #[test]
     fn replace_takes_the_new_chunk_as_it_is() {
-        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace), SHAPE);
         e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
             .unwrap();
         let ok = e
@@ -638,8 +599,8 @@ mod tests {
     #[test]
     fn chunk_mode_anchors_at_the_measured_state() {
         let mut c = cfg(BoundaryMode::Replace);
-        c.anchor = Anchor::Measured;
-        let mut e = ChunkExecutor::new(c);
+        c.plan_anchor = Some(Anchor::Measured);
+        let mut e = ChunkExecutor::new(c, SHAPE);
         e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
             .unwrap();
         // The robot lagged behind (0.01 instead of the plan's 0.04): the new plan starts where it is,
@@ -649,7 +610,7 @@ mod tests {
         assert_eq!(e.plan().position(0), &[0.01]);
         assert!((e.plan().velocity(0)[0] - 0.1).abs() < 1e-9);
         // Stream mode continues from the setpoint instead.
-        let mut s = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        let mut s = ChunkExecutor::new(cfg(BoundaryMode::Replace), SHAPE);
         s.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
             .unwrap();
         s.accept(0.4, &ramp_chunk(0.01, 0.1), 0.4, &[0.01], &no_limits())
@@ -659,7 +620,7 @@ mod tests {
 
     #[test]
     fn crossfade_blends_the_overlap_over_k_steps() {
-        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Crossfade));
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Crossfade), SHAPE);
         // Old: constant 0. New: constant 1. k = 3: weights 1/4, 2/4, 3/4, then 1.
         e.accept(0.0, &[0.0; 8], 0.0, &[0.0], &no_limits()).unwrap();
         e.accept(0.2, &[1.0; 8], 0.2, &[0.0], &no_limits()).unwrap();
@@ -670,7 +631,7 @@ mod tests {
             assert!((g - w).abs() < 1e-12, "{got:?}");
         }
         // Beyond the old plan's end there is nothing to blend with.
-        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Crossfade));
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Crossfade), SHAPE);
         e.accept(0.0, &[0.0; 8], 0.0, &[0.0], &no_limits()).unwrap();
         e.accept(0.75, &[1.0; 8], 0.75, &[0.0], &no_limits())
             .unwrap();
@@ -684,7 +645,7 @@ mod tests {
     #[test]
     fn crossfade_jumps_less_than_replace_on_a_disagreeing_chunk() {
         let jump = |mode| {
-            let mut e = ChunkExecutor::new(cfg(mode));
+            let mut e = ChunkExecutor::new(cfg(mode), SHAPE);
             e.accept(0.0, &ramp_chunk(0.0, 0.2), 0.0, &[0.0], &no_limits())
                 .unwrap();
             e.accept(0.4, &ramp_chunk(0.3, -0.2), 0.4, &[0.08], &no_limits())
@@ -696,7 +657,7 @@ mod tests {
 
     #[test]
     fn prefix_keeps_the_executed_steps_and_guides_the_next_ones_softly() {
-        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Prefix));
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Prefix), SHAPE);
         let mut prefix = vec![f64::NAN; 8];
         let mut weights = vec![f32::NAN; 8];
         assert_eq!(
@@ -719,7 +680,7 @@ mod tests {
         assert_eq!(e.prefix(0.6, 0.65, &mut prefix, &mut weights), 2);
         assert_eq!(&weights[..3], [0.75, 0.5, 0.0]);
         // Other modes ask for no prefix.
-        let mut r = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        let mut r = ChunkExecutor::new(cfg(BoundaryMode::Replace), SHAPE);
         r.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
             .unwrap();
         assert_eq!(r.prefix(0.4, 0.62, &mut prefix, &mut weights), 0);
@@ -728,7 +689,7 @@ mod tests {
 
     #[test]
     fn a_chunk_that_continues_the_plan_joins_without_a_velocity_jump() {
-        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Prefix));
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Prefix), SHAPE);
         e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
             .unwrap();
         // A chunk that continues the same line (what prefix sampling produces).
@@ -744,7 +705,7 @@ mod tests {
 
     #[test]
     fn idle_time_counts_only_while_driving_past_the_plan_end() {
-        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace), SHAPE);
         e.enable(0.0, &[0.0]);
         e.tick(5.0);
         assert_eq!(
@@ -778,7 +739,7 @@ mod tests {
     fn ramp_in_starts_at_the_measured_state_and_reaches_the_policy() {
         let mut c = cfg(BoundaryMode::Replace);
         c.ramp_in_s = 0.4;
-        let mut e = ChunkExecutor::new(c);
+        let mut e = ChunkExecutor::new(c, SHAPE);
         e.enable(0.0, &[0.0]);
         // The policy wants 0.5 everywhere; the robot is at 0.
         e.accept(0.0, &[0.5; 8], 0.0, &[0.0], &no_limits()).unwrap();
@@ -801,7 +762,7 @@ mod tests {
     fn ramp_in_keeps_a_distant_first_command_inside_the_jump_limit() {
         let safety = one_joint_safety(None, 0.3);
         let chunk = [1.0; 8];
-        let mut plain = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        let mut plain = ChunkExecutor::new(cfg(BoundaryMode::Replace), SHAPE);
         plain.enable(0.0, &[0.0]);
         assert!(matches!(
             plain.accept(0.0, &chunk, 0.0, &[0.0], &safety),
@@ -809,7 +770,7 @@ mod tests {
         ));
         let mut c = cfg(BoundaryMode::Replace);
         c.ramp_in_s = 1.0;
-        let mut ramped = ChunkExecutor::new(c);
+        let mut ramped = ChunkExecutor::new(c, SHAPE);
         ramped.enable(0.0, &[0.0]);
         ramped.accept(0.0, &chunk, 0.0, &[0.0], &safety).unwrap();
     }
@@ -817,7 +778,7 @@ mod tests {
     #[test]
     fn a_refused_chunk_leaves_the_plan_untouched() {
         let safety = one_joint_safety(None, 0.3);
-        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace), SHAPE);
         e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &safety)
             .unwrap();
         let before = e.plan().clone();
@@ -831,7 +792,7 @@ mod tests {
     #[test]
     fn a_chunk_that_breaks_a_limit_late_is_followed_up_to_there_and_replanned_sooner() {
         let safety = one_joint_safety(None, 0.3);
-        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace), SHAPE);
         // 0.01 rad per step, then 0.5 rad in one step between steps 5 and 6 (5 rad/s).
         let mut chunk = ramp_chunk(0.0, 0.1);
         for p in &mut chunk[6..] {
@@ -860,7 +821,7 @@ mod tests {
     #[test]
     fn a_chunk_too_fast_from_the_setpoint_is_caught_up_over_a_ramp_not_refused() {
         let safety = one_joint_safety(Some(vec![50.0]), 0.4);
-        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace));
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace), SHAPE);
         e.accept(0.0, &ramp_chunk(0.0, 0.0), 0.0, &[0.0], &safety)
             .unwrap();
         // The arm was pushed 0.35 rad away from its setpoints (0.0); the new chunk starts where the arm

@@ -12,11 +12,13 @@
 pub mod bad_input;
 pub mod bundle;
 pub mod config;
+pub mod controller;
 pub mod execution;
 pub mod obs_window;
 pub mod policy;
 pub mod preprocess;
 pub mod preview;
+pub mod record;
 pub mod runtime;
 pub mod safety;
 pub mod sampler;
@@ -24,6 +26,7 @@ pub mod stats;
 pub mod tokenizer;
 pub mod trajectory;
 pub mod urdf;
+pub mod worker;
 
 #[cfg(feature = "ros")]
 pub mod ros;

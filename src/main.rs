@@ -18,8 +18,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let result = match args.get(1).map(String::as_str) {
         Some("check") => check::run(&args[2..]),
+        Some("replay") => run_replay(&args[2..]),
         Some("-h" | "--help") => {
-            println!("usage: wam_policy_node [--ros-args ...]\n       wam_policy_node check <bundle_dir> [--providers cpu,cuda,...] [--steps K] [--runs N]");
+            println!("usage: wam_policy_node [--ros-args ...]\n       wam_policy_node check <bundle_dir> [--providers cpu,cuda,...] [--steps K] [--runs N]\n       wam_policy_node replay <recording.mcap> [--param name=value ...]");
             Ok(())
         }
         _ => run_node(),
@@ -38,6 +39,17 @@ fn main() -> ExitCode {
 fn run_node() -> anyhow::Result<()> {
     use anyhow::Context;
     wam_policy::ros::run().context("wam_policy node")
+}
+
+#[cfg(feature = "ros")]
+fn run_replay(args: &[String]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    wam_policy::ros::replay::run(args).context("replay")
+}
+
+#[cfg(not(feature = "ros"))]
+fn run_replay(_args: &[String]) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no ROS layer (built without the `ros` feature): replay needs it to decode messages")
 }
 
 #[cfg(not(feature = "ros"))]

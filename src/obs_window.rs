@@ -6,8 +6,20 @@ use std::fmt;
 
 use crate::bundle::Dims;
 
-/// Joint-state samples kept for stamp matching (0.5 s at 500 Hz).
-const JOINT_HISTORY: usize = 256;
+/// Joint-state samples the history holds at least.
+const MIN_JOINT_HISTORY: usize = 16;
+
+/// Joint-state samples to keep so that a joint state within `sync_slop_s` of any frame still fresh
+/// enough to be used (`max_image_age_s` old) is in the history at `rate_hz`, with a quarter to spare
+/// (a 1 kHz robot with 0.5 s frames keeps 688 samples).
+pub fn joint_history_len(rate_hz: f64, max_image_age_s: f64, sync_slop_s: f64) -> usize {
+    let samples = (rate_hz * (max_image_age_s + sync_slop_s) * 1.25).ceil();
+    if samples.is_finite() {
+        (samples as usize).max(MIN_JOINT_HISTORY)
+    } else {
+        MIN_JOINT_HISTORY
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum JointStateError {
@@ -161,6 +173,7 @@ pub struct ObsWindow {
     joint_positions: Vec<f64>,
     joint_newest: usize,
     joint_count: usize,
+    joint_history: usize,
     pub sync_slop_s: f64,
     pub max_image_age_s: f64,
     pub max_joint_state_age_s: f64,
@@ -179,7 +192,9 @@ impl ObsWindow {
         sync_slop_s: f64,
         max_image_age_s: f64,
         max_joint_state_age_s: f64,
+        joint_history: usize,
     ) -> Self {
+        let joint_history = joint_history.max(MIN_JOINT_HISTORY);
         let slots = dims.context_frames + 1;
         let cameras = (0..dims.cameras)
             .map(|_| CameraRing {
@@ -192,10 +207,11 @@ impl ObsWindow {
         ObsWindow {
             dims,
             cameras,
-            joint_stamps: vec![f64::NEG_INFINITY; JOINT_HISTORY],
-            joint_positions: vec![0.0; JOINT_HISTORY * dims.state],
+            joint_stamps: vec![f64::NEG_INFINITY; joint_history],
+            joint_positions: vec![0.0; joint_history * dims.state],
             joint_newest: 0,
             joint_count: 0,
+            joint_history,
             sync_slop_s,
             max_image_age_s,
             max_joint_state_age_s,
@@ -213,6 +229,18 @@ impl ObsWindow {
         }
         self.joint_count = 0;
         self.joint_stamps.fill(f64::NEG_INFINITY);
+    }
+
+    /// Forgets one camera's frames (its resolution changed).
+    pub fn clear_camera(&mut self, camera: usize) {
+        let c = &mut self.cameras[camera];
+        c.count = 0;
+        c.stamps.fill(f64::NEG_INFINITY);
+    }
+
+    /// Samples the joint-state history holds.
+    pub fn joint_history(&self) -> usize {
+        self.joint_history
     }
 
     fn spare_slot(&self, camera: usize) -> usize {
@@ -260,11 +288,11 @@ impl ObsWindow {
                 return Err(JointStateError::StampBackwards { stamp, last });
             }
         }
-        let slot = (self.joint_newest + 1) % JOINT_HISTORY;
+        let slot = (self.joint_newest + 1) % self.joint_history;
         self.joint_stamps[slot] = stamp;
         self.joint_positions[slot * s..(slot + 1) * s].copy_from_slice(positions);
         self.joint_newest = slot;
-        self.joint_count = (self.joint_count + 1).min(JOINT_HISTORY);
+        self.joint_count = (self.joint_count + 1).min(self.joint_history);
         Ok(())
     }
 
@@ -284,7 +312,7 @@ impl ObsWindow {
     fn nearest_joint_state(&self, stamp: f64) -> Option<(usize, f64)> {
         let mut best: Option<(usize, f64)> = None;
         for k in 0..self.joint_count {
-            let i = (self.joint_newest + JOINT_HISTORY - k) % JOINT_HISTORY;
+            let i = (self.joint_newest + self.joint_history - k) % self.joint_history;
             let gap = (self.joint_stamps[i] - stamp).abs();
             match best {
                 Some((_, g)) if g <= gap => {
@@ -387,7 +415,7 @@ mod tests {
 
     #[test]
     fn window_fills_orders_and_matches_joint_state_by_stamp() {
-        let mut w = ObsWindow::new(dims(), 0.02, 0.5, 0.1);
+        let mut w = ObsWindow::new(dims(), 0.02, 0.5, 0.1, 64);
         assert_eq!(
             w.readiness(0.0),
             Err(NotReady::CameraFilling {
@@ -423,7 +451,7 @@ mod tests {
 
     #[test]
     fn stale_and_unsynced_inputs_block_the_observation() {
-        let mut w = ObsWindow::new(dims(), 0.02, 0.5, 0.1);
+        let mut w = ObsWindow::new(dims(), 0.02, 0.5, 0.1, 64);
         for s in [1.0, 1.1] {
             frame(&mut w, 0, s, 0.0);
             frame(&mut w, 1, s, 0.0);
@@ -457,7 +485,7 @@ mod tests {
 
     #[test]
     fn backwards_stamps_are_refused_without_touching_the_window() {
-        let mut w = ObsWindow::new(dims(), 0.02, 0.5, 0.1);
+        let mut w = ObsWindow::new(dims(), 0.02, 0.5, 0.1, 64);
         frame(&mut w, 0, 2.0, 5.0);
         assert_eq!(w.check_frame_stamp(0, 2.0), Err(FrameError::StampBackwards));
         assert_eq!(w.check_frame_stamp(0, 1.0), Err(FrameError::StampBackwards));

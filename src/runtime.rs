@@ -212,6 +212,33 @@ pub struct ModelInput {
     pub prefix_steps: usize,
 }
 
+impl ModelInput {
+    pub fn zeroed(dims: &Dims) -> Self {
+        ModelInput {
+            frames: vec![0.0; dims.obs_frames_len()],
+            state: vec![0.0; dims.state],
+            tokens: vec![0; dims.tokens],
+            prefix: vec![0.0; dims.action_len()],
+            prefix_weights: vec![0.0; dims.horizon],
+            prefix_steps: 0,
+        }
+    }
+}
+
+impl ModelOutput {
+    /// `decoded`: the bundle has a decode stage (predicted frames).
+    pub fn zeroed(dims: &Dims, decoded: bool) -> Self {
+        ModelOutput {
+            actions: vec![0.0; dims.action_len()],
+            frames: if decoded {
+                vec![0.0; dims.predicted_frames_len()]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
 /// Outputs of one inference, preallocated once.
 pub struct ModelOutput {
     /// [H, A] joint positions, physical units.
@@ -443,25 +470,11 @@ impl ModelRuntime {
     }
 
     pub fn new_input(&self) -> ModelInput {
-        ModelInput {
-            frames: vec![0.0; self.dims.obs_frames_len()],
-            state: vec![0.0; self.dims.state],
-            tokens: vec![0; self.dims.tokens],
-            prefix: vec![0.0; self.dims.action_len()],
-            prefix_weights: vec![0.0; self.dims.horizon],
-            prefix_steps: 0,
-        }
+        ModelInput::zeroed(&self.dims)
     }
 
     pub fn new_output(&self) -> ModelOutput {
-        ModelOutput {
-            actions: vec![0.0; self.dims.action_len()],
-            frames: if self.has_decoder() {
-                vec![0.0; self.dims.predicted_frames_len()]
-            } else {
-                Vec::new()
-            },
-        }
+        ModelOutput::zeroed(&self.dims, self.has_decoder())
     }
 
     /// One chunk: encode the context frames, compute the context once, integrate the flow with `sampler`

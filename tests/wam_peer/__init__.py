@@ -29,11 +29,12 @@ from .images import (
     rgb_of,
     uniform_rgb,
 )
-from .node_process import REPO, TEST_BUNDLE, NodeProcess, node_binary, params_yaml
+from .node_process import REPO, TEST_BUNDLE, WIDE_LIMITS, NodeProcess, node_binary, params_yaml
 from .peer import (
     Peer,
     PeerTopics,
     Received,
+    SimClock,
     fixed_frame,
     fixed_joints,
     joint_state,
@@ -54,6 +55,8 @@ __all__ = [
     "Peer",
     "PeerTopics",
     "Received",
+    "SimClock",
+    "WIDE_LIMITS",
     "checker_rgb",
     "compressed_image",
     "encode_pixels",

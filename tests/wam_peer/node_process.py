@@ -17,11 +17,31 @@ from typing import IO, Any
 # One params-file writer for the tests and the closed-loop tools (sim/ is on PYTHONPATH).
 from wam_eval.procs import params_yaml
 
-__all__ = ["REPO", "TEST_BUNDLE", "node_binary", "params_yaml", "NodeProcess"]
+from .expected import BUNDLE_JOINTS
+
+__all__ = ["REPO", "TEST_BUNDLE", "WIDE_LIMITS", "node_binary", "params_yaml", "NodeProcess"]
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_BUNDLE = REPO / "models" / "wam_test"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+#: Joint limits so wide that they change no command of the test bundle: the node refuses to start
+#: without limits (unless dry_run), so the defaults carry these.
+WIDE_LIMITS: Mapping[str, Any] = {
+    "joint_names": list(BUNDLE_JOINTS),
+    "joint_limits.lower": [-100.0] * len(BUNDLE_JOINTS),
+    "joint_limits.upper": [100.0] * len(BUNDLE_JOINTS),
+    "joint_limits.max_velocity": [1000.0] * len(BUNDLE_JOINTS),
+    "joint_limits.max_jump": 100.0,
+}
+#: Parameters that give the node its limits: when ``params`` set one, none of the default
+#: ``joint_limits.*`` are added (a partial or URDF-based set stays as the test wrote it).
+_LIMIT_SOURCES = (
+    "joint_limits.lower",
+    "joint_limits.upper",
+    "joint_limits.max_velocity",
+    "robot_description",
+)
 
 
 def node_binary() -> Path:
@@ -38,13 +58,18 @@ class NodeProcess:
     exit and its temporary folder (params file and log) removed, so read ``stderr`` inside the
     ``with`` block.
 
-    ``params`` are merged over defaults that point at the test bundle on the CPU provider.
+    ``params`` are merged over defaults that point at the test bundle on the CPU provider, with
+    :data:`WIDE_LIMITS` for the bundle's joints. The default ``joint_limits.*`` are left out when
+    ``params`` set limits of their own (``joint_limits.lower``, ``upper``, ``max_velocity`` or
+    ``robot_description``); a parameter whose value is None is left out altogether (so
+    ``{"joint_limits.lower": None, ...}`` starts the node without limits).
     """
 
     DEFAULTS: Mapping[str, Any] = {
         "bundle_path": str(TEST_BUNDLE),
         "providers": ["cpu"],
         "warmup_runs": 1,
+        **WIDE_LIMITS,
     }
 
     def __init__(
@@ -57,8 +82,13 @@ class NodeProcess:
         extra_env: Mapping[str, str] | None = None,
         use_defaults: bool = True,
     ) -> None:
-        self.params: dict[str, Any] = dict(self.DEFAULTS) if use_defaults else {}
-        self.params.update(params)
+        merged: dict[str, Any] = dict(self.DEFAULTS) if use_defaults else {}
+        if use_defaults and any(k in params for k in _LIMIT_SOURCES):
+            for k in WIDE_LIMITS:
+                if k.startswith("joint_limits."):
+                    merged.pop(k, None)
+        merged.update(params)
+        self.params: dict[str, Any] = {k: v for k, v in merged.items() if v is not None}
         self.domain_id = domain_id
         self.binary = binary or node_binary()
         self.rust_log = rust_log

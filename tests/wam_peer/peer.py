@@ -19,6 +19,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
@@ -35,6 +36,7 @@ __all__ = [
     "Received",
     "Peer",
     "PeerTopics",
+    "SimClock",
     "stamp_seconds",
     "time_of",
     "fixed_frame",
@@ -94,6 +96,18 @@ def fixed_joints(names: Sequence[str], positions: Sequence[float]) -> JointFacto
     return make
 
 
+class SimClock:
+    """Simulated time for a node with ``use_sim_time``: ``start_s`` when made, then advancing with
+    the wall clock. Pass ``SimClock().now_s`` as a :class:`Peer`'s ``clock``."""
+
+    def __init__(self, start_s: float = 1000.0) -> None:
+        self.start_s = start_s
+        self._t0 = time.monotonic()
+
+    def now_s(self) -> float:
+        return self.start_s + (time.monotonic() - self._t0)
+
+
 @dataclass(frozen=True)
 class PeerTopics:
     """Topic names of one node configuration."""
@@ -142,8 +156,12 @@ class Peer:
 
     Feeding: ``set_camera(name, factory, rate_hz)``, ``set_joints(factory, rate_hz)``,
     ``set_instruction(text)`` (re-sent every ``instruction_period_s`` so that a late-discovered
-    subscription gets it too); ``pause(...)``/``resume(...)`` stop and restart streams. Every
-    published camera stamp is recorded in ``sent_stamps[camera]``.
+    subscription gets it too), ``set_clock(rate_hz)`` (``rosgraph_msgs/Clock`` on /clock);
+    ``pause(...)``/``resume(...)`` stop and restart streams. Every published camera stamp is
+    recorded in ``sent_stamps[camera]``.
+
+    Stamps: ``clock`` (seconds, e.g. :meth:`SimClock.now_s`) is the peer's time for every stamp it
+    writes and for /clock; default the peer node's own clock (system time).
 
     Recording: ``trajectories``, ``chunks``, ``predicted[camera]``, ``previews``, ``statuses``
     (lists of :class:`Received`; read them under ``lock`` or through the ``*_since`` helpers).
@@ -156,8 +174,10 @@ class Peer:
         *,
         name: str = "wam_peer",
         instruction_period_s: float = 0.5,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.domain_id = domain_id
+        self._clock = clock
         self.topics = topics or PeerTopics()
         self.lock = threading.RLock()
         self.trajectories: list[Received[JointTrajectory]] = []
@@ -175,6 +195,8 @@ class Peer:
         self._joint_stream: _Stream | None = None
         self._instruction: str | None = None
         self._instruction_stream = _Stream(instruction_period_s, 0.0)
+        self._clock_stream: _Stream | None = None
+        self._clock_pub: Publisher | None = None
         self._paused: set[str] = set()
         self._feed_stop = threading.Event()
         self._feed_wake = threading.Event()
@@ -258,7 +280,9 @@ class Peer:
                 self.publish_errors.append(f"spin: {e!r}")
 
     def now(self) -> Time:
-        """The peer's clock (system time), as a message stamp."""
+        """The peer's clock (``clock``, default system time), as a message stamp."""
+        if self._clock is not None:
+            return time_of(self._clock())
         stamp: Time = self.node.get_clock().now().to_msg()
         return stamp
 
@@ -302,8 +326,16 @@ class Peer:
     def publish_instruction_once(self, text: str) -> None:
         self._instruction_pub.publish(String(data=text))
 
+    def set_clock(self, rate_hz: float = 100.0) -> None:
+        """Publishes :meth:`now` on /clock at ``rate_hz`` (stream name "clock")."""
+        with self.lock:
+            if self._clock_pub is None:
+                self._clock_pub = self.node.create_publisher(Clock, "/clock", 10)
+            self._clock_stream = _Stream(1.0 / rate_hz, time.monotonic())
+        self._feed_wake.set()
+
     def pause(self, *streams: str) -> None:
-        """Stops streams by name: a camera name, "joints" or "instruction"."""
+        """Stops streams by name: a camera name, "joints", "instruction" or "clock"."""
         with self.lock:
             self._paused.update(streams)
 
@@ -316,6 +348,8 @@ class Peer:
                     self._camera_streams[s].next_due = now
                 elif s == "joints" and self._joint_stream is not None:
                     self._joint_stream.next_due = now
+                elif s == "clock" and self._clock_stream is not None:
+                    self._clock_stream.next_due = now
         self._feed_wake.set()
 
     def feed_constant(
@@ -370,6 +404,12 @@ class Peer:
                         js.index += 1
                         js.next_due = max(js.next_due + js.period, now)
                     next_due = min(next_due, js.next_due)
+                cs = self._clock_stream
+                if cs is not None and self._clock_pub is not None and "clock" not in self._paused:
+                    if cs.next_due <= now:
+                        jobs.append(functools.partial(self._publish_clock, self._clock_pub))
+                        cs.next_due = max(cs.next_due + cs.period, now)
+                    next_due = min(next_due, cs.next_due)
                 ins = self._instruction_stream
                 if self._instruction is not None and "instruction" not in self._paused:
                     if ins.next_due <= now:
@@ -388,6 +428,9 @@ class Peer:
             if delay > 0:
                 self._feed_wake.wait(delay)
                 self._feed_wake.clear()
+
+    def _publish_clock(self, pub: Publisher) -> None:
+        pub.publish(Clock(clock=self.now()))
 
     def _camera_job(self, cam: str, index: int) -> Callable[[], None]:
         factory = self._camera_factories[cam]

@@ -4,18 +4,42 @@
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
+use crate::bundle::Dims;
 use crate::policy::Policy;
 use crate::runtime::{ModelInput, ModelOutput, StageTimings};
 
+/// One inference: its input (filled by the controller), its output, and what the controller needs to
+/// judge the result when it comes back.
 pub struct Job {
     pub input: ModelInput,
     pub output: ModelOutput,
     /// Observation stamp the chunk is anchored to.
     pub stamp: f64,
-    pub started: Instant,
+    /// Node-clock time the inference started (latency is measured on the node's clock).
+    pub started: f64,
+    /// The controller's epoch when the inference started: a result from an older epoch (a disable, an
+    /// enable, a reset, a new instruction or a stale hold came in between) is never commanded.
+    pub epoch: u64,
     pub steps: usize,
+}
+
+impl Job {
+    /// `decoded`: the bundle has a decode stage; `steps`: denoising steps per chunk.
+    pub fn new(dims: &Dims, decoded: bool, steps: usize) -> Self {
+        Job {
+            input: ModelInput::zeroed(dims),
+            output: ModelOutput::zeroed(dims, decoded),
+            stamp: 0.0,
+            started: 0.0,
+            epoch: 0,
+            steps,
+        }
+    }
+
+    pub fn for_policy(policy: &Policy) -> Self {
+        Job::new(policy.dims(), policy.has_decoder(), policy.sampler_steps())
+    }
 }
 
 pub struct Done {
@@ -41,13 +65,7 @@ impl Worker {
     /// and measure execution under latency.
     pub fn spawn(mut policy: Policy, extra_latency_s: f64) -> std::io::Result<Self> {
         let extra_latency = std::time::Duration::from_secs_f64(extra_latency_s);
-        let job = Box::new(Job {
-            input: policy.new_input(),
-            output: policy.new_output(),
-            stamp: 0.0,
-            started: Instant::now(),
-            steps: policy.sampler_steps(),
-        });
+        let job = Box::new(Job::for_policy(&policy));
         let (requests, request_rx) = channel::<Request>();
         let (result_tx, results) = channel::<Done>();
         let thread = std::thread::Builder::new()
@@ -89,15 +107,19 @@ impl Worker {
     }
 
     /// The job buffer, when no inference is running.
-    pub fn take_job(&mut self) -> Option<Box<Job>> {
-        self.free.take()
+    pub fn free_job(&mut self) -> Option<&mut Job> {
+        self.free.as_deref_mut()
     }
 
     pub fn return_job(&mut self, job: Box<Job>) {
         self.free = Some(job);
     }
 
-    pub fn submit(&mut self, job: Box<Job>) {
+    /// Submits the free job buffer (filled by the controller).
+    pub fn submit(&mut self) {
+        let Some(job) = self.free.take() else {
+            return;
+        };
         match self.requests.send(Request::Infer(job)) {
             Ok(()) => self.busy = true,
             Err(std::sync::mpsc::SendError(Request::Infer(job))) => self.free = Some(job),
@@ -105,6 +127,7 @@ impl Worker {
         }
     }
 
+    /// Reseeds the sampler, in order with the inferences already submitted.
     pub fn send_reset(&mut self) {
         // A failed send means the thread is gone, which the control loop notices through has_died.
         let _ = self.requests.send(Request::Reset);

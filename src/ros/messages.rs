@@ -1,0 +1,346 @@
+//! Messages: conversions between ROS message fields and the library's plain types, and the messages the
+//! node publishes, built from the controller's commands and status (shared by the node and `replay`).
+
+use r2r::builtin_interfaces::msg::{Duration as DurationMsg, Time};
+
+pub fn seconds_of(t: &Time) -> f64 {
+    f64::from(t.sec) + f64::from(t.nanosec) * 1e-9
+}
+
+pub fn time_msg(seconds: f64) -> Time {
+    let s = seconds.max(0.0);
+    let mut sec = s.floor();
+    let mut nanosec = ((s - sec) * 1e9).round();
+    if nanosec >= 1e9 {
+        sec += 1.0;
+        nanosec -= 1e9;
+    }
+    Time {
+        sec: sec as i32,
+        nanosec: nanosec as u32,
+    }
+}
+
+pub fn duration_msg(seconds: f64) -> DurationMsg {
+    let t = time_msg(seconds);
+    DurationMsg {
+        sec: t.sec,
+        nanosec: t.nanosec,
+    }
+}
+
+pub fn rgb_image(
+    stamp: f64,
+    frame_id: &str,
+    width: usize,
+    height: usize,
+    data: &[u8],
+) -> r2r::sensor_msgs::msg::Image {
+    r2r::sensor_msgs::msg::Image {
+        header: r2r::std_msgs::msg::Header {
+            stamp: time_msg(stamp),
+            frame_id: frame_id.to_string(),
+        },
+        height: height as u32,
+        width: width as u32,
+        encoding: "rgb8".to_string(),
+        is_bigendian: 0,
+        step: (width * 3) as u32,
+        data: data.to_vec(),
+    }
+}
+
+pub type ImageMsg = r2r::sensor_msgs::msg::Image;
+pub type CompressedMsg = r2r::sensor_msgs::msg::CompressedImage;
+pub type JointStateMsg = r2r::sensor_msgs::msg::JointState;
+pub type TrajectoryMsg = r2r::trajectory_msgs::msg::JointTrajectory;
+pub type PointMsg = r2r::trajectory_msgs::msg::JointTrajectoryPoint;
+pub type Float64ArrayMsg = r2r::std_msgs::msg::Float64MultiArray;
+pub type StringMsg = r2r::std_msgs::msg::String;
+pub type DiagnosticArrayMsg = r2r::diagnostic_msgs::msg::DiagnosticArray;
+pub use r2r::wam_policy::msg::{ActionChunk, PolicyStatus};
+
+use crate::config::{OutputMode, StreamMessage};
+use crate::controller::{Command, Controller, State, Status};
+use crate::runtime::StageTimings;
+
+fn header(stamp: f64, frame_id: &str) -> r2r::std_msgs::msg::Header {
+    r2r::std_msgs::msg::Header {
+        stamp: time_msg(stamp),
+        frame_id: frame_id.to_string(),
+    }
+}
+
+/// A command as the message that goes to the command topic.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandMsg {
+    Trajectory(TrajectoryMsg),
+    Array(Float64ArrayMsg),
+    JointState(JointStateMsg),
+}
+
+impl CommandMsg {
+    /// Positions and velocities of every point (trajectory) or of the setpoint, for comparisons.
+    pub fn values(&self) -> Vec<f64> {
+        match self {
+            CommandMsg::Trajectory(t) => t
+                .points
+                .iter()
+                .flat_map(|p| {
+                    p.positions
+                        .iter()
+                        .chain(&p.velocities)
+                        .copied()
+                        .chain(std::iter::once(seconds_of_duration(&p.time_from_start)))
+                })
+                .chain(std::iter::once(seconds_of(&t.header.stamp)))
+                .collect(),
+            CommandMsg::Array(a) => a.data.clone(),
+            CommandMsg::JointState(j) => j
+                .position
+                .iter()
+                .chain(&j.velocity)
+                .copied()
+                .chain(std::iter::once(seconds_of(&j.header.stamp)))
+                .collect(),
+        }
+    }
+}
+
+pub fn seconds_of_duration(d: &DurationMsg) -> f64 {
+    f64::from(d.sec) + f64::from(d.nanosec) * 1e-9
+}
+
+/// The command-topic message of a controller command (None for commands that publish nothing there).
+/// Streamed setpoints are filled into reused messages.
+pub struct CommandMessages {
+    joint_names: Vec<String>,
+    output_mode: OutputMode,
+    stream_message: StreamMessage,
+    action_dt: f64,
+    array: Float64ArrayMsg,
+    joint_state: JointStateMsg,
+}
+
+impl CommandMessages {
+    pub fn new(controller: &Controller) -> Self {
+        let names = controller.wiring().action_joint_names.clone();
+        let a = names.len();
+        let exec = &controller.config().execution;
+        CommandMessages {
+            output_mode: exec.output_mode,
+            stream_message: exec.stream_message,
+            action_dt: controller.action_dt(),
+            array: Float64ArrayMsg {
+                data: vec![0.0; a],
+                ..Default::default()
+            },
+            joint_state: JointStateMsg {
+                name: names.clone(),
+                position: vec![0.0; a],
+                velocity: vec![0.0; a],
+                ..Default::default()
+            },
+            joint_names: names,
+        }
+    }
+
+    /// A trajectory: the chunk's points (after the plan's anchor), timed from the observation stamp.
+    fn trajectory(&self, controller: &Controller, stamp: f64) -> TrajectoryMsg {
+        let plan = controller.plan();
+        TrajectoryMsg {
+            header: header(stamp, ""),
+            joint_names: self.joint_names.clone(),
+            points: (1..plan.len())
+                .map(|i| PointMsg {
+                    positions: plan.position(i).to_vec(),
+                    velocities: plan.velocity(i).to_vec(),
+                    time_from_start: duration_msg(plan.times[i] - stamp),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn setpoint(&mut self, at: f64, q: &[f64], v: &[f64]) -> CommandMsg {
+        match self.stream_message {
+            StreamMessage::Float64MultiArray => {
+                self.array.data.copy_from_slice(q);
+                CommandMsg::Array(self.array.clone())
+            }
+            StreamMessage::JointState => {
+                self.joint_state.header.stamp = time_msg(at);
+                self.joint_state.position.copy_from_slice(q);
+                self.joint_state.velocity.copy_from_slice(v);
+                CommandMsg::JointState(self.joint_state.clone())
+            }
+        }
+    }
+
+    pub fn build(&mut self, controller: &Controller, command: &Command) -> Option<CommandMsg> {
+        match (*command, self.output_mode) {
+            (Command::Trajectory { stamp }, OutputMode::Chunk) => {
+                Some(CommandMsg::Trajectory(self.trajectory(controller, stamp)))
+            }
+            (Command::Hold { at }, OutputMode::Chunk) => {
+                let q = controller.hold_positions();
+                Some(CommandMsg::Trajectory(TrajectoryMsg {
+                    header: header(at, ""),
+                    joint_names: self.joint_names.clone(),
+                    points: vec![PointMsg {
+                        positions: q.to_vec(),
+                        velocities: vec![0.0; q.len()],
+                        time_from_start: duration_msg(self.action_dt),
+                        ..Default::default()
+                    }],
+                }))
+            }
+            (Command::Hold { at }, OutputMode::Stream) => {
+                let q = controller.hold_positions();
+                let zeros = vec![0.0; q.len()];
+                Some(self.setpoint(at, q, &zeros))
+            }
+            (Command::Setpoint { at }, OutputMode::Stream) => {
+                let (q, v) = controller.setpoint();
+                Some(self.setpoint(at, q, v))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The ActionChunk of an accepted chunk.
+pub fn action_chunk(
+    controller: &Controller,
+    trajectory: Option<&TrajectoryMsg>,
+    chunk_id: u64,
+    stamp: f64,
+    steps: usize,
+    model_id: &str,
+    provider: &str,
+) -> ActionChunk {
+    let t: &StageTimings = controller.last_timings();
+    ActionChunk {
+        header: header(stamp, ""),
+        chunk_id,
+        model_id: model_id.to_string(),
+        trajectory: trajectory.cloned().unwrap_or_default(),
+        preprocess_s: 0.0,
+        encode_s: t.encode_s,
+        context_s: t.context_s,
+        denoise_s: t.denoise_s,
+        decode_s: t.decode_s,
+        total_s: t.total_s,
+        denoise_steps: steps as u32,
+        execution_provider: provider.to_string(),
+    }
+}
+
+/// What the status message and the diagnostics carry besides the controller's status.
+pub struct StatusContext<'a> {
+    pub now: f64,
+    pub model_id: &'a str,
+    pub provider: &'a str,
+    pub recorded: u64,
+    pub record_dropped: u64,
+    /// 99th percentile of the control timer's lateness, seconds.
+    pub tick_lateness_p99_s: f64,
+}
+
+pub fn policy_status(controller: &Controller, s: &Status, ctx: &StatusContext<'_>) -> PolicyStatus {
+    let exec = &controller.config().execution;
+    let state = match s.state {
+        State::Disabled => PolicyStatus::STATE_DISABLED as u8,
+        State::Waiting => PolicyStatus::STATE_WAITING as u8,
+        State::Running => PolicyStatus::STATE_RUNNING as u8,
+        State::Stale => PolicyStatus::STATE_STALE as u8,
+        State::Error => PolicyStatus::STATE_ERROR as u8,
+    };
+    PolicyStatus {
+        header: header(ctx.now, ""),
+        state,
+        state_name: s.state.name().to_string(),
+        detail: s.detail.clone(),
+        model_id: ctx.model_id.to_string(),
+        execution_provider: ctx.provider.to_string(),
+        enabled: s.enabled,
+        latency_p50_s: s.latency_p50_s,
+        latency_p95_s: s.latency_p95_s,
+        latency_max_s: s.latency_max_s,
+        chunk_rate_hz: s.chunk_rate_hz,
+        chunks_published: s.chunks_published,
+        inferences: s.inferences,
+        bad_images: s.bad_images,
+        bad_joint_states: s.bad_joint_states,
+        bad_instructions: s.bad_instructions,
+        stale_observations: s.stale_observations,
+        safety_rejections: s.safety_rejections,
+        boundary_mode: exec.boundary_mode.name().to_string(),
+        output_mode: exec.output_mode.name().to_string(),
+        dry_run: exec.dry_run,
+        dropped_steps: s.dropped_steps,
+        idle_time_s: s.idle_time_s,
+        max_boundary_velocity_jump: s.max_boundary_velocity_jump,
+        discarded_chunks: s.discarded_chunks,
+        recorded_messages: ctx.recorded,
+        record_dropped: ctx.record_dropped,
+    }
+}
+
+/// The status as a diagnostic_msgs/DiagnosticArray for the robot's diagnostics aggregator.
+pub fn diagnostics(s: &Status, status: &PolicyStatus, ctx: &StatusContext<'_>) -> DiagnosticArrayMsg {
+    use r2r::diagnostic_msgs::msg::{DiagnosticStatus, KeyValue};
+    let level = match s.state {
+        State::Error => DiagnosticStatus::ERROR as u8,
+        State::Stale => DiagnosticStatus::WARN as u8,
+        _ => DiagnosticStatus::OK as u8,
+    };
+    let kv = |key: &str, value: String| KeyValue {
+        key: key.to_string(),
+        value,
+    };
+    let message = if s.detail.is_empty() {
+        s.state.name().to_string()
+    } else {
+        format!("{}: {}", s.state.name(), s.detail)
+    };
+    DiagnosticArrayMsg {
+        header: status.header.clone(),
+        status: vec![DiagnosticStatus {
+            level,
+            name: "wam_policy: policy".into(),
+            message,
+            hardware_id: status.model_id.clone(),
+            values: vec![
+                kv("state", status.state_name.clone()),
+                kv("execution_provider", status.execution_provider.clone()),
+                kv("latency_p50_s", format!("{:.4}", s.latency_p50_s)),
+                kv("latency_p95_s", format!("{:.4}", s.latency_p95_s)),
+                kv("latency_max_s", format!("{:.4}", s.latency_max_s)),
+                // When the next inference starts: operators tune `replan_margin_s` against this.
+                kv("replan_threshold_s", format!("{:.4}", s.replan_threshold_s)),
+                kv("chunk_rate_hz", format!("{:.3}", s.chunk_rate_hz)),
+                kv("dropped_steps", s.dropped_steps.to_string()),
+                kv("idle_time_s", format!("{:.3}", s.idle_time_s)),
+                kv(
+                    "max_boundary_velocity_jump",
+                    format!("{:.4}", s.max_boundary_velocity_jump),
+                ),
+                kv("boundary_mode", status.boundary_mode.clone()),
+                kv("output_mode", status.output_mode.clone()),
+                kv("dry_run", status.dry_run.to_string()),
+                kv("safety_rejections", s.safety_rejections.to_string()),
+                kv("truncated_steps", s.truncated_steps.to_string()),
+                kv("catch_up_ramps", s.catch_up_ramps.to_string()),
+                kv("discarded_chunks", s.discarded_chunks.to_string()),
+                kv("inference_errors", s.inference_errors.to_string()),
+                kv("recorded_messages", ctx.recorded.to_string()),
+                kv("record_dropped", ctx.record_dropped.to_string()),
+                kv(
+                    "tick_lateness_p99_s",
+                    format!("{:.5}", ctx.tick_lateness_p99_s),
+                ),
+            ],
+        }],
+    }
+}

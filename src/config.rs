@@ -263,59 +263,315 @@ impl Default for ExecutionParams {
         .unwrap_or_else(|e| unreachable!("execution defaults are invalid: {e}"))
     }
 }
-/// Every parameter the node reads, with a short description of what it expects (used in errors and docs).
-pub const PARAMETERS: &[(&str, &str)] = &[
-    ("bundle_path", "string: folder of the model bundle (holds wam.yaml)"),
-    ("camera_names", "string array: the bundle's camera names, in any order (default: all of them)"),
-    ("camera_topics", "string array: one image topic per entry of camera_names (default: cameras/<name>/image_raw)"),
-    ("camera_transport", "string: `raw` (sensor_msgs/Image) or `compressed` (sensor_msgs/CompressedImage, jpeg/png)"),
-    ("joint_states_topic", "string: sensor_msgs/JointState topic"),
-    ("joint_names", "string array: the robot's name for each of the bundle's state joints, in the bundle's order"),
-    ("trajectory_topic", "string: trajectory_msgs/JointTrajectory command topic"),
-    ("instruction_topic", "string: std_msgs/String instruction topic"),
-    ("instruction", "string: instruction used until one arrives on the topic"),
-    ("enabled_at_start", "bool: publish commands without a call to ~/enable"),
-    ("sync_slop_s", "double > 0: largest gap between a frame's stamp and the joint state used for it"),
-    ("max_image_age_s", "double > 0: a camera whose newest frame is older is stale"),
-    ("max_joint_state_age_s", "double > 0: joint states older than this are stale"),
-    ("replan_threshold_s", "double: start the next chunk when less than this is left; < 0 derives it from latency"),
-    ("replan_margin_s", "double >= 0: added to the measured latency when the threshold is derived: the overlap a new chunk lands in"),
-    ("control_period_s", "double > 0: period of the control timer (staleness, inference starts, streamed setpoints)"),
-    ("max_stamp_lead_s", "double > 0: a joint state or frame stamped further than this ahead of the node's clock is bad input"),
-    ("max_joint_state_rate_hz", "double > 0: highest joint-state rate expected; the joint-state history covers max_image_age_s + sync_slop_s at this rate"),
-    ("record_path", "string: MCAP file to record inputs, outputs and decisions into (empty: no recording); `wam_policy_node replay <file>` replays it"),
-    ("status_period_s", "double > 0: period of ~/status"),
-    ("sampler_steps", "integer >= 0: denoising steps (0: the bundle's default)"),
-    ("seed", "integer >= 0: seed of the sampler's noise"),
-    ("publish_predicted_frames", "bool: publish predicted frames and the preview image"),
-    ("joint_limits.lower", "double array: lower position limit per joint of joint_names"),
-    ("joint_limits.upper", "double array: upper position limit per joint"),
-    ("joint_limits.max_velocity", "double array: velocity limit per joint (> 0)"),
-    ("joint_limits.max_acceleration", "double array: acceleration limit per joint (> 0); empty or unset: not limited"),
-    ("joint_limits.max_jump", "double > 0: largest distance from the measured state to a chunk's first point"),
-    ("robot_description", "string: URDF; position and velocity limits of joint_names are read from it when joint_limits.lower/upper/max_velocity are not set"),
-    ("boundary_mode", "string: how a new chunk joins the active one: `replace`, `crossfade` or `prefix`"),
-    ("crossfade_steps", "integer >= 1: steps over which `crossfade` blends old into new (`prefix`: softly guides)"),
-    ("ramp_in_s", "double >= 0: after ~/enable, move from the measured state to the policy's commands over this long"),
-    ("min_lead_s", "double >= 0: a chunk point due sooner than this after publication is dropped"),
-    ("plan_anchor", "string: where a new chunk's plan starts: `measured` (controllers that interpolate from the robot's state, as joint_trajectory_controller does by default), `setpoint` (controllers that continue from their last setpoint), or `auto` (chunk mode: measured; stream mode: setpoint)"),
-    ("output_mode", "string: `chunk` (JointTrajectory per chunk) or `stream` (setpoints at stream_rate_hz)"),
-    ("stream_rate_hz", "double > 0: rate of streamed setpoints"),
-    ("stream_topic", "string: topic of streamed setpoints"),
-    ("stream_message", "string: `float64_multi_array` (forward_command_controller) or `joint_state`"),
-    ("dry_run", "bool: publish commands on ~/dry_run/* debug topics only, never on the command topic"),
-    ("debug_extra_latency_s", "double >= 0: added to every inference, to test behaviour under a slower model"),
-    ("providers", "string array: execution providers in order of preference, of tensorrt, cuda, cpu"),
-    ("require_accelerator", "bool: refuse to start when only the CPU provider can be used"),
-    ("device_id", "integer >= 0: GPU index for cuda/tensorrt"),
-    ("fp16", "bool: let TensorRT use fp16"),
-    ("trt_cache_dir", "string: folder for TensorRT engine and timing caches"),
-    ("intra_op_threads", "integer >= 0: ONNX Runtime intra-op threads (0: its default)"),
-    ("warmup_runs", "integer >= 0: inferences at start-up that are not counted in latency"),
-    ("use_sim_time", "bool: the node's clock follows /clock (rosgraph_msgs/Clock): stamps, ages, latencies and holds are in simulated time"),
+/// A parameter's default, typed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParamDefault {
+    Bool(bool),
+    Integer(u64),
+    Double(f64),
+    Str(&'static str),
+    /// Not set unless given (lists, limits).
+    Unset,
+}
+
+/// One parameter: its name, its default, and its doc, which starts with its type and check
+/// (`double > 0: ...`). The one description of every parameter: the reader takes its defaults from
+/// here, `wam_policy_node params` prints it, docs/parameters.md is generated from it, and a test keeps
+/// config/robot.yaml in line with it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub default: ParamDefault,
+    pub doc: &'static str,
+}
+
+impl ParamSpec {
+    /// The type and check part of the doc (before the first `:`).
+    pub fn kind(&self) -> &'static str {
+        self.doc.split_once(": ").map(|(k, _)| k).unwrap_or("")
+    }
+    /// The meaning part of the doc.
+    pub fn meaning(&self) -> &'static str {
+        self.doc.split_once(": ").map(|(_, m)| m).unwrap_or(self.doc)
+    }
+    /// The default as YAML text.
+    pub fn default_text(&self) -> String {
+        match self.default {
+            ParamDefault::Bool(b) => b.to_string(),
+            ParamDefault::Integer(i) => i.to_string(),
+            ParamDefault::Double(d) => format!("{d:?}"),
+            ParamDefault::Str(s) => format!("{s:?}"),
+            ParamDefault::Unset => "(unset)".to_string(),
+        }
+    }
+}
+
+/// Every parameter the node reads.
+pub const PARAMETERS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "bundle_path",
+        default: ParamDefault::Str(""),
+        doc: "string: folder of the model bundle (holds wam.yaml)",
+    },
+    ParamSpec {
+        name: "camera_names",
+        default: ParamDefault::Unset,
+        doc: "string array: the bundle's camera names, in any order (default: all of them)",
+    },
+    ParamSpec {
+        name: "camera_topics",
+        default: ParamDefault::Unset,
+        doc: "string array: one image topic per entry of camera_names (default: cameras/<name>/image_raw)",
+    },
+    ParamSpec {
+        name: "camera_transport",
+        default: ParamDefault::Str("raw"),
+        doc: "string: `raw` (sensor_msgs/Image) or `compressed` (sensor_msgs/CompressedImage, jpeg/png)",
+    },
+    ParamSpec {
+        name: "joint_states_topic",
+        default: ParamDefault::Str("joint_states"),
+        doc: "string: sensor_msgs/JointState topic",
+    },
+    ParamSpec {
+        name: "joint_names",
+        default: ParamDefault::Unset,
+        doc: "string array: the robot's name for each of the bundle's state joints, in the bundle's order",
+    },
+    ParamSpec {
+        name: "trajectory_topic",
+        default: ParamDefault::Str("joint_trajectory"),
+        doc: "string: trajectory_msgs/JointTrajectory command topic",
+    },
+    ParamSpec {
+        name: "instruction_topic",
+        default: ParamDefault::Str("instruction"),
+        doc: "string: std_msgs/String instruction topic",
+    },
+    ParamSpec {
+        name: "instruction",
+        default: ParamDefault::Str(""),
+        doc: "string: instruction used until one arrives on the topic",
+    },
+    ParamSpec {
+        name: "enabled_at_start",
+        default: ParamDefault::Bool(false),
+        doc: "bool: publish commands without a call to ~/enable",
+    },
+    ParamSpec {
+        name: "sync_slop_s",
+        default: ParamDefault::Double(0.05),
+        doc: "double > 0: largest gap between a frame's stamp and the joint state used for it",
+    },
+    ParamSpec {
+        name: "max_image_age_s",
+        default: ParamDefault::Double(0.5),
+        doc: "double > 0: a camera whose newest frame is older is stale",
+    },
+    ParamSpec {
+        name: "max_joint_state_age_s",
+        default: ParamDefault::Double(0.25),
+        doc: "double > 0: joint states older than this are stale",
+    },
+    ParamSpec {
+        name: "replan_threshold_s",
+        default: ParamDefault::Double(-1.0),
+        doc: "double: start the next chunk when less than this is left; < 0 derives it from latency",
+    },
+    ParamSpec {
+        name: "replan_margin_s",
+        default: ParamDefault::Double(0.4),
+        doc: "double >= 0: added to the measured latency when the threshold is derived: the overlap a new chunk lands in",
+    },
+    ParamSpec {
+        name: "control_period_s",
+        default: ParamDefault::Double(0.005),
+        doc: "double > 0: period of the control timer (staleness, inference starts, streamed setpoints)",
+    },
+    ParamSpec {
+        name: "max_stamp_lead_s",
+        default: ParamDefault::Double(0.5),
+        doc: "double > 0: a joint state or frame stamped further than this ahead of the node's clock is bad input",
+    },
+    ParamSpec {
+        name: "max_joint_state_rate_hz",
+        default: ParamDefault::Double(1000.0),
+        doc: "double > 0: highest joint-state rate expected; the joint-state history covers max_image_age_s + sync_slop_s at this rate",
+    },
+    ParamSpec {
+        name: "record_path",
+        default: ParamDefault::Str(""),
+        doc: "string: MCAP file to record inputs, outputs and decisions into (empty: no recording); `wam_policy_node replay <file>` replays it",
+    },
+    ParamSpec {
+        name: "status_period_s",
+        default: ParamDefault::Double(0.1),
+        doc: "double > 0: period of ~/status",
+    },
+    ParamSpec {
+        name: "sampler_steps",
+        default: ParamDefault::Integer(0),
+        doc: "integer >= 0: denoising steps (0: the bundle's default)",
+    },
+    ParamSpec {
+        name: "seed",
+        default: ParamDefault::Integer(0),
+        doc: "integer >= 0: seed of the sampler's noise",
+    },
+    ParamSpec {
+        name: "publish_predicted_frames",
+        default: ParamDefault::Bool(true),
+        doc: "bool: publish predicted frames and the preview image",
+    },
+    ParamSpec {
+        name: "joint_limits.lower",
+        default: ParamDefault::Unset,
+        doc: "double array: lower position limit per joint of joint_names",
+    },
+    ParamSpec {
+        name: "joint_limits.upper",
+        default: ParamDefault::Unset,
+        doc: "double array: upper position limit per joint",
+    },
+    ParamSpec {
+        name: "joint_limits.max_velocity",
+        default: ParamDefault::Unset,
+        doc: "double array: velocity limit per joint (> 0)",
+    },
+    ParamSpec {
+        name: "joint_limits.max_acceleration",
+        default: ParamDefault::Unset,
+        doc: "double array: acceleration limit per joint (> 0); empty or unset: not limited",
+    },
+    ParamSpec {
+        name: "joint_limits.max_jump",
+        default: ParamDefault::Double(0.5),
+        doc: "double > 0: largest distance from the measured state to a chunk's first point",
+    },
+    ParamSpec {
+        name: "robot_description",
+        default: ParamDefault::Str(""),
+        doc: "string: URDF; position and velocity limits of joint_names are read from it when joint_limits.lower/upper/max_velocity are not set",
+    },
+    ParamSpec {
+        name: "boundary_mode",
+        default: ParamDefault::Str("prefix"),
+        doc: "string: how a new chunk joins the active one: `replace`, `crossfade` or `prefix`",
+    },
+    ParamSpec {
+        name: "crossfade_steps",
+        default: ParamDefault::Integer(4),
+        doc: "integer >= 1: steps over which `crossfade` blends old into new (`prefix`: softly guides)",
+    },
+    ParamSpec {
+        name: "ramp_in_s",
+        default: ParamDefault::Double(0.5),
+        doc: "double >= 0: after ~/enable, move from the measured state to the policy's commands over this long",
+    },
+    ParamSpec {
+        name: "min_lead_s",
+        default: ParamDefault::Double(0.02),
+        doc: "double >= 0: a chunk point due sooner than this after publication is dropped",
+    },
+    ParamSpec {
+        name: "plan_anchor",
+        default: ParamDefault::Str("auto"),
+        doc: "string: where a new chunk's plan starts: `measured` (controllers that interpolate from the robot's state, as joint_trajectory_controller does by default), `setpoint` (controllers that continue from their last setpoint), or `auto` (chunk mode: measured; stream mode: setpoint)",
+    },
+    ParamSpec {
+        name: "output_mode",
+        default: ParamDefault::Str("chunk"),
+        doc: "string: `chunk` (JointTrajectory per chunk) or `stream` (setpoints at stream_rate_hz)",
+    },
+    ParamSpec {
+        name: "stream_rate_hz",
+        default: ParamDefault::Double(100.0),
+        doc: "double > 0: rate of streamed setpoints",
+    },
+    ParamSpec {
+        name: "stream_topic",
+        default: ParamDefault::Str("forward_position_controller/commands"),
+        doc: "string: topic of streamed setpoints",
+    },
+    ParamSpec {
+        name: "stream_message",
+        default: ParamDefault::Str("float64_multi_array"),
+        doc: "string: `float64_multi_array` (forward_command_controller) or `joint_state`",
+    },
+    ParamSpec {
+        name: "dry_run",
+        default: ParamDefault::Bool(false),
+        doc: "bool: publish commands on ~/dry_run/* debug topics only, never on the command topic",
+    },
+    ParamSpec {
+        name: "debug_extra_latency_s",
+        default: ParamDefault::Double(0.0),
+        doc: "double >= 0: added to every inference, to test behaviour under a slower model",
+    },
+    ParamSpec {
+        name: "providers",
+        default: ParamDefault::Unset,
+        doc: "string array: execution providers in order of preference, of tensorrt, cuda, cpu",
+    },
+    ParamSpec {
+        name: "require_accelerator",
+        default: ParamDefault::Bool(false),
+        doc: "bool: refuse to start when only the CPU provider can be used",
+    },
+    ParamSpec {
+        name: "device_id",
+        default: ParamDefault::Integer(0),
+        doc: "integer >= 0: GPU index for cuda/tensorrt",
+    },
+    ParamSpec {
+        name: "fp16",
+        default: ParamDefault::Bool(false),
+        doc: "bool: let TensorRT use fp16",
+    },
+    ParamSpec {
+        name: "trt_cache_dir",
+        default: ParamDefault::Str(""),
+        doc: "string: folder for TensorRT engine and timing caches",
+    },
+    ParamSpec {
+        name: "intra_op_threads",
+        default: ParamDefault::Integer(0),
+        doc: "integer >= 0: ONNX Runtime intra-op threads (0: its default)",
+    },
+    ParamSpec {
+        name: "warmup_runs",
+        default: ParamDefault::Integer(2),
+        doc: "integer >= 0: inferences at start-up that are not counted in latency",
+    },
+    ParamSpec {
+        name: "use_sim_time",
+        default: ParamDefault::Bool(false),
+        doc: "bool: the node's clock follows /clock (rosgraph_msgs/Clock): stamps, ages, latencies and holds are in simulated time",
+    },
 ];
 
 pub type Params = BTreeMap<String, ParamValue>;
+
+/// The parameter table as markdown (docs/parameters.md; `wam_policy_node params`).
+pub fn parameters_markdown() -> String {
+    let mut out = String::from(
+        "# Parameters of the wam_policy node\n\n\
+         Generated from the parameter table in `src/config.rs` (`wam_policy_node params`); a unit test \
+         keeps this file and `config/robot.yaml` in line with it. An unknown name or a bad value stops \
+         start-up with a message naming the parameter.\n\n\
+         | name | type and check | default | meaning |\n|---|---|---|---|\n",
+    );
+    for p in PARAMETERS {
+        out.push_str(&format!(
+            "| `{}` | {} | `{}` | {} |\n",
+            p.name,
+            p.kind(),
+            p.default_text(),
+            p.meaning().replace('|', "\\|")
+        ));
+    }
+    out
+}
 
 /// The parameters as YAML, each value tagged with its type (a recording's metadata).
 pub fn params_to_yaml(params: &Params) -> Result<String, serde_yaml::Error> {
@@ -388,11 +644,27 @@ struct Reader<'a> {
     params: &'a Params,
 }
 
+/// The table's default of `name`.
+fn default_of(name: &str) -> Result<ParamDefault, ParamError> {
+    PARAMETERS
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| p.default)
+        .ok_or_else(|| perr(name, "has no entry in the parameter table (a bug)"))
+}
+
+fn wrong_default(name: &str) -> ParamError {
+    perr(name, "the parameter table's default has another type (a bug)")
+}
+
 impl Reader<'_> {
     fn get(&self, name: &str) -> Option<&ParamValue> {
         self.params.get(name)
     }
-    fn string(&self, name: &str, default: &str) -> Result<String, ParamError> {
+    fn string(&self, name: &str) -> Result<String, ParamError> {
+        let ParamDefault::Str(default) = default_of(name)? else {
+            return Err(wrong_default(name));
+        };
         match self.get(name) {
             None => Ok(default.to_string()),
             Some(ParamValue::String(s)) => Ok(s.clone()),
@@ -402,7 +674,10 @@ impl Reader<'_> {
             )),
         }
     }
-    fn boolean(&self, name: &str, default: bool) -> Result<bool, ParamError> {
+    fn boolean(&self, name: &str) -> Result<bool, ParamError> {
+        let ParamDefault::Bool(default) = default_of(name)? else {
+            return Err(wrong_default(name));
+        };
         match self.get(name) {
             None => Ok(default),
             Some(ParamValue::Bool(b)) => Ok(*b),
@@ -412,7 +687,10 @@ impl Reader<'_> {
             )),
         }
     }
-    fn double(&self, name: &str, default: f64) -> Result<f64, ParamError> {
+    fn double(&self, name: &str) -> Result<f64, ParamError> {
+        let ParamDefault::Double(default) = default_of(name)? else {
+            return Err(wrong_default(name));
+        };
         let v = match self.get(name) {
             None => default,
             Some(ParamValue::Double(d)) => *d,
@@ -430,15 +708,18 @@ impl Reader<'_> {
             Err(perr(name, "expected a finite number"))
         }
     }
-    fn positive(&self, name: &str, default: f64) -> Result<f64, ParamError> {
-        let v = self.double(name, default)?;
+    fn positive(&self, name: &str) -> Result<f64, ParamError> {
+        let v = self.double(name)?;
         if v > 0.0 {
             Ok(v)
         } else {
             Err(perr(name, format!("expected a number > 0, got {v}")))
         }
     }
-    fn count(&self, name: &str, default: u64) -> Result<u64, ParamError> {
+    fn count(&self, name: &str) -> Result<u64, ParamError> {
+        let ParamDefault::Integer(default) = default_of(name)? else {
+            return Err(wrong_default(name));
+        };
         match self.get(name) {
             None => Ok(default),
             Some(ParamValue::Integer(i)) if *i >= 0 => Ok(*i as u64),
@@ -485,10 +766,10 @@ impl NodeConfig {
     /// file must not silently fall back to a default.
     pub fn from_params(params: &Params) -> Result<Self, ParamError> {
         for name in params.keys() {
-            if !PARAMETERS.iter().any(|(known, _)| known == name)
+            if !PARAMETERS.iter().any(|p| p.name == name)
                 && !name.starts_with("qos_overrides.")
             {
-                let known: Vec<&str> = PARAMETERS.iter().map(|(n, _)| *n).collect();
+                let known: Vec<&str> = PARAMETERS.iter().map(|p| p.name).collect();
                 return Err(perr(
                     name,
                     format!(
@@ -499,7 +780,7 @@ impl NodeConfig {
             }
         }
         let r = Reader { params };
-        let bundle_path = r.string("bundle_path", "")?;
+        let bundle_path = r.string("bundle_path")?;
         if bundle_path.is_empty() {
             return Err(perr(
                 "bundle_path",
@@ -529,7 +810,7 @@ impl NodeConfig {
                 .map(|n| format!("cameras/{n}/image_raw"))
                 .collect(),
         };
-        let camera_transport = match r.string("camera_transport", "raw")?.as_str() {
+        let camera_transport = match r.string("camera_transport")?.as_str() {
             "raw" => CameraTransport::Raw,
             "compressed" => CameraTransport::Compressed,
             other => {
@@ -564,18 +845,18 @@ impl NodeConfig {
                 out
             }
         };
-        let device_id = r.count("device_id", 0)?;
+        let device_id = r.count("device_id")?;
         let runtime = RuntimeConfig {
             providers,
-            require_accelerator: r.boolean("require_accelerator", false)?,
+            require_accelerator: r.boolean("require_accelerator")?,
             device_id: i32::try_from(device_id).map_err(|_| perr("device_id", "is too large"))?,
-            fp16: r.boolean("fp16", false)?,
-            trt_cache_dir: match r.string("trt_cache_dir", "")? {
+            fp16: r.boolean("fp16")?,
+            trt_cache_dir: match r.string("trt_cache_dir")? {
                 s if s.is_empty() => RuntimeConfig::default().trt_cache_dir,
                 s => PathBuf::from(s),
             },
-            intra_op_threads: r.count("intra_op_threads", 0)? as usize,
-            warmup_runs: r.count("warmup_runs", 2)? as usize,
+            intra_op_threads: r.count("intra_op_threads")? as usize,
+            warmup_runs: r.count("warmup_runs")? as usize,
         };
         let joint_names = r.strings("joint_names")?.unwrap_or_default();
         let limits = read_limits(&r, &joint_names)?;
@@ -593,24 +874,24 @@ impl NodeConfig {
             camera_names,
             camera_topics,
             camera_transport,
-            joint_states_topic: non_empty(&r, "joint_states_topic", "joint_states")?,
+            joint_states_topic: non_empty(&r, "joint_states_topic")?,
             joint_names,
-            trajectory_topic: non_empty(&r, "trajectory_topic", "joint_trajectory")?,
-            instruction_topic: non_empty(&r, "instruction_topic", "instruction")?,
-            instruction: r.string("instruction", "")?,
-            enabled_at_start: r.boolean("enabled_at_start", false)?,
-            sync_slop_s: r.positive("sync_slop_s", 0.05)?,
-            max_image_age_s: r.positive("max_image_age_s", 0.5)?,
-            max_joint_state_age_s: r.positive("max_joint_state_age_s", 0.25)?,
-            control_period_s: r.positive("control_period_s", 0.005)?,
-            max_stamp_lead_s: r.positive("max_stamp_lead_s", 0.5)?,
-            max_joint_state_rate_hz: r.positive("max_joint_state_rate_hz", 1000.0)?,
-            use_sim_time: r.boolean("use_sim_time", false)?,
-            record_path: r.string("record_path", "")?,
-            status_period_s: r.positive("status_period_s", 0.1)?,
-            sampler_steps: r.count("sampler_steps", 0)? as usize,
-            seed: r.count("seed", 0)?,
-            publish_predicted_frames: r.boolean("publish_predicted_frames", true)?,
+            trajectory_topic: non_empty(&r, "trajectory_topic")?,
+            instruction_topic: non_empty(&r, "instruction_topic")?,
+            instruction: r.string("instruction")?,
+            enabled_at_start: r.boolean("enabled_at_start")?,
+            sync_slop_s: r.positive("sync_slop_s")?,
+            max_image_age_s: r.positive("max_image_age_s")?,
+            max_joint_state_age_s: r.positive("max_joint_state_age_s")?,
+            control_period_s: r.positive("control_period_s")?,
+            max_stamp_lead_s: r.positive("max_stamp_lead_s")?,
+            max_joint_state_rate_hz: r.positive("max_joint_state_rate_hz")?,
+            use_sim_time: r.boolean("use_sim_time")?,
+            record_path: r.string("record_path")?,
+            status_period_s: r.positive("status_period_s")?,
+            sampler_steps: r.count("sampler_steps")? as usize,
+            seed: r.count("seed")?,
+            publish_predicted_frames: r.boolean("publish_predicted_frames")?,
             limits,
             runtime,
             execution,
@@ -619,8 +900,8 @@ impl NodeConfig {
     }
 }
 
-fn non_empty(r: &Reader<'_>, name: &str, default: &str) -> Result<String, ParamError> {
-    let s = r.string(name, default)?;
+fn non_empty(r: &Reader<'_>, name: &str) -> Result<String, ParamError> {
+    let s = r.string(name)?;
     if s.is_empty() {
         Err(perr(name, "must not be empty"))
     } else {
@@ -628,8 +909,8 @@ fn non_empty(r: &Reader<'_>, name: &str, default: &str) -> Result<String, ParamE
     }
 }
 
-fn non_negative(r: &Reader<'_>, name: &str, default: f64) -> Result<f64, ParamError> {
-    let v = r.double(name, default)?;
+fn non_negative(r: &Reader<'_>, name: &str) -> Result<f64, ParamError> {
+    let v = r.double(name)?;
     if v < 0.0 {
         return Err(perr(name, format!("expected a number >= 0, got {v}")));
     }
@@ -637,18 +918,18 @@ fn non_negative(r: &Reader<'_>, name: &str, default: f64) -> Result<f64, ParamEr
 }
 
 fn read_execution(r: &Reader<'_>) -> Result<ExecutionParams, ParamError> {
-    let boundary = r.string("boundary_mode", "prefix")?;
+    let boundary = r.string("boundary_mode")?;
     let boundary_mode = BoundaryMode::parse(&boundary).ok_or_else(|| {
         perr(
             "boundary_mode",
             format!("expected `replace`, `crossfade` or `prefix`, got `{boundary}`"),
         )
     })?;
-    let crossfade_steps = r.count("crossfade_steps", 4)? as usize;
+    let crossfade_steps = r.count("crossfade_steps")? as usize;
     if crossfade_steps == 0 {
         return Err(perr("crossfade_steps", "expected an integer >= 1, got 0"));
     }
-    let output_mode = match r.string("output_mode", "chunk")?.as_str() {
+    let output_mode = match r.string("output_mode")?.as_str() {
         "chunk" => OutputMode::Chunk,
         "stream" => OutputMode::Stream,
         other => {
@@ -658,7 +939,7 @@ fn read_execution(r: &Reader<'_>) -> Result<ExecutionParams, ParamError> {
             ))
         }
     };
-    let stream_message = match r.string("stream_message", "float64_multi_array")?.as_str() {
+    let stream_message = match r.string("stream_message")?.as_str() {
         "float64_multi_array" => StreamMessage::Float64MultiArray,
         "joint_state" => StreamMessage::JointState,
         other => {
@@ -669,13 +950,13 @@ fn read_execution(r: &Reader<'_>) -> Result<ExecutionParams, ParamError> {
         }
     };
     Ok(ExecutionParams {
-        replan_threshold_s: r.double("replan_threshold_s", -1.0)?,
-        replan_margin_s: non_negative(r, "replan_margin_s", 0.4)?,
+        replan_threshold_s: r.double("replan_threshold_s")?,
+        replan_margin_s: non_negative(r, "replan_margin_s")?,
         boundary_mode,
         crossfade_steps,
-        ramp_in_s: non_negative(r, "ramp_in_s", 0.5)?,
-        min_lead_s: non_negative(r, "min_lead_s", 0.02)?,
-        plan_anchor: match r.string("plan_anchor", "auto")?.as_str() {
+        ramp_in_s: non_negative(r, "ramp_in_s")?,
+        min_lead_s: non_negative(r, "min_lead_s")?,
+        plan_anchor: match r.string("plan_anchor")?.as_str() {
             "auto" => None,
             "measured" => Some(Anchor::Measured),
             "setpoint" => Some(Anchor::Setpoint),
@@ -687,11 +968,11 @@ fn read_execution(r: &Reader<'_>) -> Result<ExecutionParams, ParamError> {
             }
         },
         output_mode,
-        stream_rate_hz: r.positive("stream_rate_hz", 100.0)?,
-        stream_topic: non_empty(r, "stream_topic", "forward_position_controller/commands")?,
+        stream_rate_hz: r.positive("stream_rate_hz")?,
+        stream_topic: non_empty(r, "stream_topic")?,
         stream_message,
-        dry_run: r.boolean("dry_run", false)?,
-        debug_extra_latency_s: non_negative(r, "debug_extra_latency_s", 0.0)?,
+        dry_run: r.boolean("dry_run")?,
+        debug_extra_latency_s: non_negative(r, "debug_extra_latency_s")?,
     })
 }
 
@@ -700,12 +981,12 @@ fn read_limits(r: &Reader<'_>, joint_names: &[String]) -> Result<Option<JointLim
     let mut lower = r.doubles("joint_limits.lower")?;
     let mut upper = r.doubles("joint_limits.upper")?;
     let mut max_velocity = r.doubles("joint_limits.max_velocity")?;
-    let max_jump = r.positive("joint_limits.max_jump", 0.5)?;
+    let max_jump = r.positive("joint_limits.max_jump")?;
     let max_acceleration = match r.doubles("joint_limits.max_acceleration")? {
         Some(v) if v.is_empty() => None,
         other => other,
     };
-    let urdf = r.string("robot_description", "")?;
+    let urdf = r.string("robot_description")?;
     if lower.is_none() && upper.is_none() && max_velocity.is_none() && !urdf.is_empty() {
         if joints == 0 {
             return Err(perr(
@@ -808,6 +1089,74 @@ mod tests {
         p.insert("bundle_path".into(), ParamValue::String("/b".into()));
         p.insert("dry_run".into(), ParamValue::Bool(true));
         p
+    }
+
+    #[test]
+    fn the_parameter_table_is_the_documentation() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/parameters.md");
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
+        assert_eq!(
+            doc,
+            parameters_markdown(),
+            "docs/parameters.md is out of date: `wam_policy_node params > docs/parameters.md`"
+        );
+        for p in PARAMETERS {
+            let kind = p.kind().split(' ').next().unwrap_or("");
+            let matches = match p.default {
+                ParamDefault::Bool(_) => kind == "bool",
+                ParamDefault::Integer(_) => kind == "integer",
+                ParamDefault::Double(_) => kind == "double",
+                ParamDefault::Str(_) => kind == "string",
+                ParamDefault::Unset => kind.ends_with("array") || kind == "double" || kind == "string",
+            };
+            assert!(matches, "{}: default {:?} against `{}`", p.name, p.default, p.kind());
+        }
+    }
+
+    /// config/robot.yaml sets every parameter of the table (so users see them all), and where it is
+    /// not about the robot (topics, joints, limits, the bundle) its value is the table's default.
+    #[test]
+    fn robot_yaml_agrees_with_the_parameter_table() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/robot.yaml"
+        ))
+        .unwrap();
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let mut file = Params::new();
+        flatten("", &yaml["wam_policy"]["ros__parameters"], &mut file);
+        let robot_specific = [
+            "bundle_path",
+            "camera_names",
+            "camera_topics",
+            "joint_states_topic",
+            "joint_names",
+            "instruction_topic",
+            "trt_cache_dir",
+            "plan_anchor",
+            "use_sim_time",
+        ];
+        for p in PARAMETERS {
+            if p.name == "use_sim_time" {
+                continue; // the launch file's argument
+            }
+            let Some(v) = file.get(p.name) else {
+                panic!("config/robot.yaml lacks `{}` ({})", p.name, p.doc);
+            };
+            if robot_specific.contains(&p.name) || p.name.starts_with("joint_limits") {
+                continue;
+            }
+            let same = match (p.default, v) {
+                (ParamDefault::Bool(a), ParamValue::Bool(b)) => a == *b,
+                (ParamDefault::Integer(a), ParamValue::Integer(b)) => a as i64 == *b,
+                (ParamDefault::Double(a), ParamValue::Double(b)) => a == *b,
+                (ParamDefault::Double(a), ParamValue::Integer(b)) => a == *b as f64,
+                (ParamDefault::Str(a), ParamValue::String(b)) => a == b,
+                (ParamDefault::Unset, _) => true,
+                _ => false,
+            };
+            assert!(same, "config/robot.yaml `{}` = {v:?}, the table's default is {}", p.name, p.default_text());
+        }
     }
 
     #[test]

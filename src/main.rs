@@ -19,8 +19,12 @@ fn main() -> ExitCode {
     let result = match args.get(1).map(String::as_str) {
         Some("check") => check::run(&args[2..]),
         Some("replay") => run_replay(&args[2..]),
+        Some("params") => {
+            print!("{}", wam_policy::config::parameters_markdown());
+            Ok(())
+        }
         Some("-h" | "--help") => {
-            println!("usage: wam_policy_node [--ros-args ...]\n       wam_policy_node check <bundle_dir> [--providers cpu,cuda,...] [--steps K] [--runs N]\n       wam_policy_node replay <recording.mcap> [--param name=value ...]");
+            println!("usage: wam_policy_node [--ros-args ...]\n       wam_policy_node check <bundle_dir> [--providers cpu,cuda,...] [--steps K] [--runs N]\n       wam_policy_node replay <recording.mcap> [--param name=value ...]\n       wam_policy_node params   (the parameter table as markdown)");
             Ok(())
         }
         _ => run_node(),

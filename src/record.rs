@@ -278,7 +278,7 @@ impl Recorder {
             sequence: self.next_sequence.fetch_add(1, Ordering::Relaxed),
             payload,
         };
-        if sender.send(job).is_ok() {
+        if sender.try_send(job).is_ok() {
             true
         } else {
             self.counters.count_drop();

@@ -22,6 +22,8 @@ fn config(extra: &[(&str, ParamValue)]) -> NodeConfig {
         ParamValue::String(bundle_dir().display().to_string()),
     );
     p.insert("warmup_runs".into(), ParamValue::Integer(1));
+    // The runtime alone commands nothing: no joint limits needed.
+    p.insert("dry_run".into(), ParamValue::Bool(true));
     for (k, v) in extra {
         p.insert(k.to_string(), v.clone());
     }

@@ -8,7 +8,7 @@ a stray frame size after a reset does not lock a camera; ``use_sim_time`` follow
 instruction published before the node started is used; the node refuses to start without joint
 limits unless it is a dry run; and ``record_path`` writes an MCAP file that an independent reader
 (the ``mcap`` and ``mcap-ros2-support`` packages) decodes and that ``wam_policy_node replay``
-replays to identical commands.
+replays to identical commands (and refuses to call identical when a parameter changes them).
 
 Needs the environment of scripts/env.sh and a built node (WAM_NODE_BIN, default
 target/release/wam_policy_node); the peer and the helpers are those of test_node_ros.
@@ -583,6 +583,23 @@ def trajectory_key(t: Any) -> tuple[Any, ...]:
     )
 
 
+def replay(path: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``wam_policy_node replay <path> args...`` in a domain of its own."""
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(next_domain())
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env["NO_COLOR"] = "1"
+    return subprocess.run(
+        [str(NODE_BIN), "replay", str(path), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
 def test_record_then_replay(tmp_path: Path) -> None:
     path = tmp_path / "run.mcap"
     exp = expected()
@@ -637,19 +654,17 @@ def test_record_then_replay(tmp_path: Path) -> None:
     assert all(trajectory_key(c.trajectory) in set(recorded) for c in chunks)
 
     # (b) Replaying it gives the same commands.
-    env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(next_domain())
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    proc = subprocess.run(
-        [str(NODE_BIN), "replay", str(path)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    proc = replay(path, tmp_path)
     output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
     assert proc.returncode == 0, output
     lines = [line for line in proc.stdout.splitlines() if "identical" in line]
     assert lines and not any("not identical" in line for line in lines), output
+
+    # (c) A replay that commands otherwise is refused. Not with another seed: the test bundle's
+    # sampler lands on the same actions whatever its noise. A max_jump no chunk can meet refuses
+    # every chunk, so the replayed commands are holds where the recording has trajectories.
+    proc = replay(path, tmp_path, "--param", "joint_limits.max_jump=0.001")
+    output = f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode != 0, output
+    assert "differ" in proc.stdout + proc.stderr, output
+

@@ -4,8 +4,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use wam_policy::bundle::Dims;
-use wam_policy::config::JointLimits;
 use wam_policy::config::ExecutionParams;
+use wam_policy::config::JointLimits;
 use wam_policy::execution::{Anchor, BoundaryMode, ChunkExecutor, ChunkShape};
 use wam_policy::obs_window::ObsWindow;
 use wam_policy::safety::SafetyFilter;

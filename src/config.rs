@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-
 /// A parameter value as ROS delivers it, independent of r2r so the parsing is testable without ROS.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ParamValue {
@@ -292,7 +291,10 @@ impl ParamSpec {
     }
     /// The meaning part of the doc.
     pub fn meaning(&self) -> &'static str {
-        self.doc.split_once(": ").map(|(_, m)| m).unwrap_or(self.doc)
+        self.doc
+            .split_once(": ")
+            .map(|(_, m)| m)
+            .unwrap_or(self.doc)
     }
     /// The default as YAML text.
     pub fn default_text(&self) -> String {
@@ -654,7 +656,10 @@ fn default_of(name: &str) -> Result<ParamDefault, ParamError> {
 }
 
 fn wrong_default(name: &str) -> ParamError {
-    perr(name, "the parameter table's default has another type (a bug)")
+    perr(
+        name,
+        "the parameter table's default has another type (a bug)",
+    )
 }
 
 impl Reader<'_> {
@@ -766,9 +771,7 @@ impl NodeConfig {
     /// file must not silently fall back to a default.
     pub fn from_params(params: &Params) -> Result<Self, ParamError> {
         for name in params.keys() {
-            if !PARAMETERS.iter().any(|p| p.name == name)
-                && !name.starts_with("qos_overrides.")
-            {
+            if !PARAMETERS.iter().any(|p| p.name == name) && !name.starts_with("qos_overrides.") {
                 let known: Vec<&str> = PARAMETERS.iter().map(|p| p.name).collect();
                 return Err(perr(
                     name,
@@ -1107,9 +1110,17 @@ mod tests {
                 ParamDefault::Integer(_) => kind == "integer",
                 ParamDefault::Double(_) => kind == "double",
                 ParamDefault::Str(_) => kind == "string",
-                ParamDefault::Unset => kind.ends_with("array") || kind == "double" || kind == "string",
+                ParamDefault::Unset => {
+                    kind.ends_with("array") || kind == "double" || kind == "string"
+                }
             };
-            assert!(matches, "{}: default {:?} against `{}`", p.name, p.default, p.kind());
+            assert!(
+                matches,
+                "{}: default {:?} against `{}`",
+                p.name,
+                p.default,
+                p.kind()
+            );
         }
     }
 
@@ -1117,11 +1128,9 @@ mod tests {
     /// not about the robot (topics, joints, limits, the bundle) its value is the table's default.
     #[test]
     fn robot_yaml_agrees_with_the_parameter_table() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/config/robot.yaml"
-        ))
-        .unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/robot.yaml"))
+                .unwrap();
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         let mut file = Params::new();
         flatten("", &yaml["wam_policy"]["ros__parameters"], &mut file);
@@ -1155,7 +1164,12 @@ mod tests {
                 (ParamDefault::Unset, _) => true,
                 _ => false,
             };
-            assert!(same, "config/robot.yaml `{}` = {v:?}, the table's default is {}", p.name, p.default_text());
+            assert!(
+                same,
+                "config/robot.yaml `{}` = {v:?}, the table's default is {}",
+                p.name,
+                p.default_text()
+            );
         }
     }
 

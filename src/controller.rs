@@ -427,10 +427,7 @@ impl Controller {
         if !self.check_stamp(Source::JointState, stamp, now) {
             return;
         }
-        if let Err(e) = self
-            .joint_mapper
-            .map(names, positions, &mut self.joint_buf)
-        {
+        if let Err(e) = self.joint_mapper.map(names, positions, &mut self.joint_buf) {
             return self.refuse(Source::JointState, e.kind(), &e, now);
         }
         // A measurement far outside the limits is a broken sensor or a wrong joint mapping, not a place
@@ -443,7 +440,12 @@ impl Controller {
                         "joint `{}` measured at {q} is more than max_jump ({}) outside its limits [{}, {}]",
                         self.wiring.action_joint_names[j], l.max_jump, l.lower[j], l.upper[j]
                     );
-                    return self.refuse(Source::JointState, "joint_state_out_of_limits", &detail, now);
+                    return self.refuse(
+                        Source::JointState,
+                        "joint_state_out_of_limits",
+                        &detail,
+                        now,
+                    );
                 }
             }
         }
@@ -923,12 +925,19 @@ mod tests {
             }
             self.in_flight = false;
             self.out.clear();
-            self.c
-                .on_result(&self.job, Ok(StageTimings::default()), self.t, &mut self.out);
+            self.c.on_result(
+                &self.job,
+                Ok(StageTimings::default()),
+                self.t,
+                &mut self.out,
+            );
             self.out.commands().to_vec()
         }
 
-        fn cmd<T>(&mut self, f: impl FnOnce(&mut Controller, f64, &mut Outbox) -> T) -> Vec<Command> {
+        fn cmd<T>(
+            &mut self,
+            f: impl FnOnce(&mut Controller, f64, &mut Outbox) -> T,
+        ) -> Vec<Command> {
             self.out.clear();
             f(&mut self.c, self.t, &mut self.out);
             self.out.commands().to_vec()
@@ -1145,7 +1154,10 @@ mod tests {
         let mut r = Rig::new(&[("output_mode", P::String("stream".into()))]);
         r.until_started();
         let done = r.finish();
-        assert!(!has_trajectory(&done), "stream mode publishes no trajectories");
+        assert!(
+            !has_trajectory(&done),
+            "stream mode publishes no trajectories"
+        );
         let streamed = r.step(0.02);
         assert!(streamed
             .iter()
@@ -1161,10 +1173,7 @@ mod tests {
     fn the_joint_state_history_covers_the_oldest_usable_frame_at_1khz() {
         let n = joint_history_len(1000.0, 0.5, 0.05);
         assert!(n >= 550, "{n}");
-        let mut r = Rig::new(&[(
-            "max_joint_state_rate_hz",
-            P::Double(1000.0),
-        )]);
+        let mut r = Rig::new(&[("max_joint_state_rate_hz", P::Double(1000.0))]);
         // Frames 0.45 s old, joint states at 1 kHz since: the matching joint state is still there.
         let t0 = r.t + 0.01;
         r.t = t0;
@@ -1177,6 +1186,10 @@ mod tests {
             let t = r.t;
             r.joints(t);
         }
-        assert!(r.tick().contains(&Command::StartInference), "{:?}", r.c.status(r.t));
+        assert!(
+            r.tick().contains(&Command::StartInference),
+            "{:?}",
+            r.c.status(r.t)
+        );
     }
 }

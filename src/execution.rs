@@ -7,8 +7,8 @@
 //! after an enable, and goes through the safety filter. Times are seconds on the node's clock, so all of
 //! this runs on a fake clock in tests.
 
-pub use crate::config::{Anchor, BoundaryMode};
 use crate::config::ExecutionParams;
+pub use crate::config::{Anchor, BoundaryMode};
 use crate::safety::{SafetyFilter, SafetyViolation};
 use crate::trajectory::CommandPlan;
 

@@ -288,7 +288,11 @@ pub fn policy_status(controller: &Controller, s: &Status, ctx: &StatusContext<'_
 }
 
 /// The status as a diagnostic_msgs/DiagnosticArray for the robot's diagnostics aggregator.
-pub fn diagnostics(s: &Status, status: &PolicyStatus, ctx: &StatusContext<'_>) -> DiagnosticArrayMsg {
+pub fn diagnostics(
+    s: &Status,
+    status: &PolicyStatus,
+    ctx: &StatusContext<'_>,
+) -> DiagnosticArrayMsg {
     use r2r::diagnostic_msgs::msg::{DiagnosticStatus, KeyValue};
     let level = match s.state {
         State::Error => DiagnosticStatus::ERROR as u8,

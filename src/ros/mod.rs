@@ -32,8 +32,8 @@ use messages::{
     CompressedMsg, DiagnosticArrayMsg, Float64ArrayMsg, ImageMsg, JointStateMsg, StatusContext,
     StringMsg, TrajectoryMsg,
 };
-use recording::{Event, NodeRecorder};
 use r2r::wam_policy::msg::{ActionChunk, PolicyStatus};
+use recording::{Event, NodeRecorder};
 
 type SetBool = r2r::std_srvs::srv::SetBool::Service;
 type Trigger = r2r::std_srvs::srv::Trigger::Service;
@@ -226,7 +226,10 @@ pub fn run() -> anyhow::Result<()> {
     let mut instruction_subs = [
         node.subscribe::<StringMsg>(
             &cfg.instruction_topic,
-            QosProfile::default().reliable().transient_local().keep_last(1),
+            QosProfile::default()
+                .reliable()
+                .transient_local()
+                .keep_last(1),
         )?,
         node.subscribe::<StringMsg>(&cfg.instruction_topic, QosProfile::default())?,
     ];
@@ -348,9 +351,7 @@ pub fn run() -> anyhow::Result<()> {
             }
             let wall = Instant::now();
             if wall >= next_tick {
-                state
-                    .tick_lateness
-                    .record((wall - next_tick).as_secs_f64());
+                state.tick_lateness.record((wall - next_tick).as_secs_f64());
                 next_tick += period;
                 if next_tick < wall {
                     // A stall longer than a period: skip the missed ticks instead of bursting them.

@@ -54,13 +54,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let recording = read_recording(std::path::Path::new(path))
         .with_context(|| format!("cannot read the recording {path}"))?;
     let meta = |key: &str| -> anyhow::Result<&String> {
-        recording
-            .metadata
-            .get(key)
-            .with_context(|| format!("the recording has no `{key}` metadata: not a wam_policy recording"))
+        recording.metadata.get(key).with_context(|| {
+            format!("the recording has no `{key}` metadata: not a wam_policy recording")
+        })
     };
-    let mut params = params_from_yaml(meta(META_PARAMETERS)?)
-        .context("cannot read the recorded parameters")?;
+    let mut params =
+        params_from_yaml(meta(META_PARAMETERS)?).context("cannot read the recorded parameters")?;
     // Replay on this machine's CPU, without recording again.
     params.insert(
         "providers".into(),

@@ -349,8 +349,12 @@ pub fn run() -> anyhow::Result<()> {
             if let Some(done) = state.worker.poll() {
                 state.on_result(done, now);
             }
-            let wall = Instant::now();
+            let mut wall = Instant::now();
+            let mut now = now;
             if wall >= next_tick {
+                // The tick runs at the time it reads, after this round's messages were taken.
+                now = clock_now(&clock)?;
+                wall = Instant::now();
                 state.tick_lateness.record((wall - next_tick).as_secs_f64());
                 next_tick += period;
                 if next_tick < wall {

@@ -740,18 +740,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn full_queue_drops_without_blocking() {
+    /// A recorder of one channel `/a` into a temporary folder (kept alive by the returned guard).
+    fn one_channel(capacity: usize) -> (tempfile::TempDir, PathBuf, Recorder) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rec.mcap");
         let recorder = Recorder::create_with_prefixes(
             &path,
             &[spec("/a", "x/msg/A")],
             &BTreeMap::new(),
-            2,
+            capacity,
             &[],
         )
         .unwrap();
+        (dir, path, recorder)
+    }
+
+    #[test]
+    fn full_queue_drops_without_blocking() {
+        let (dir, path, recorder) = one_channel(2);
         let (started_tx, started_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel();
         let blocking = Blocking {
@@ -813,16 +819,7 @@ mod tests {
 
     #[test]
     fn serialization_errors_are_counted_and_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rec.mcap");
-        let recorder = Recorder::create_with_prefixes(
-            &path,
-            &[spec("/a", "x/msg/A")],
-            &BTreeMap::new(),
-            8,
-            &[],
-        )
-        .unwrap();
+        let (dir, path, recorder) = one_channel(8);
         assert!(recorder.record(ChannelId(0), 0.1, Box::new(vec![1u8])));
         assert!(recorder.record(ChannelId(0), 0.2, Box::new(Failing)));
         assert!(recorder.record(ChannelId(0), 0.3, Box::new(vec![3u8])));

@@ -219,13 +219,16 @@ def check_stamps_after(peer: Peer, cycles: Sequence[tuple[float, float]], what: 
 # -------------------------------------------------------------------------------------------------
 
 
+# Enabled with an instruction and a model slowed down so that an inference is always running.
+SLOW_PARAMS: dict[str, Any] = {
+    "instruction": INSTRUCTION,
+    "enabled_at_start": True,
+    "debug_extra_latency_s": SLOW_LATENCY_S,
+}
+
+
 def test_disable_then_enable_during_an_inference_discards_its_chunk() -> None:
-    params = {
-        "instruction": INSTRUCTION,
-        "enabled_at_start": True,
-        "debug_extra_latency_s": SLOW_LATENCY_S,
-    }
-    with running(params) as (node, peer):
+    with running(SLOW_PARAMS) as (node, peer):
         start_constant(peer, node)
         wait_chunk_after(peer, 0.0, 15.0)
         cycles: list[tuple[float, float]] = []
@@ -249,12 +252,7 @@ def test_disable_then_enable_during_an_inference_discards_its_chunk() -> None:
 
 
 def test_reset_during_an_inference_holds_and_discards_its_chunk() -> None:
-    params = {
-        "instruction": INSTRUCTION,
-        "enabled_at_start": True,
-        "debug_extra_latency_s": SLOW_LATENCY_S,
-    }
-    with running(params) as (node, peer):
+    with running(SLOW_PARAMS) as (node, peer):
         start_constant(peer, node)
         wait_chunk_after(peer, 0.0, 15.0)
         cycles: list[tuple[float, float]] = []

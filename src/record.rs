@@ -757,7 +757,7 @@ mod tests {
 
     #[test]
     fn full_queue_drops_without_blocking() {
-        let (dir, path, recorder) = one_channel(2);
+        let (_dir, path, recorder) = one_channel(2);
         let (started_tx, started_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel();
         let blocking = Blocking {
@@ -819,7 +819,7 @@ mod tests {
 
     #[test]
     fn serialization_errors_are_counted_and_skipped() {
-        let (dir, path, recorder) = one_channel(8);
+        let (_dir, path, recorder) = one_channel(8);
         assert!(recorder.record(ChannelId(0), 0.1, Box::new(vec![1u8])));
         assert!(recorder.record(ChannelId(0), 0.2, Box::new(Failing)));
         assert!(recorder.record(ChannelId(0), 0.3, Box::new(vec![3u8])));

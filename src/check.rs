@@ -49,6 +49,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if !params.contains_key("bundle_path") {
         bail!("usage: wam_policy_node check <bundle_dir> [--providers tensorrt,cuda,cpu] [--steps K] [--runs N]");
     }
+    // A check runs the model only and commands nothing: no joint limits needed.
+    params.insert("dry_run".into(), ParamValue::Bool(true));
     let cfg = NodeConfig::from_params(&params)?;
     let bundle = Bundle::load(&cfg.bundle_path)?;
     let mut policy = Policy::start(&bundle, &cfg)?;

@@ -40,6 +40,11 @@ impl BadInputLog {
         self.counts.get(kind).map(|(_, n)| *n).unwrap_or(0)
     }
 
+    /// Every kind refused so far, with its count.
+    pub fn kinds(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.counts.iter().map(|(kind, (_, n))| (*kind, *n))
+    }
+
     pub fn total(&self, source: Source) -> u64 {
         self.counts
             .values()

@@ -141,6 +141,9 @@ pub struct NodeConfig {
     pub use_sim_time: bool,
     /// MCAP file to record into; empty: no recording.
     pub record_path: String,
+    /// What one image may cost.
+    pub image_bounds: crate::preprocess::ImageBounds,
+    pub max_instruction_bytes: usize,
     pub status_period_s: f64,
     pub sampler_steps: usize,
     pub seed: u64,
@@ -399,6 +402,21 @@ pub const PARAMETERS: &[ParamSpec] = &[
         name: "max_joint_state_rate_hz",
         default: ParamDefault::Double(1000.0),
         doc: "double > 0: highest joint-state rate expected; the joint-state history covers max_image_age_s + sync_slop_s at this rate",
+    },
+    ParamSpec {
+        name: "max_image_pixels",
+        default: ParamDefault::Integer(16_777_216),
+        doc: "integer >= 1: a raw or compressed image with more pixels is refused (compressed: from its header, before decoding)",
+    },
+    ParamSpec {
+        name: "max_compressed_bytes",
+        default: ParamDefault::Integer(16_000_000),
+        doc: "integer >= 1: a CompressedImage with more data is refused",
+    },
+    ParamSpec {
+        name: "max_instruction_bytes",
+        default: ParamDefault::Integer(1024),
+        doc: "integer >= 1: a longer instruction is refused",
     },
     ParamSpec {
         name: "record_path",
@@ -891,6 +909,13 @@ impl NodeConfig {
             max_joint_state_rate_hz: r.positive("max_joint_state_rate_hz")?,
             use_sim_time: r.boolean("use_sim_time")?,
             record_path: r.string("record_path")?,
+            image_bounds: crate::preprocess::ImageBounds {
+                max_pixels: at_least_one(&r, "max_image_pixels")?,
+                max_compressed_bytes: usize::try_from(at_least_one(&r, "max_compressed_bytes")?)
+                    .map_err(|_| perr("max_compressed_bytes", "is too large"))?,
+            },
+            max_instruction_bytes: usize::try_from(at_least_one(&r, "max_instruction_bytes")?)
+                .map_err(|_| perr("max_instruction_bytes", "is too large"))?,
             status_period_s: r.positive("status_period_s")?,
             sampler_steps: r.count("sampler_steps")? as usize,
             seed: r.count("seed")?,
@@ -909,6 +934,13 @@ fn non_empty(r: &Reader<'_>, name: &str) -> Result<String, ParamError> {
         Err(perr(name, "must not be empty"))
     } else {
         Ok(s)
+    }
+}
+
+fn at_least_one(r: &Reader<'_>, name: &str) -> Result<u64, ParamError> {
+    match r.count(name)? {
+        0 => Err(perr(name, "expected an integer >= 1, got 0")),
+        n => Ok(n),
     }
 }
 

@@ -35,6 +35,26 @@ use crate::worker::Job;
 /// Frames of a new size, in a row, after which a camera's new resolution is accepted.
 pub const SIZE_CHANGE_FRAMES: u32 = 5;
 
+/// Characters of an instruction that go into the log.
+const LOGGED_INSTRUCTION_CHARS: usize = 80;
+
+/// A number for a log line: short even when it is absurd (1e300 is not printed with 300 digits).
+fn short(x: f64) -> String {
+    if x.is_finite() && x.abs() < 1e6 {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.3e}")
+    }
+}
+
+/// The start of a text for a log line.
+fn shortened(text: &str) -> String {
+    match text.char_indices().nth(LOGGED_INSTRUCTION_CHARS) {
+        Some((i, _)) => format!("{}... ({} bytes)", &text[..i], text.len()),
+        None => text.to_string(),
+    }
+}
+
 /// What the ROS layer (or replay) publishes. The data lives in the controller (`plan`, `hold_positions`,
 /// `setpoint`) and in the job, so a command allocates nothing.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -127,6 +147,8 @@ pub struct Status {
     pub catch_up_ramps: u64,
     pub idle_time_s: f64,
     pub max_boundary_velocity_jump: f64,
+    /// Messages refused, by kind.
+    pub rejections: Vec<(&'static str, u64)>,
 }
 
 /// A camera's accepted resolution and a candidate new one.
@@ -322,13 +344,14 @@ impl Controller {
             return false;
         }
         if stamp <= 0.0 {
-            self.refuse(source, no_stamp, &"header.stamp is zero", now);
+            let detail = format!("header.stamp is not positive ({})", short(stamp));
+            self.refuse(source, no_stamp, &detail, now);
             return false;
         }
         if stamp > now + self.cfg.max_stamp_lead_s {
             let detail = format!(
-                "stamp {stamp:.6} is {:.3} s ahead of the node's clock ({now:.6}; max_stamp_lead_s {})",
-                stamp - now,
+                "stamp {stamp:.6} is {} s ahead of the node's clock ({now:.6}; max_stamp_lead_s {})",
+                short(stamp - now),
                 self.cfg.max_stamp_lead_s
             );
             self.refuse(source, future, &detail, now);
@@ -398,7 +421,12 @@ impl Controller {
         stamp: f64,
         now: f64,
     ) {
-        match ImageView::new(width, height, step, encoding, data) {
+        let view = self
+            .cfg
+            .image_bounds
+            .check(width as u64, height as u64)
+            .and_then(|()| ImageView::new(width, height, step, encoding, data));
+        match view {
             Ok(view) => self.on_image(cam, &view, stamp, now),
             Err(e) => self.refuse(Source::Image, e.kind(), &e, now),
         }
@@ -407,7 +435,7 @@ impl Controller {
     /// A sensor_msgs/CompressedImage's data (jpeg or png).
     pub fn on_compressed(&mut self, cam: usize, data: &[u8], stamp: f64, now: f64) {
         let mut rgb = std::mem::take(&mut self.compressed_rgb);
-        match decode_compressed(data, &mut rgb) {
+        match decode_compressed(data, &mut rgb, &self.cfg.image_bounds) {
             Ok((w, h)) => {
                 let view = ImageView {
                     width: w,
@@ -437,8 +465,12 @@ impl Controller {
                 let q = self.joint_buf[i];
                 if q < l.lower[j] - l.max_jump || q > l.upper[j] + l.max_jump {
                     let detail = format!(
-                        "joint `{}` measured at {q} is more than max_jump ({}) outside its limits [{}, {}]",
-                        self.wiring.action_joint_names[j], l.max_jump, l.lower[j], l.upper[j]
+                        "joint `{}` measured at {} is more than max_jump ({}) outside its limits [{}, {}]",
+                        self.wiring.action_joint_names[j],
+                        short(q),
+                        l.max_jump,
+                        l.lower[j],
+                        l.upper[j]
                     );
                     return self.refuse(
                         Source::JointState,
@@ -457,10 +489,20 @@ impl Controller {
     /// A new instruction. A different one starts a new epoch: a chunk computed for the old one is
     /// never commanded.
     pub fn on_instruction(&mut self, text: &str, now: f64) {
+        if text.len() > self.cfg.max_instruction_bytes {
+            let detail = format!(
+                "instruction of {} bytes is longer than max_instruction_bytes ({}): {}",
+                text.len(),
+                self.cfg.max_instruction_bytes,
+                shortened(text)
+            );
+            return self.refuse(Source::Instruction, "instruction_too_long", &detail, now);
+        }
         match self.encoder.encode_into(text, &mut self.tokens_scratch) {
             Ok(()) => {
                 if self.tokens_scratch != self.tokens {
-                    tracing::info!(instruction = text, tokens = ?self.tokens_scratch, "new instruction");
+                    // Logged once per change, shortened: a flood of instructions must not flood the log.
+                    tracing::info!(instruction = %shortened(text), "new instruction");
                     std::mem::swap(&mut self.tokens, &mut self.tokens_scratch);
                     self.epoch += 1;
                 }
@@ -799,6 +841,7 @@ impl Controller {
             catch_up_ramps: metrics.catch_up_ramps,
             idle_time_s: metrics.idle_time_s,
             max_boundary_velocity_jump: metrics.max_boundary_velocity_jump,
+            rejections: self.bad.kinds().collect(),
         }
     }
 }
@@ -1102,6 +1145,36 @@ mod tests {
             r.c.bad_input_count("image_size_changed"),
             u64::from(SIZE_CHANGE_FRAMES)
         );
+    }
+
+    #[test]
+    fn what_one_message_may_cost_is_bounded() {
+        let mut r = Rig::new(&[
+            ("max_image_pixels", P::Integer(32 * 32)),
+            ("max_instruction_bytes", P::Integer(64)),
+        ]);
+        r.t += 0.01;
+        // 100000 x 100000 claimed with 3 bytes: refused by its size before anything else.
+        r.c.on_raw_image(0, 100_000, 100_000, 300_000, "rgb8", &[0, 0, 0], r.t, r.t);
+        r.c.on_raw_image(0, 33, 32, 99, "rgb8", &vec![0; 99 * 32], r.t, r.t);
+        assert_eq!(r.c.bad_input_count("image_too_large"), 2);
+        r.c.on_instruction(&"x".repeat(1 << 20), r.t);
+        assert_eq!(r.c.bad_input_count("instruction_too_long"), 1);
+        // The valid instruction still drives, and every kind is in the status.
+        r.until_started();
+        let kinds = r.c.status(r.t).rejections;
+        assert!(kinds.contains(&("image_too_large", 2)), "{kinds:?}");
+        assert!(kinds.contains(&("instruction_too_long", 1)), "{kinds:?}");
+    }
+
+    #[test]
+    fn absurd_numbers_are_logged_short() {
+        assert_eq!(short(1e300), "1.000e300");
+        assert_eq!(short(-2.5), "-2.5000");
+        assert_eq!(short(f64::NAN), "NaN");
+        let long = "a".repeat(10_000);
+        assert!(shortened(&long).len() < 120);
+        assert_eq!(shortened("reach the red cube"), "reach the red cube");
     }
 
     #[test]

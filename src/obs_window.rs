@@ -31,7 +31,14 @@ pub enum JointStateError {
     NonFinite(String),
     #[error("joint state stamp {stamp:.6} is older than the previous one ({last:.6})")]
     StampBackwards { stamp: f64, last: f64 },
+    #[error("joint state names `{0}` twice")]
+    DuplicateName(String),
+    #[error("joint state has {0} names, more than {MAX_JOINT_NAMES}")]
+    TooManyNames(usize),
 }
+
+/// Names a joint state may carry (a whole humanoid has about a hundred).
+pub const MAX_JOINT_NAMES: usize = 1024;
 
 impl JointStateError {
     pub fn kind(&self) -> &'static str {
@@ -40,6 +47,8 @@ impl JointStateError {
             JointStateError::LengthMismatch { .. } => "joint_state_length",
             JointStateError::NonFinite(_) => "joint_state_nan",
             JointStateError::StampBackwards { .. } => "joint_state_stamp_backwards",
+            JointStateError::DuplicateName(_) => "joint_state_duplicate_name",
+            JointStateError::TooManyNames(_) => "joint_state_too_many_names",
         }
     }
 }
@@ -77,14 +86,22 @@ impl JointMapper {
                 positions: positions.len(),
             });
         }
+        if names.len() > MAX_JOINT_NAMES {
+            return Err(JointStateError::TooManyNames(names.len()));
+        }
         if self.last_names.as_slice() != names {
             // Forget the old table first: a failed lookup leaves it half rebuilt.
             self.last_names.clear();
             for (slot, want) in self.index.iter_mut().zip(&self.wanted) {
-                *slot = names
-                    .iter()
-                    .position(|n| n == want)
+                let mut found = names.iter().enumerate().filter(|(_, n)| *n == want);
+                *slot = found
+                    .next()
+                    .map(|(i, _)| i)
                     .ok_or_else(|| JointStateError::MissingJoint(want.clone()))?;
+                // A joint named twice: which position is it? Refused rather than guessed.
+                if found.next().is_some() {
+                    return Err(JointStateError::DuplicateName(want.clone()));
+                }
             }
             self.last_names.extend_from_slice(names);
         }
@@ -524,5 +541,21 @@ mod tests {
         // After a failed lookup the next good message still maps correctly.
         m.map(&names, &[0.0, 4.0, 3.0], &mut out).unwrap();
         assert_eq!(out, [3.0, 4.0]);
+        // A wanted joint named twice is refused; an extra joint named twice does not matter.
+        let twice: Vec<String> = ["a", "b", "a"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            m.map(&twice, &[1.0, 2.0, 3.0], &mut out).unwrap_err(),
+            JointStateError::DuplicateName("a".into())
+        );
+        let extra_twice: Vec<String> = ["x", "b", "a", "x"].iter().map(|s| s.to_string()).collect();
+        m.map(&extra_twice, &[0.0, 2.0, 1.0, 0.0], &mut out)
+            .unwrap();
+        let many: Vec<String> = (0..=MAX_JOINT_NAMES).map(|i| format!("j{i}")).collect();
+        assert_eq!(
+            m.map(&many, &vec![0.0; many.len()], &mut out)
+                .unwrap_err()
+                .kind(),
+            "joint_state_too_many_names"
+        );
     }
 }

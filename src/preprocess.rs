@@ -47,6 +47,10 @@ pub enum ImageError {
     DataTooShort { expected: usize, got: usize },
     #[error("cannot decode compressed image: {0}")]
     Decode(String),
+    #[error("image of {width}x{height} has more than max_image_pixels ({max}) pixels")]
+    TooLarge { width: u64, height: u64, max: u64 },
+    #[error("compressed image of {bytes} bytes is larger than max_compressed_bytes ({max})")]
+    CompressedTooLarge { bytes: usize, max: usize },
 }
 
 impl ImageError {
@@ -58,6 +62,8 @@ impl ImageError {
             ImageError::StepTooSmall { .. } => "image_step",
             ImageError::DataTooShort { .. } => "image_data_short",
             ImageError::Decode(_) => "image_decode",
+            ImageError::TooLarge { .. } => "image_too_large",
+            ImageError::CompressedTooLarge { .. } => "image_compressed_too_large",
         }
     }
 }
@@ -222,8 +228,60 @@ fn to_packed_rgb(img: &ImageView<'_>, out: &mut [u8]) {
 
 /// Decodes a sensor_msgs/CompressedImage payload (jpeg or png) into packed RGB8. This allocates: compressed
 /// transport trades that for bandwidth.
-pub fn decode_compressed(data: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize), ImageError> {
-    let img = image::load_from_memory(data).map_err(|e| ImageError::Decode(e.to_string()))?;
+/// What one message may cost: refused before anything is allocated for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageBounds {
+    pub max_pixels: u64,
+    pub max_compressed_bytes: usize,
+}
+
+impl ImageBounds {
+    /// Refuses a width x height above `max_pixels`.
+    pub fn check(&self, width: u64, height: u64) -> Result<(), ImageError> {
+        if width.saturating_mul(height) > self.max_pixels {
+            return Err(ImageError::TooLarge {
+                width,
+                height,
+                max: self.max_pixels,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a jpeg or png into packed RGB in `out`. The size in the file's header is checked against
+/// `bounds` before anything is decoded, and the decoder's own allocation limit is set from it, so a
+/// decompression bomb (a small file that claims a huge image) costs nothing.
+pub fn decode_compressed(
+    data: &[u8],
+    out: &mut Vec<u8>,
+    bounds: &ImageBounds,
+) -> Result<(usize, usize), ImageError> {
+    if data.len() > bounds.max_compressed_bytes {
+        return Err(ImageError::CompressedTooLarge {
+            bytes: data.len(),
+            max: bounds.max_compressed_bytes,
+        });
+    }
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(data))
+            .with_guessed_format()
+            .map_err(|e| ImageError::Decode(e.to_string()))
+    };
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| ImageError::Decode(e.to_string()))?;
+    bounds.check(u64::from(w), u64::from(h))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    // The decoded image in its widest layout (16-bit RGBA) and the RGB copy.
+    limits.max_alloc = Some(u64::from(w) * u64::from(h) * 8 + (1 << 20));
+    let mut decoder = reader()?;
+    decoder.limits(limits);
+    let img = decoder
+        .decode()
+        .map_err(|e| ImageError::Decode(e.to_string()))?;
     let rgb = img.to_rgb8();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     out.clear();
@@ -363,13 +421,54 @@ mod tests {
         img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
         let mut out = Vec::new();
-        assert_eq!(decode_compressed(&png, &mut out).unwrap(), (2, 1));
+        let bounds = ImageBounds {
+            max_pixels: 100,
+            max_compressed_bytes: 10_000,
+        };
+        assert_eq!(decode_compressed(&png, &mut out, &bounds).unwrap(), (2, 1));
         assert_eq!(out, vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(
-            decode_compressed(b"not an image", &mut out)
+            decode_compressed(b"not an image", &mut out, &bounds)
                 .unwrap_err()
                 .kind(),
             "image_decode"
+        );
+        let small = ImageBounds {
+            max_compressed_bytes: png.len() - 1,
+            ..bounds
+        };
+        assert_eq!(
+            decode_compressed(&png, &mut out, &small)
+                .unwrap_err()
+                .kind(),
+            "image_compressed_too_large"
+        );
+    }
+
+    /// A 12000x12000 PNG of a few kilobytes (all zeros compress to nothing) is refused from its header,
+    /// before its 432 MB are decoded.
+    #[test]
+    fn a_decompression_bomb_is_refused_from_its_header() {
+        let mut png = Vec::new();
+        {
+            let mut encoder = png::Encoder::new(&mut png, 12_000, 12_000);
+            encoder.set_color(png::ColorType::Grayscale);
+            encoder.set_depth(png::BitDepth::One);
+            let mut writer = encoder.write_header().unwrap();
+            writer.write_image_data(&vec![0u8; 1500 * 12_000]).unwrap();
+        }
+        assert!(png.len() < 100_000, "{} bytes", png.len());
+        let bounds = ImageBounds {
+            max_pixels: 4096 * 4096,
+            max_compressed_bytes: 16_000_000,
+        };
+        let mut out = Vec::new();
+        let e = decode_compressed(&png, &mut out, &bounds).unwrap_err();
+        assert_eq!(e.kind(), "image_too_large", "{e}");
+        assert!(
+            out.capacity() < 1 << 20,
+            "decoded anyway: {}",
+            out.capacity()
         );
     }
 }

@@ -344,7 +344,14 @@ pub fn diagnostics(
                     "tick_lateness_p99_s",
                     format!("{:.5}", ctx.tick_lateness_p99_s),
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                s.rejections
+                    .iter()
+                    .map(|(kind, n)| kv(&format!("rejected.{kind}"), n.to_string())),
+            )
+            .collect(),
         }],
     }
 }

@@ -142,6 +142,8 @@ pub struct Status {
     pub stale_observations: u64,
     pub safety_rejections: u64,
     pub discarded_chunks: u64,
+    /// Times the node's clock went backwards.
+    pub clock_jumps: u64,
     pub dropped_steps: u64,
     pub truncated_steps: u64,
     pub catch_up_ramps: u64,
@@ -189,6 +191,9 @@ pub struct Controller {
     last_timings: StageTimings,
     not_ready: Option<NotReady>,
     clock_started: bool,
+    /// Time of the last tick: a later tick at an earlier time is a clock jump.
+    last_tick: f64,
+    clock_jumps: u64,
     was_running: bool,
     measured: Vec<f64>,
     hold_q: Vec<f64>,
@@ -260,6 +265,8 @@ impl Controller {
             last_timings: StageTimings::default(),
             not_ready: None,
             clock_started: false,
+            last_tick: f64::NEG_INFINITY,
+            clock_jumps: 0,
             was_running: false,
             measured: vec![0.0; dims.action],
             hold_q: vec![0.0; dims.action],
@@ -605,6 +612,10 @@ impl Controller {
         if now <= 0.0 {
             return;
         }
+        if now < self.last_tick {
+            self.clock_jumped_back(now, out);
+        }
+        self.last_tick = now;
         self.clock_started = true;
         self.executor.tick(now);
         if !self.enabled {
@@ -612,6 +623,27 @@ impl Controller {
         }
         self.control(now, free_job, out);
         self.stream(now, out);
+    }
+
+    /// The node's clock went backwards (a bag played in a loop, a simulator reset): every buffered input
+    /// now looks as if it came from the future and would stay "fresh" until the clock caught up. Hold,
+    /// forget the window and start a new epoch; the inputs stamped on the new timeline fill it again.
+    fn clock_jumped_back(&mut self, now: f64, out: &mut Outbox) {
+        self.clock_jumps += 1;
+        tracing::warn!(
+            "the node's clock jumped back by {} s (to {now:.3}); holding and starting the window again",
+            short(self.last_tick - now)
+        );
+        if self.enabled {
+            self.hold(now, out);
+        } else {
+            self.executor.clear();
+        }
+        self.window.clear();
+        self.epoch += 1;
+        self.was_running = false;
+        self.not_ready = None;
+        self.next_stream = now;
     }
 
     fn control(&mut self, now: f64, free_job: Option<&mut Job>, out: &mut Outbox) {
@@ -836,6 +868,7 @@ impl Controller {
             stale_observations: self.stale_observations,
             safety_rejections: self.safety_rejections,
             discarded_chunks: self.discarded_chunks,
+            clock_jumps: self.clock_jumps,
             dropped_steps: metrics.dropped_steps,
             truncated_steps: metrics.truncated_steps,
             catch_up_ramps: metrics.catch_up_ramps,
@@ -1188,6 +1221,22 @@ mod tests {
         assert_eq!(s.state, State::Waiting);
         assert!(s.detail.contains("clock"), "{}", s.detail);
         assert_eq!(r.c.bad_input_count("clock_not_started"), 2);
+    }
+
+    #[test]
+    fn a_clock_that_jumps_back_holds_and_refills_the_window_on_the_new_timeline() {
+        let mut r = Rig::new(&[]);
+        r.until_started();
+        // A bag loop: time goes back 30 s; the buffered frames are now 30 s in the future.
+        r.t -= 30.0;
+        let back = r.tick();
+        assert!(hold(&back), "{back:?}");
+        assert_eq!(r.c.status(r.t).clock_jumps, 1);
+        // The chunk in flight belongs to the old timeline.
+        assert!(!has_trajectory(&r.finish()));
+        // Inputs stamped on the new timeline drive again.
+        r.until_started();
+        assert!(has_trajectory(&r.finish()));
     }
 
     #[test]

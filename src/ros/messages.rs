@@ -337,6 +337,7 @@ pub fn diagnostics(
                 kv("truncated_steps", s.truncated_steps.to_string()),
                 kv("catch_up_ramps", s.catch_up_ramps.to_string()),
                 kv("discarded_chunks", s.discarded_chunks.to_string()),
+                kv("clock_jumps", s.clock_jumps.to_string()),
                 kv("inference_errors", s.inference_errors.to_string()),
                 kv("recorded_messages", ctx.recorded.to_string()),
                 kv("record_dropped", ctx.record_dropped.to_string()),

@@ -594,6 +594,14 @@ impl Controller {
         }
     }
 
+    /// While driving: a hold and a new epoch (a fault ended the policy's plan; it resumes with a ramp).
+    fn stop_driving(&mut self, now: f64, out: &mut Outbox) {
+        if self.enabled && self.executor.is_driving() {
+            self.hold(now, out);
+            self.epoch += 1;
+        }
+    }
+
     /// Stops at the measured position (clamped into the limits).
     fn hold(&mut self, now: f64, out: &mut Outbox) {
         if !self.measured_action_positions() || !self.clamp_measured_into_hold() {
@@ -722,9 +730,12 @@ impl Controller {
             Err(e) => {
                 self.inference_errors += 1;
                 if let Some(n) = self.bad.record(Source::Command, "inference_error", now) {
-                    tracing::error!(count = n, "inference failed: {e}");
+                    tracing::error!(count = n, "inference failed: {e}; holding");
                 }
                 self.last_error = Some(e);
+                // The model failed (NaN, a runtime error): stop where the arm is rather than follow a
+                // plan the model can no longer extend; the next good chunk ramps in again.
+                self.stop_driving(now, out);
                 return;
             }
         };
@@ -761,9 +772,11 @@ impl Controller {
                     tracing::warn!(
                         count = n,
                         latency_s,
-                        "chunk finished after its last step was due; dropped"
+                        "chunk finished after its last step was due; dropped, holding"
                     );
                 }
+                // The model is slower than its chunks: the plan has run out, hold explicitly.
+                self.stop_driving(now, out);
                 return;
             }
             Err(Refusal::Safety(violation)) => {
@@ -1259,6 +1272,40 @@ mod tests {
         r.step(0.01);
         assert!(!has_trajectory(&r.finish()));
         assert_eq!(r.c.status(r.t).discarded_chunks, 1);
+    }
+
+    #[test]
+    fn a_failed_inference_holds_and_the_next_good_chunk_drives_again() {
+        let mut r = Rig::new(&[]);
+        r.until_started();
+        assert!(has_trajectory(&r.finish()));
+        r.until_started();
+        r.in_flight = false;
+        r.out.clear();
+        r.c.on_result(
+            &r.job,
+            Err("the model produced a non-finite action value".into()),
+            r.t,
+            &mut r.out,
+        );
+        assert!(hold(r.out.commands()), "{:?}", r.out.commands());
+        assert_eq!(r.c.status(r.t).state, State::Error);
+        r.until_started();
+        assert!(has_trajectory(&r.finish()));
+        assert_eq!(r.c.status(r.t).state, State::Running);
+    }
+
+    #[test]
+    fn a_chunk_later_than_its_last_step_holds() {
+        let mut r = Rig::new(&[]);
+        r.until_started();
+        assert!(has_trajectory(&r.finish()));
+        r.until_started();
+        // The model took longer than the whole chunk (0.8 s).
+        r.t += 1.0;
+        let late = r.finish();
+        assert!(hold(&late) && !has_trajectory(&late), "{late:?}");
+        assert_eq!(r.c.bad_input_count("chunk_too_late"), 1);
     }
 
     #[test]

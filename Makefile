@@ -9,8 +9,16 @@ ENV := source scripts/env.sh &&
 setup:
 	bash scripts/setup.sh
 
+# r2r caches its generated bindings by a hash of the environment only: when this package's messages
+# change, the cached bindings are stale. A stamp of the messages' hash cleans them then (both profiles).
+MSG_STAMP := target/wam_msgs.sha256
 build: setup
-	$(ENV) cargo build --release
+	$(ENV) h="$$(cat msg/*.msg srv/*.srv | sha256sum | cut -d' ' -f1)"; \
+	if [ -f $(MSG_STAMP) ] && [ "$$(cat $(MSG_STAMP))" != "$$h" ]; then \
+		echo "messages changed: cleaning r2r's cached bindings"; \
+		cargo clean --release -p r2r_msg_gen -p r2r && cargo clean -p r2r_msg_gen -p r2r; \
+	fi; \
+	cargo build --release && echo "$$h" > $(MSG_STAMP)
 
 # The sim and the node with the trained WAM (models/wam_sim): a few episodes, success and timing,
 # and per episode a PNG strip of predicted beside actual camera frames in out/demo/.

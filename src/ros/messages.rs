@@ -284,6 +284,15 @@ pub fn policy_status(controller: &Controller, s: &Status, ctx: &StatusContext<'_
         discarded_chunks: s.discarded_chunks,
         recorded_messages: ctx.recorded,
         record_dropped: ctx.record_dropped,
+        camera_names: controller.wiring().camera_names.clone(),
+        camera_frames_received: s.cameras.iter().map(|c| c.received).collect(),
+        camera_rate_hz: s.cameras.iter().map(|c| c.rate_hz).collect(),
+        camera_age_s: s.cameras.iter().map(|c| c.age_s).collect(),
+        camera_frames_missed: s.cameras.iter().map(|c| c.missed).collect(),
+        joint_states_received: s.joint_states.received,
+        joint_state_rate_hz: s.joint_states.rate_hz,
+        reaction_latency_p50_s: s.reaction_latency_p50_s,
+        reaction_latency_p95_s: s.reaction_latency_p95_s,
     }
 }
 
@@ -347,6 +356,43 @@ pub fn diagnostics(
                 ),
             ]
             .into_iter()
+            .chain(
+                s.cameras
+                    .iter()
+                    .zip(&status.camera_names)
+                    .flat_map(|(c, name)| {
+                        [
+                            kv(
+                                &format!("camera.{name}.rate_hz"),
+                                format!("{:.2}", c.rate_hz),
+                            ),
+                            kv(&format!("camera.{name}.age_s"), format!("{:.3}", c.age_s)),
+                            kv(
+                                &format!("camera.{name}.frames_received"),
+                                c.received.to_string(),
+                            ),
+                            kv(
+                                &format!("camera.{name}.frames_missed"),
+                                c.missed.to_string(),
+                            ),
+                        ]
+                    }),
+            )
+            .chain([
+                kv(
+                    "joint_state_rate_hz",
+                    format!("{:.1}", s.joint_states.rate_hz),
+                ),
+                kv("joint_states_received", s.joint_states.received.to_string()),
+                kv(
+                    "reaction_latency_p50_s",
+                    format!("{:.4}", s.reaction_latency_p50_s),
+                ),
+                kv(
+                    "reaction_latency_p95_s",
+                    format!("{:.4}", s.reaction_latency_p95_s),
+                ),
+            ])
             .chain(
                 s.rejections
                     .iter()

@@ -25,7 +25,7 @@ def _flow(values: Sequence[object]) -> str:
     return "[" + ", ".join(repr(v) if isinstance(v, float) else str(v) for v in values) + "]"
 
 
-def manifest_text() -> str:
+def manifest_text(model_id: str = spec.MODEL_ID) -> str:
     """The wam.yaml of the test bundle (docs/bundle_format.md, format version 1)."""
     cameras = "".join(
         f"  - {{name: {name}, height: {spec.HEIGHT}, width: {spec.WIDTH}}}\n"
@@ -37,7 +37,7 @@ def manifest_text() -> str:
         "# (PYTHONPATH=tests python -m wam_testmodel --out DIR); do not edit.\n"
         "# The stages compute a known function, see tests/wam_testmodel/reference.py.\n"
         f"format_version: {spec.FORMAT_VERSION}\n"
-        f"model_id: {spec.MODEL_ID}\n"
+        f"model_id: {model_id}\n"
         "cameras:\n"
         f"{cameras}"
         f"context_frames: {spec.T}\n"
@@ -88,8 +88,13 @@ def manifest_text() -> str:
     )
 
 
-def write_bundle(out_dir: str | Path) -> list[Path]:
-    """Writes the whole bundle into ``out_dir`` (created if missing); returns the paths."""
+def write_bundle(out_dir: str | Path, *, nan_on_unknown_word: bool = False) -> list[Path]:
+    """Writes the whole bundle into ``out_dir`` (created if missing); returns the paths.
+
+    ``nan_on_unknown_word``: a faulty variant for the node's fault tests (model id
+    ``spec.NAN_ON_UNKNOWN_WORD_MODEL_ID``): an instruction whose first word is not in the vocab
+    makes every action NaN; any other gives exactly the test bundle's actions (see
+    ``graphs.context_model``). Never the committed ``models/wam_test``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -99,8 +104,9 @@ def write_bundle(out_dir: str | Path) -> list[Path]:
         path.write_bytes(data)
         written.append(path)
 
-    write(MANIFEST_FILE, manifest_text().encode("utf-8"))
-    for stage, model in graphs.all_models().items():
+    model_id = spec.NAN_ON_UNKNOWN_WORD_MODEL_ID if nan_on_unknown_word else spec.MODEL_ID
+    write(MANIFEST_FILE, manifest_text(model_id).encode("utf-8"))
+    for stage, model in graphs.all_models(nan_on_unknown_word).items():
         write(spec.STAGE_FILES[stage], model.SerializeToString(deterministic=True))
     write(spec.VOCAB_FILE, vocab_text().encode("utf-8"))
     return written

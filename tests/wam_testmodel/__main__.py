@@ -17,8 +17,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", required=True, help="output folder (created if missing; files are overwritten)"
     )
+    parser.add_argument(
+        "--nan-on-unknown-word",
+        action="store_true",
+        help="write the faulty variant: NaN actions when the instruction's first word is unknown",
+    )
     args = parser.parse_args(argv)
-    for path in write_bundle(args.out):
+    for path in write_bundle(args.out, nan_on_unknown_word=args.nan_on_unknown_word):
         print(path)
     return 0
 

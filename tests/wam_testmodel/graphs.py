@@ -139,8 +139,14 @@ def encode_model() -> onnx.ModelProto:
     )
 
 
-def context_model() -> onnx.ModelProto:
-    """latents, state, tokens -> action_target [1,H,A], video_target [1,V,F,C,h,w] (normalized)."""
+def context_model(nan_on_unknown_word: bool = False) -> onnx.ModelProto:
+    """latents, state, tokens -> action_target [1,H,A], video_target [1,V,F,C,h,w] (normalized).
+
+    ``nan_on_unknown_word`` (a faulty variant, for the node's fault tests): the action target gets
+    ``0 * (1 / (1 - is_unk))`` added, where ``is_unk`` is 1 when the first token is ``UNK_ID``.
+    An instruction whose first word is not in the vocab then makes every action NaN (0 * inf);
+    any other instruction is exact as before (x + 0 == x).
+    """
     b = _Builder("context")
     # Newest context frame of every camera: [1, V, 1, C, h, w].
     newest = b.op(
@@ -182,14 +188,16 @@ def context_model() -> onnx.ModelProto:
     )
     actions = b.op("Add", [b.op("Unsqueeze", [q, axis1]), increment])
     # Normalize the physical actions: (a - mean) / std.
-    b.op(
+    normalized = b.op(
         "Div",
         [
             b.op("Sub", [actions, b.const("action_mean", [[spec.ACTION_MEAN]])]),
             b.const("action_std", [[spec.ACTION_STD]]),
         ],
-        spec.CONTEXT_OUT_ACTION,
+        None if nan_on_unknown_word else spec.CONTEXT_OUT_ACTION,
     )
+    if nan_on_unknown_word:
+        b.op("Add", [normalized, _nan_if_first_token_unknown(b)], spec.CONTEXT_OUT_ACTION)
     # video_target[c, f] = newest latent of camera c + FRAME_STEP * (f + 1) / std (normalized).
     b.op("Add", [newest, b.const("frame_offsets", frame_offsets())], spec.CONTEXT_OUT_VIDEO)
     return b.model(
@@ -205,6 +213,28 @@ def context_model() -> onnx.ModelProto:
         ],
         "normalized flow targets of the test function",
     )
+
+
+def _nan_if_first_token_unknown(b: _Builder) -> str:
+    """[1, 1]: 0 * (1 / (1 - is_unk)), is_unk = (tokens[0, 0] == UNK_ID): 0, or NaN when the
+    instruction's first word is unknown."""
+    first = b.op(
+        "Slice",
+        [
+            spec.CONTEXT_IN_TOKENS,
+            b.const("first_token_start", [0], np.int64),
+            b.const("first_token_end", [1], np.int64),
+            b.const("first_token_axis", [1], np.int64),
+        ],
+    )  # [1, 1]
+    is_unk = b.op(
+        "Cast",
+        [b.op("Equal", [first, b.const("unk_id", [[spec.UNK_ID]], np.int64)])],
+        to=TensorProto.FLOAT,
+    )
+    one = b.const("nan_one", [[1.0]])
+    inverse = b.op("Div", [one, b.op("Sub", [one, is_unk])])  # 1, or +inf
+    return b.op("Mul", [b.const("nan_zero", [[0.0]]), inverse])
 
 
 def denoise_model() -> onnx.ModelProto:
@@ -260,11 +290,11 @@ def decode_model() -> onnx.ModelProto:
     )
 
 
-def all_models() -> dict[str, onnx.ModelProto]:
-    """Stage name -> model, in pipeline order."""
+def all_models(nan_on_unknown_word: bool = False) -> dict[str, onnx.ModelProto]:
+    """Stage name -> model, in pipeline order (``nan_on_unknown_word``: see `context_model`)."""
     return {
         "encode": encode_model(),
-        "context": context_model(),
+        "context": context_model(nan_on_unknown_word),
         "denoise": denoise_model(),
         "decode": decode_model(),
     }

@@ -138,8 +138,13 @@ def encode(frames: F32) -> F32:
     return latents
 
 
-def context(latents: F32, state: F32, tokens: NDArray[np.int64]) -> tuple[F32, F32]:
-    """-> (action_target [1, H, A], video_target [1, V, F, C, h, w]), both normalized."""
+def context(
+    latents: F32, state: F32, tokens: NDArray[np.int64], nan_on_unknown_word: bool = False
+) -> tuple[F32, F32]:
+    """-> (action_target [1, H, A], video_target [1, V, F, C, h, w]), both normalized.
+
+    ``nan_on_unknown_word``: the faulty variant's graph (every action NaN when the first token is
+    ``UNK_ID``, unchanged otherwise)."""
     newest = np.asarray(latents, dtype=np.float32)[:, :, spec.T - 1 : spec.T]  # [1, V, 1, C, h, w]
     img_std = np.asarray(spec.IMAGE_STD, dtype=np.float32).reshape(1, 1, 1, spec.C, 1, 1)
     img_mean = np.asarray(spec.IMAGE_MEAN, dtype=np.float32).reshape(1, 1, 1, spec.C, 1, 1)
@@ -156,6 +161,11 @@ def context(latents: F32, state: F32, tokens: NDArray[np.int64]) -> tuple[F32, F
     action_mean = np.asarray([[spec.ACTION_MEAN]], dtype=np.float32)
     action_std = np.asarray([[spec.ACTION_STD]], dtype=np.float32)
     action_target = ((actions - action_mean) / action_std).astype(np.float32)
+    if nan_on_unknown_word:
+        is_unk = np.float32(np.asarray(tokens).reshape(-1)[0] == spec.UNK_ID)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nan_term = np.float32(0.0) * (np.float32(1.0) / (np.float32(1.0) - is_unk))
+        action_target = (action_target + nan_term).astype(np.float32)
     video_target = (newest + graphs.frame_offsets()).astype(np.float32)
     return action_target, video_target
 

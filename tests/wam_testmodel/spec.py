@@ -10,6 +10,9 @@ from typing import Final
 
 FORMAT_VERSION: Final = 1
 MODEL_ID: Final = "wam_test_v1"
+# The faulty variant (write_bundle(..., nan_on_unknown_word=True)): NaN actions for an instruction
+# whose first word is unknown.
+NAN_ON_UNKNOWN_WORD_MODEL_ID: Final = "wam_test_v1_nan_on_unknown_word"
 
 CAMERAS: Final[tuple[str, ...]] = ("exterior", "wrist")
 HEIGHT: Final = 32

@@ -320,3 +320,55 @@ def test_committed_bundle_is_current(bundle_dir: Path) -> None:
         assert (
             committed.read_bytes() == (bundle_dir / name).read_bytes()
         ), f"{committed} is stale: regenerate with {REGENERATE}"
+
+
+# -------------------------------------------------------------------------------------------------
+# The faulty variant (write_bundle(..., nan_on_unknown_word=True)), for the node's fault tests.
+
+
+@pytest.fixture(scope="module")
+def nan_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("wam_test_nan_bundle")
+    write_bundle(folder, nan_on_unknown_word=True)
+    yield folder
+
+
+def test_nan_variant_differs_from_the_test_bundle_only_in_context_and_model_id(
+    bundle_dir: Path, nan_bundle_dir: Path
+) -> None:
+    assert sorted(p.name for p in nan_bundle_dir.iterdir()) == sorted(BUNDLE_FILES)
+    for name in BUNDLE_FILES:
+        same = (nan_bundle_dir / name).read_bytes() == (bundle_dir / name).read_bytes()
+        assert same == (name not in ("wam.yaml", spec.STAGE_FILES["context"])), name
+    manifest = (nan_bundle_dir / "wam.yaml").read_text(encoding="utf-8")
+    assert manifest == (bundle_dir / "wam.yaml").read_text(encoding="utf-8").replace(
+        f"model_id: {spec.MODEL_ID}\n", f"model_id: {spec.NAN_ON_UNKNOWN_WORD_MODEL_ID}\n"
+    )
+
+
+@pytest.mark.parametrize("text", INSTRUCTIONS)
+def test_nan_variant_is_nan_exactly_when_the_first_word_is_unknown(
+    bundle: Bundle, nan_bundle_dir: Path, text: str
+) -> None:
+    faulty = Bundle(nan_bundle_dir)
+    q, frames = _inputs(np.random.default_rng(11))
+    good_a, good_p = bundle.chunk(q, frames, text, np.random.default_rng(5), spec.SAMPLER_STEPS)
+    bad_a, bad_p = faulty.chunk(q, frames, text, np.random.default_rng(5), spec.SAMPLER_STEPS)
+    np.testing.assert_array_equal(bad_p, good_p)
+    if tokenize(text)[0] == spec.UNK_ID:
+        assert np.all(np.isnan(bad_a)), bad_a
+    else:
+        np.testing.assert_array_equal(bad_a, good_a)
+    # The numpy reference of the stage agrees.
+    latents = reference.encode(reference.normalize_frames(frames).reshape(spec.FRAMES_SHAPE))
+    tokens = np.asarray(tokenize(text), dtype=np.int64).reshape(spec.TOKENS_SHAPE)
+    state = reference.normalize_state(q)
+    feeds = {
+        spec.CONTEXT_IN_LATENTS: latents,
+        spec.CONTEXT_IN_STATE: state,
+        spec.CONTEXT_IN_TOKENS: tokens,
+    }
+    got = faulty.run("context", feeds)
+    want = reference.context(latents, state, tokens, nan_on_unknown_word=True)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-6)

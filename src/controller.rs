@@ -444,6 +444,13 @@ impl Controller {
             );
             return self.refuse(Source::Image, "image_stamp_backwards", &detail, now);
         }
+        if !self.enabled {
+            // No inference will use it: checked and counted, not preprocessed, so that a disabled
+            // node only pays for receiving. The window starts again on enable.
+            self.camera_sizes[cam].accepted = Some(size);
+            self.camera_stats[cam].accepted(stamp, now);
+            return;
+        }
         let slot = self.window.frame_slot(cam);
         match self.preprocessors[cam].process(view, slot) {
             Ok(()) => {
@@ -478,6 +485,18 @@ impl Controller {
             Ok(view) => self.on_image(cam, &view, stamp, now),
             Err(e) => self.refuse(Source::Image, e.kind(), &e, now),
         }
+    }
+
+    /// A camera message that could not even be read (a malformed serialized message).
+    pub fn on_unreadable_image(
+        &mut self,
+        cam: usize,
+        kind: &'static str,
+        detail: &dyn std::fmt::Display,
+        now: f64,
+    ) {
+        self.camera_stats[cam].received();
+        self.refuse(Source::Image, kind, detail, now);
     }
 
     /// A sensor_msgs/CompressedImage's data (jpeg or png).
@@ -579,6 +598,10 @@ impl Controller {
         self.epoch += 1;
         if enable {
             self.enabled = true;
+            // Frames from before the disable are not a window with the ones to come.
+            for cam in 0..self.dims.cameras {
+                self.window.clear_camera(cam);
+            }
             if self.measured_action_positions() && self.clamp_measured_into_hold() {
                 self.executor.enable(now, &self.hold_q);
             } else {
@@ -1286,6 +1309,22 @@ mod tests {
         let long = "a".repeat(10_000);
         assert!(shortened(&long).len() < 120);
         assert_eq!(shortened("reach the red cube"), "reach the red cube");
+    }
+
+    #[test]
+    fn a_disabled_node_checks_frames_without_preprocessing_them() {
+        let mut r = Rig::new(&[("enabled_at_start", P::Bool(false))]);
+        for _ in 0..10 {
+            r.step(0.04);
+        }
+        let s = r.c.status(r.t);
+        assert_eq!(s.cameras[0].received, 10);
+        assert!(s.cameras[0].rate_hz > 20.0, "{:?}", s.cameras[0]);
+        // Nothing entered the window: an inference needs frames taken after the enable.
+        assert!(r.c.window.readiness(r.t).is_err());
+        r.cmd(|c, t, o| c.set_enabled(true, t, o));
+        assert!(!r.tick().contains(&Command::StartInference));
+        r.until_started();
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod bad_input;
 pub mod bundle;
+pub mod cdr;
 pub mod config;
 pub mod controller;
 pub mod execution;

@@ -51,7 +51,6 @@ pub fn rgb_image(
 }
 
 pub type ImageMsg = r2r::sensor_msgs::msg::Image;
-pub type CompressedMsg = r2r::sensor_msgs::msg::CompressedImage;
 pub type JointStateMsg = r2r::sensor_msgs::msg::JointState;
 pub type TrajectoryMsg = r2r::trajectory_msgs::msg::JointTrajectory;
 pub type PointMsg = r2r::trajectory_msgs::msg::JointTrajectoryPoint;
@@ -400,5 +399,57 @@ pub fn diagnostics(
             )
             .collect(),
         }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cdr::{CompressedImageCdr, ImageCdr};
+    use r2r::WrappedTypesupport;
+
+    type CompressedMsg = r2r::sensor_msgs::msg::CompressedImage;
+
+    /// The in-place reader agrees with the middleware's own serialization.
+    #[test]
+    fn frames_serialized_by_rmw_are_read_in_place() {
+        for (frame_id, encoding, width) in [
+            ("", "rgb8", 3u32),
+            ("cam", "bgra8", 5),
+            ("wrist_optical", "mono8", 7),
+        ] {
+            let msg = ImageMsg {
+                header: r2r::std_msgs::msg::Header {
+                    stamp: time_msg(1_700_000_000.25),
+                    frame_id: frame_id.into(),
+                },
+                height: 2,
+                width,
+                encoding: encoding.into(),
+                is_bigendian: 0,
+                step: width * 4,
+                data: (0..width * 8).map(|i| i as u8).collect(),
+            };
+            let bytes = msg.to_serialized_bytes().unwrap();
+            let view = ImageCdr::parse(&bytes).unwrap();
+            assert_eq!(view.stamp, seconds_of(&msg.header.stamp));
+            assert_eq!((view.width, view.height, view.step), (width, 2, width * 4));
+            assert_eq!(view.encoding, encoding);
+            assert_eq!(view.data, &msg.data[..]);
+        }
+        let msg = CompressedMsg {
+            header: r2r::std_msgs::msg::Header {
+                stamp: time_msg(3.5),
+                frame_id: "x".into(),
+            },
+            format: "png".into(),
+            data: vec![1, 2, 3, 4, 5],
+        };
+        let bytes = msg.to_serialized_bytes().unwrap();
+        let view = CompressedImageCdr::parse(&bytes).unwrap();
+        assert_eq!(
+            (view.stamp, view.format, view.data),
+            (3.5, "png", &msg.data[..])
+        );
     }
 }

@@ -29,8 +29,8 @@ use crate::worker::{Done, Job, Worker};
 
 use messages::{
     action_chunk, diagnostics, policy_status, rgb_image, seconds_of, CommandMessages, CommandMsg,
-    CompressedMsg, DiagnosticArrayMsg, Float64ArrayMsg, ImageMsg, JointStateMsg, StatusContext,
-    StringMsg, TrajectoryMsg,
+    DiagnosticArrayMsg, Float64ArrayMsg, ImageMsg, JointStateMsg, StatusContext, StringMsg,
+    TrajectoryMsg,
 };
 use r2r::wam_policy::msg::{ActionChunk, PolicyStatus};
 use recording::{Event, NodeRecorder};
@@ -45,9 +45,11 @@ fn drain<T>(stream: &mut (impl Stream<Item = T> + Unpin), mut f: impl FnMut(T)) 
     }
 }
 
-enum CameraSub {
-    Raw(Box<dyn Stream<Item = ImageMsg> + Unpin>),
-    Compressed(Box<dyn Stream<Item = CompressedMsg> + Unpin>),
+/// A camera subscription delivering serialized messages: frames are read in place (`cdr`), not
+/// copied into typed messages twice.
+struct CameraSub {
+    stream: Box<dyn Stream<Item = Vec<u8>> + Unpin>,
+    compressed: bool,
 }
 
 enum CommandPublisher {
@@ -158,6 +160,37 @@ fn read_params(node: &r2r::Node) -> Params {
     out
 }
 
+/// A serialized camera message into the controller, read in place.
+pub(crate) fn camera_bytes_into(
+    controller: &mut Controller,
+    cam: usize,
+    compressed: bool,
+    bytes: &[u8],
+    now: f64,
+) {
+    use crate::cdr::{CompressedImageCdr, ImageCdr};
+    if compressed {
+        match CompressedImageCdr::parse(bytes) {
+            Ok(m) => controller.on_compressed(cam, m.data, m.stamp, now),
+            Err(e) => controller.on_unreadable_image(cam, e.kind(), &e, now),
+        }
+    } else {
+        match ImageCdr::parse(bytes) {
+            Ok(m) => controller.on_raw_image(
+                cam,
+                m.width as usize,
+                m.height as usize,
+                m.step as usize,
+                m.encoding,
+                m.data,
+                m.stamp,
+                now,
+            ),
+            Err(e) => controller.on_unreadable_image(cam, e.kind(), &e, now),
+        }
+    }
+}
+
 /// Why the loop ended.
 enum Stop {
     Signal,
@@ -207,15 +240,22 @@ pub fn run() -> anyhow::Result<()> {
     let mut cameras = Vec::new();
     for topic in &wiring.camera_topics {
         let sub = match cfg.camera_transport {
-            CameraTransport::Raw => CameraSub::Raw(Box::new(
-                node.subscribe::<ImageMsg>(topic, QosProfile::sensor_data())?,
-            )),
-            CameraTransport::Compressed => {
-                CameraSub::Compressed(Box::new(node.subscribe::<CompressedMsg>(
-                    &format!("{topic}/compressed"),
+            CameraTransport::Raw => CameraSub {
+                stream: Box::new(node.subscribe_raw(
+                    topic,
+                    "sensor_msgs/msg/Image",
                     QosProfile::sensor_data(),
-                )?))
-            }
+                )?),
+                compressed: false,
+            },
+            CameraTransport::Compressed => CameraSub {
+                stream: Box::new(node.subscribe_raw(
+                    &format!("{topic}/compressed"),
+                    "sensor_msgs/msg/CompressedImage",
+                    QosProfile::sensor_data(),
+                )?),
+                compressed: true,
+            },
         };
         cameras.push(sub);
     }
@@ -316,10 +356,10 @@ pub fn run() -> anyhow::Result<()> {
             node.spin_once(next_tick.saturating_duration_since(Instant::now()));
             let now = clock_now(&clock)?;
             for (cam, sub) in cameras.iter_mut().enumerate() {
-                match sub {
-                    CameraSub::Raw(s) => drain(s, |msg| state.on_image(cam, msg, now)),
-                    CameraSub::Compressed(s) => drain(s, |msg| state.on_compressed(cam, msg, now)),
-                }
+                let compressed = sub.compressed;
+                drain(&mut sub.stream, |bytes| {
+                    state.on_camera_bytes(cam, compressed, bytes, now)
+                });
             }
             drain(&mut joint_sub, |msg| state.on_joint_state(msg, now));
             for sub in &mut instruction_subs {
@@ -406,24 +446,12 @@ impl Node {
         }
     }
 
-    fn on_image(&mut self, cam: usize, msg: ImageMsg, now: f64) {
-        self.controller.on_raw_image(
-            cam,
-            msg.width as usize,
-            msg.height as usize,
-            msg.step as usize,
-            &msg.encoding,
-            &msg.data,
-            seconds_of(&msg.header.stamp),
-            now,
-        );
-        self.record(recording::camera_channel(cam), now, msg);
-    }
-
-    fn on_compressed(&mut self, cam: usize, msg: CompressedMsg, now: f64) {
-        self.controller
-            .on_compressed(cam, &msg.data, seconds_of(&msg.header.stamp), now);
-        self.record(recording::camera_channel(cam), now, msg);
+    fn on_camera_bytes(&mut self, cam: usize, compressed: bool, bytes: Vec<u8>, now: f64) {
+        camera_bytes_into(&mut self.controller, cam, compressed, &bytes, now);
+        if let Some(r) = &self.recorder {
+            // Recorded as received: the serialized message itself.
+            r.input_bytes(recording::camera_channel(cam), now, bytes);
+        }
     }
 
     fn on_joint_state(&mut self, msg: JointStateMsg, now: f64) {

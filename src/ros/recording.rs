@@ -163,6 +163,13 @@ impl NodeRecorder {
         self.put(channel, now, msg);
     }
 
+    /// A received message that came serialized (cameras).
+    pub fn input_bytes(&self, channel: usize, now: f64, bytes: Vec<u8>) {
+        let _ = self
+            .recorder
+            .record(ChannelId(channel), now.max(0.0), Box::new(bytes));
+    }
+
     /// A published message other than a command.
     pub fn output<T: WrappedTypesupport + Send + 'static>(&self, channel: usize, now: f64, msg: T) {
         self.put(channel, now, msg);

@@ -11,9 +11,10 @@
 use anyhow::{bail, Context as _};
 use r2r::WrappedTypesupport;
 
+use super::camera_bytes_into;
 use super::messages::{
-    seconds_of, CommandMessages, CommandMsg, CompressedMsg, Float64ArrayMsg, ImageMsg,
-    JointStateMsg, StringMsg, TrajectoryMsg,
+    seconds_of, CommandMessages, CommandMsg, Float64ArrayMsg, JointStateMsg, StringMsg,
+    TrajectoryMsg,
 };
 use super::recording::{
     Event, EVENTS_TOPIC, META_CAMERA_PREFIX, META_COMMAND, META_INSTRUCTION, META_JOINT_STATES,
@@ -94,22 +95,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let topic = msg.topic.as_str();
         if let Some(cam) = cameras.iter().position(|c| c == topic) {
             inputs += 1;
-            if msg.type_name.ends_with("CompressedImage") {
-                let m: CompressedMsg = decode(&msg.data, topic)?;
-                controller.on_compressed(cam, &m.data, seconds_of(&m.header.stamp), now);
-            } else {
-                let m: ImageMsg = decode(&msg.data, topic)?;
-                controller.on_raw_image(
-                    cam,
-                    m.width as usize,
-                    m.height as usize,
-                    m.step as usize,
-                    &m.encoding,
-                    &m.data,
-                    seconds_of(&m.header.stamp),
-                    now,
-                );
-            }
+            let compressed = msg.type_name.ends_with("CompressedImage");
+            camera_bytes_into(&mut controller, cam, compressed, &msg.data, now);
         } else if topic == joint_topic {
             inputs += 1;
             let m: JointStateMsg = decode(&msg.data, topic)?;

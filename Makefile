@@ -43,7 +43,8 @@ test-rust: setup
 	$(ENV) python -m pytest -q tests/wam_testmodel tests/test_wam_model_parity.py
 
 test-ros: build
-	$(ENV) python -m pytest -q tests/test_node_ros.py tests/test_execution_ros.py tests/test_controller_ros.py
+	$(ENV) python -m pytest -q tests/test_node_ros.py tests/test_execution_ros.py tests/test_controller_ros.py \
+		tests/test_hostile_input_ros.py tests/test_faults_ros.py
 
 test-colcon: setup
 	$(ENV) python -m pytest -q tests/test_colcon_build.py

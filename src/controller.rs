@@ -221,6 +221,8 @@ pub struct Controller {
     safety_rejections: u64,
     discarded_chunks: u64,
     last_error: Option<String>,
+    /// The last chunk came after its last step was due (its latency); cleared by a chunk in time.
+    too_late: Option<f64>,
     last_timings: StageTimings,
     not_ready: Option<NotReady>,
     clock_started: bool,
@@ -300,6 +302,7 @@ impl Controller {
             safety_rejections: 0,
             discarded_chunks: 0,
             last_error: None,
+            too_late: None,
             last_timings: StageTimings::default(),
             not_ready: None,
             clock_started: false,
@@ -851,10 +854,12 @@ impl Controller {
                     tracing::warn!(
                         count = n,
                         latency_s,
-                        "chunk finished after its last step was due; dropped, holding"
+                        "chunk finished after its last step was due; dropped"
                     );
                 }
-                // The model is slower than its chunks: the plan has run out, hold explicitly.
+                // The model is slower than its chunks: the plan has run out, hold explicitly, and
+                // say so until a chunk is in time again.
+                self.too_late = Some(latency_s);
                 self.stop_driving(now, out);
                 return;
             }
@@ -881,6 +886,7 @@ impl Controller {
             }
         }
         self.last_timings = timings;
+        self.too_late = None;
         self.reaction.record(now - job.stamp);
         self.chunk_id += 1;
         if self.cfg.execution.output_mode == OutputMode::Chunk {
@@ -931,6 +937,14 @@ impl Controller {
             )
         } else if let Some(e) = &self.last_error {
             (State::Error, e.clone())
+        } else if let Some(latency) = self.too_late {
+            let detail = format!(
+                "the model is slower than its chunk: the last one was ready {} s after its observation, \
+                 after its last step was due ({} s); nothing of it was commanded",
+                short(latency),
+                short(self.executor.chunk_duration())
+            );
+            (State::Error, detail)
         } else if let Some(reason) = &self.not_ready {
             let text = reason.describe(&self.wiring.camera_names);
             if reason.is_stale() {
@@ -1410,6 +1424,13 @@ mod tests {
         let late = r.finish();
         assert!(hold(&late) && !has_trajectory(&late), "{late:?}");
         assert_eq!(r.c.bad_input_count("chunk_too_late"), 1);
+        let s = r.c.status(r.t);
+        assert_eq!(s.state, State::Error);
+        assert!(s.detail.contains("slower than its chunk"), "{}", s.detail);
+        // A chunk in time clears it.
+        r.until_started();
+        assert!(has_trajectory(&r.finish()));
+        assert_eq!(r.c.status(r.t).state, State::Running);
     }
 
     #[test]

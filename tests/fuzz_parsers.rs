@@ -58,14 +58,59 @@ where
     let n = config.cases;
     let mut runner = TestRunner::new(config);
     let start = Instant::now();
+    ACCEPTED.with(|c| c.set(0));
+    KNOWN.with(|k| k.borrow_mut().clear());
     let result = runner.run(&strategy, test);
+    let known: Vec<String> = KNOWN.with(|k| {
+        k.borrow()
+            .iter()
+            .map(|(id, n)| format!(" {id} x{n}"))
+            .collect()
+    });
     eprintln!(
-        "fuzz {name}: {n} cases in {:.2} s",
-        start.elapsed().as_secs_f64()
+        "fuzz {name}: {n} cases ({} accepted by the parser) in {:.2} s{}",
+        ACCEPTED.with(|c| c.get()),
+        start.elapsed().as_secs_f64(),
+        if known.is_empty() {
+            String::new()
+        } else {
+            format!("; known bugs hit:{}", known.concat())
+        }
     );
     if let Err(e) = result {
         panic!("fuzz {name}: {e}");
     }
+}
+
+thread_local! {
+    static ACCEPTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static KNOWN: std::cell::RefCell<std::collections::BTreeMap<&'static str, u64>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+/// FUZZ_STRICT=1: a known bug fails its property like any other.
+fn strict() -> bool {
+    std::env::var_os("FUZZ_STRICT").is_some_and(|v| v != "0")
+}
+
+/// A property src/ is known to break (docs/fuzzing.md, "Found"): unless FUZZ_STRICT is set, the case is
+/// counted under `id` (shown in the summary line) and ends there, so a long run goes on looking for new
+/// bugs instead of stopping at the known one.
+macro_rules! known_bug {
+    ($id:literal, $cond:expr, $($fmt:tt)*) => {
+        if !$cond {
+            if strict() {
+                return Err(TestCaseError::fail(format!("known bug {}: {}", $id, format!($($fmt)*))));
+            }
+            KNOWN.with(|k| *k.borrow_mut().entry($id).or_default() += 1);
+            return Ok(());
+        }
+    };
+}
+
+/// Counts a case the parser under test accepted (the summary line shows how deep the cases got).
+fn accepted() {
+    ACCEPTED.with(|c| c.set(c.get() + 1));
 }
 
 fn manifest_dir() -> &'static Path {
@@ -421,6 +466,7 @@ fn check_raw(
         }
         Err(_) => return Ok(()),
     };
+    accepted();
     let enc = Encoding::parse(encoding).expect("accepted encoding parses");
     prop_assert_eq!(view.encoding, enc);
     prop_assert!(width > 0 && height > 0);
@@ -561,6 +607,7 @@ fn check_decoded(
     let Ok((w, h)) = result else {
         return Ok(None);
     };
+    accepted();
     prop_assert!(w > 0 && h > 0, "decoded a {w}x{h} image");
     prop_assert!(
         (w as u64) * (h as u64) <= max_pixels,
@@ -882,6 +929,7 @@ const MAX_ELEMS: u128 = (isize::MAX as u128) / 8;
 
 /// What an accepted bundle promises to the stages after it.
 fn check_bundle(bundle: &Bundle) -> Result<(), TestCaseError> {
+    accepted();
     let m = &bundle.manifest;
     let d = bundle.dims();
     // Every buffer the node allocates from the manifest's sizes can exist (no usize overflow, no
@@ -910,14 +958,16 @@ fn check_bundle(bundle: &Bundle) -> Result<(), TestCaseError> {
         ("tokens", d.tokens as u128),
     ];
     for (what, n) in sizes {
-        prop_assert!(
+        known_bug!(
+            "bundle-sizes",
             n <= MAX_ELEMS,
             "accepted a bundle whose {what} buffer has {n} elements (usize overflow): dims {d:?}"
         );
     }
     for (stage, tensors) in bundle.expected_tensors() {
         for t in tensors.inputs.iter().chain(&tensors.outputs) {
-            prop_assert!(
+            known_bug!(
+                "bundle-sizes",
                 t.shape.iter().all(|x| *x >= 1),
                 "stage {stage} tensor {}: shape {:?} (a size turned negative reads as dynamic)",
                 t.name,
@@ -926,11 +976,16 @@ fn check_bundle(bundle: &Bundle) -> Result<(), TestCaseError> {
         }
     }
     let vdt = bundle.video_dt();
-    prop_assert!(vdt.is_finite() && vdt > 0.0, "video_dt() = {vdt}");
+    known_bug!(
+        "bundle-video-dt",
+        vdt.is_finite() && vdt > 0.0,
+        "video_dt() = {vdt}"
+    );
     for c in 0..3 {
         for level in [0.0f32, 1.0] {
             let v = (level - m.image.mean[c]) / m.image.std[c];
-            prop_assert!(
+            known_bug!(
+                "bundle-image-norm",
                 v.is_finite(),
                 "image level {level} of channel {c} normalizes to {v} (mean {:?}, std {:?})",
                 m.image.mean,
@@ -1319,7 +1374,10 @@ fn fuzz_node_config_from_params() {
                 params.insert(name, value);
             }
             match NodeConfig::from_params(&params) {
-                Ok(c) => check_config(&params, &c),
+                Ok(c) => {
+                    accepted();
+                    check_config(&params, &c)
+                }
                 Err(e) => {
                     prop_assert!(!e.name.is_empty() || params.contains_key(""), "{e}");
                     Ok(())
@@ -1362,6 +1420,7 @@ fn fuzz_parse_override() {
         ],
         |arg| {
             if let Ok((name, _)) = config::parse_override(&arg) {
+                accepted();
                 prop_assert_eq!(Some(name.as_str()), arg.split_once('=').map(|s| s.0));
             }
             Ok(())
@@ -1506,6 +1565,7 @@ fn check_urdf(text: &str, names: &[String]) -> Result<(), TestCaseError> {
     let Ok(l) = urdf::joint_limits(text, names) else {
         return Ok(());
     };
+    accepted();
     let n = names.len();
     prop_assert!(l.lower.len() == n && l.upper.len() == n && l.max_velocity.len() == n);
     for i in 0..n {
@@ -1583,13 +1643,14 @@ fn urdf_entities_are_refused() {
 fn manifest_and_tokenizer_nesting_is_refused() {
     let dir = BundleDir::new();
     for text in [
-        "[".repeat(100_000),
-        "{a: ".repeat(100_000),
-        "- ".repeat(100_000),
+        // Past the recursion limit (128), short of the quadratic time of `known_slow_yaml_flow_nesting`.
+        "[".repeat(2_000),
+        "{a: ".repeat(2_000),
+        "- ".repeat(2_000),
         format!(
             "format_version: {}1{}",
-            "[".repeat(50_000),
-            "]".repeat(50_000)
+            "[".repeat(1_000),
+            "]".repeat(1_000)
         ),
     ] {
         dir.write(text.as_bytes());
@@ -1690,6 +1751,7 @@ fn fuzz_instruction_vocab_file() {
         |(file, text, len)| {
             std::fs::write(dir.path().join("vocab.txt"), &file).unwrap();
             if let Ok(t) = Tokenizer::load(&spec, dir.path()) {
+                accepted();
                 let lines = String::from_utf8_lossy(&file).lines().count() as i64;
                 let mut out = vec![-7i64; len];
                 prop_assert!(t.encode_into(&text, 0, &mut out).is_ok());
@@ -1708,6 +1770,8 @@ const HF_TOKENIZER: &str = r#"{"version":"1.0","truncation":null,"padding":null,
 
 const HF_STRINGS: &[&str] = &[
     "",
+    "Precompiled",
+    "precompiled_charsmap",
     "<unk>",
     "<pad>",
     "WordLevel",
@@ -1757,7 +1821,7 @@ fn fuzz_instruction_hf_tokenizer_json() {
         (
             prop::collection::vec(tree_mut(HF_STRINGS), 0..4),
             prop_oneof![3 => Just(vec![]), 1 => byte_muts(4)],
-            prop_oneof![3 => "\\PC{0,32}", 1 => instruction()],
+            prop_oneof![3 => "\\PC{0,32}", 1 => instruction().prop_map(|s| s.chars().take(4096).collect())],
         ),
         |(tree, bytes, text)| {
             let mut value = original.clone();
@@ -1772,13 +1836,37 @@ fn fuzz_instruction_hf_tokenizer_json() {
                 apply_byte_mut(&mut json, m);
             }
             std::fs::write(dir.path().join("tokenizer.json"), &json).unwrap();
-            if let Ok(t) = Tokenizer::load(&spec, dir.path()) {
+            let loaded = std::panic::catch_unwind(|| Tokenizer::load(&spec, dir.path()));
+            let loaded = match loaded {
+                Ok(loaded) => loaded,
+                Err(payload) => {
+                    let message = panic_message(&payload);
+                    known_bug!(
+                        "tokenizers-json-panic",
+                        !(message.starts_with("Helper") || message.starts_with("Precompiled")),
+                        "{message}"
+                    );
+                    return Err(TestCaseError::fail(format!(
+                        "Tokenizer::load panicked: {message}"
+                    )));
+                }
+            };
+            if let Ok(t) = loaded {
+                accepted();
                 let mut out = vec![0i64; 8];
                 let _ = t.encode_into(&text, 0, &mut out);
             }
             Ok(())
         },
     );
+}
+
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1801,13 +1889,21 @@ fn known_bug_image_view_size_overflow() {
         // width x channels overflows.
         (usize::MAX / 2 + 1, 1, 8, "rgba8"),
     ];
+    let mut wrong = Vec::new();
     for (w, h, step, enc) in cases {
         let refused = std::panic::catch_unwind(|| ImageView::new(w, h, step, enc, &[]).is_err());
-        assert!(
-            matches!(refused, Ok(true)),
-            "ImageView::new({w}, {h}, {step}, {enc:?}, &[]) must be an Err: {refused:?}"
-        );
+        if !matches!(refused, Ok(true)) {
+            let what = if refused.is_err() {
+                "panicked"
+            } else {
+                "accepted"
+            };
+            wrong.push(format!(
+                "ImageView::new({w}, {h}, {step}, {enc:?}, &[]) {what}"
+            ));
+        }
     }
+    assert!(wrong.is_empty(), "must be an Err: {wrong:#?}");
 }
 
 /// A URDF (`robot_description`) nested a few thousand elements deep overflows the stack inside
@@ -1826,4 +1922,92 @@ fn known_bug_urdf_deep_nesting_overflows_stack() {
         .unwrap()
         .join();
     assert!(matches!(r, Ok(true)));
+}
+
+/// A manifest of nested flow mappings (`{a: {a: ...`) is refused by serde_yaml's recursion limit, but only
+/// after time quadratic in its length (unsafe-libyaml's scanner): 40 000 levels (160 kB) take about 5 s in
+/// a release build, 100 000 levels (400 kB) about 35 s (debug: minutes). The same parser reads
+/// `replay --param` values and a recording's parameters.
+#[test]
+#[ignore = "known slow input: serde_yaml flow-mapping nesting is quadratic (docs/fuzzing.md)"]
+fn known_slow_yaml_flow_nesting() {
+    let dir = BundleDir::new();
+    dir.write("{a: ".repeat(40_000).as_bytes());
+    let start = Instant::now();
+    assert!(Bundle::load(dir.path()).is_err());
+    assert!(start.elapsed().as_secs_f64() < 1.0, "{:?}", start.elapsed());
+}
+
+/// Bundle::load accepts manifests whose derived values cannot work: sizes whose buffer lengths
+/// overflow usize (Dims::frame_len and friends then panic in a debug build and wrap in a release
+/// build; `as i64` turns sizes >= 2^63 into negative, i.e. "dynamic", expected shapes), an image
+/// std/mean for which `(level - mean) / std` is not finite in f32, and an action.dt so small that
+/// video_dt() is 0.
+#[test]
+#[ignore = "known bug: src/bundle.rs Bundle::load accepts unusable sizes and norms (docs/fuzzing.md)"]
+fn known_bug_bundle_accepts_unusable_values() {
+    let dir = BundleDir::new();
+    let cases = [
+        // 3 x height x width overflows usize.
+        (
+            "  - {name: exterior, height: 32, width: 32}\n  - {name: wrist, height: 32, width: 32}",
+            "  - {name: exterior, height: 4294967296, width: 4294967296}\n  - {name: wrist, height: 4294967296, width: 4294967296}",
+        ),
+        ("latent_shape: [3, 8, 8]", "latent_shape: [4294967296, 4294967296, 1]"),
+        // (1 - 0.5) / 1e-40 is +inf in f32; so is (0 - 3e38) / 0.5.
+        ("  std: [0.5, 0.5, 0.5]", "  std: [1.0e-40, 0.5, 0.5]"),
+        ("  mean: [0.5, 0.5, 0.5]", "  mean: [3.0e38, 0.5, 0.5]"),
+        // 8 x 5e-324 / 2^40 frames rounds to 0 s between predicted frames.
+        ("  frames: 2", "  frames: 1099511627776"),
+    ];
+    let mut accepted = Vec::new();
+    for (from, to) in cases {
+        assert!(dir.original.contains(from), "{from}");
+        let mut text = dir.original.replacen(from, to, 1);
+        if to.contains("1099511627776") {
+            text = text.replacen("  dt: 0.1", "  dt: 5.0e-324", 1);
+        }
+        dir.write(text.as_bytes());
+        if Bundle::load(dir.path()).is_ok() {
+            accepted.push(to);
+        }
+    }
+    assert!(accepted.is_empty(), "accepted: {accepted:#?}");
+}
+
+/// A tokenizer.json (instruction.tokenizer: tokenizer.json) with a malformed `decoder` value, or a
+/// `Precompiled` normalizer without a valid charsmap, panics inside tokenizers 0.22.2
+/// (src/decoders/mod.rs:90 `.expect("Helper")`, src/normalizers/mod.rs:143 `.expect("Precompiled")`)
+/// instead of returning an error from wam_policy::tokenizer::Tokenizer::load.
+#[test]
+#[ignore = "known bug: tokenizers 0.22.2 panics on some tokenizer.json (via src/tokenizer.rs Tokenizer::load)"]
+fn known_bug_tokenizer_json_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = InstructionSpec {
+        tokenizer: TokenizerKind::HuggingFace,
+        file: "tokenizer.json".into(),
+        max_tokens: 8,
+        pad_id: 0,
+        unk_id: 1,
+    };
+    let mut panicked = Vec::new();
+    for (from, to) in [
+        (r#""decoder":null"#, r#""decoder":{"type":"BPE","suffix":}"#),
+        (
+            r#""normalizer":{"type":"Lowercase"}"#,
+            r#""normalizer":{"type":"Precompiled"}"#,
+        ),
+    ] {
+        assert!(HF_TOKENIZER.contains(from));
+        let json = HF_TOKENIZER.replacen(from, to, 1);
+        std::fs::write(dir.path().join("tokenizer.json"), &json).unwrap();
+        let r = std::panic::catch_unwind(|| Tokenizer::load(&spec, dir.path()).is_err());
+        if !matches!(r, Ok(true)) {
+            panicked.push(to);
+        }
+    }
+    assert!(
+        panicked.is_empty(),
+        "Tokenizer::load panicked on: {panicked:#?}"
+    );
 }

@@ -363,7 +363,7 @@ def test_nan_variant_is_nan_exactly_when_the_first_word_is_unknown(
     latents = reference.encode(reference.normalize_frames(frames).reshape(spec.FRAMES_SHAPE))
     tokens = np.asarray(tokenize(text), dtype=np.int64).reshape(spec.TOKENS_SHAPE)
     state = reference.normalize_state(q)
-    feeds = {
+    feeds: dict[str, np.ndarray] = {
         spec.CONTEXT_IN_LATENTS: latents,
         spec.CONTEXT_IN_STATE: state,
         spec.CONTEXT_IN_TOKENS: tokens,

@@ -1,8 +1,8 @@
 """Start wam_policy on a robot: `ros2 launch wam_policy robot.launch.py bundle:=/path/to/bundle`."""
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -21,7 +21,20 @@ def generate_launch_description() -> LaunchDescription:
             default_value=PathJoinSubstitution([share, "models", "wam_test"]),
             description="Model bundle folder (wam.yaml + ONNX files)",
         ),
-        DeclareLaunchArgument("use_sim_time", default_value="false"),
+        DeclareLaunchArgument(
+            "use_sim_time",
+            default_value="false",
+            description="Follow /clock (Gazebo, Isaac Sim, ros2 bag play --clock)",
+        ),
+        DeclareLaunchArgument(
+            "transport_profile",
+            default_value=EnvironmentVariable(
+                "FASTRTPS_DEFAULT_PROFILES_FILE",
+                default_value=PathJoinSubstitution([share, "config", "fastdds_camera_frames.xml"]),
+            ),
+            description="Fast DDS profile (FASTRTPS_DEFAULT_PROFILES_FILE) of what this launch starts: "
+            "by default the one sized for camera frames; camera drivers need it too (README)",
+        ),
         DeclareLaunchArgument(
             "controller",
             default_value="joint_trajectory_controller",
@@ -48,4 +61,7 @@ def generate_launch_description() -> LaunchDescription:
             ),
         ],
     )
-    return LaunchDescription(args + [node])
+    profile = SetEnvironmentVariable(
+        "FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("transport_profile")
+    )
+    return LaunchDescription(args + [profile, node])

@@ -44,6 +44,14 @@ def generate_launch_description() -> LaunchDescription:
             description="Instruction of the first episode",
         ),
         DeclareLaunchArgument("mujoco_gl", default_value="egl", description="MUJOCO_GL of the sim"),
+        DeclareLaunchArgument(
+            "transport_profile",
+            default_value=EnvironmentVariable(
+                "FASTRTPS_DEFAULT_PROFILES_FILE",
+                default_value=PathJoinSubstitution([share, "config", "fastdds_camera_frames.xml"]),
+            ),
+            description="Fast DDS profile of the sim and the node (sized for camera frames)",
+        ),
     ]
     sim_path = PathJoinSubstitution([share, "sim"])
     sim = ExecuteProcess(
@@ -80,5 +88,13 @@ def generate_launch_description() -> LaunchDescription:
         ],
     )
     return LaunchDescription(
-        [*args, SetEnvironmentVariable("MUJOCO_GL", LaunchConfiguration("mujoco_gl")), sim, policy]
+        [
+            *args,
+            SetEnvironmentVariable("MUJOCO_GL", LaunchConfiguration("mujoco_gl")),
+            SetEnvironmentVariable(
+                "FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("transport_profile")
+            ),
+            sim,
+            policy,
+        ]
     )

@@ -34,6 +34,8 @@ PROFILE = REPO / "config" / "fastdds_camera_frames.xml"
 class Row:
     minute: float
     rss_mb: float
+    rss_anon_mb: float
+    rss_shmem_mb: float
     cpu_cores: float
     latency_p50_ms: float
     latency_p99_ms: float
@@ -46,15 +48,24 @@ class Row:
     joint_states_published: int
     joint_states_received: int
     idle_s: float
+    safety_rejections: int
     state: str
+
+
+def _memory(pid: int) -> dict[str, float]:
+    """VmRSS, RssAnon (the process's own memory) and RssShmem (shared memory it touched, such as the
+    transport's segments) in MB."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key = line.split(":")[0]
+        if key in ("VmRSS", "RssAnon", "RssShmem"):
+            out[key] = float(line.split()[1]) / 1024.0
+    return out
 
 
 def _proc(pid: int) -> tuple[float, float]:
     """(RSS in MB, CPU seconds) of a process."""
-    rss = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = float(line.split()[1]) / 1024.0
+    rss = _memory(pid).get("VmRSS", 0.0)
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return rss, (int(fields[11]) + int(fields[12])) / ticks
@@ -71,6 +82,7 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
     xs = [r.minute for r in rows]
     series = [
         ("RSS (MB)", [r.rss_mb for r in rows], (30, 90, 200)),
+        ("RSS, own (MB)", [r.rss_anon_mb for r in rows], (120, 40, 160)),
         ("latency p50 (ms)", [r.latency_p50_ms for r in rows], (20, 150, 60)),
         ("latency p99 (ms)", [r.latency_p99_ms for r in rows], (200, 60, 30)),
     ]
@@ -139,7 +151,7 @@ def main() -> None:
             last_t, (_, last_cpu) = start, _proc(pid)
             last_sent = last_recv = last_missed = last_js_sent = last_js_recv = 0
             last_idle = 0.0
-            last_chunks = 0
+            last_chunks = last_rejections = 0
             while time.monotonic() - start < args.minutes * 60.0:
                 time.sleep(args.period_s)
                 now = time.monotonic()
@@ -155,10 +167,14 @@ def main() -> None:
                 missed = sum(status.camera_frames_missed) if status else 0
                 js_recv = status.joint_states_received if status else 0
                 idle = status.idle_time_s if status else 0.0
+                rejections = status.safety_rejections if status else 0
+                memory = _memory(pid)
                 rows.append(
                     Row(
                         minute=(now - start) / 60.0,
                         rss_mb=rss,
+                        rss_anon_mb=memory.get("RssAnon", 0.0),
+                        rss_shmem_mb=memory.get("RssShmem", 0.0),
                         cpu_cores=(cpu - last_cpu) / (now - last_t),
                         latency_p50_ms=float(np.percentile(lat, 50)) if len(lat) else 0.0,
                         latency_p99_ms=float(np.percentile(lat, 99)) if len(lat) else 0.0,
@@ -171,6 +187,7 @@ def main() -> None:
                         joint_states_published=js_sent - last_js_sent,
                         joint_states_received=js_recv - last_js_recv,
                         idle_s=idle - last_idle,
+                        safety_rejections=rejections - last_rejections,
                         state=status.state_name if status else "?",
                     )
                 )
@@ -178,23 +195,26 @@ def main() -> None:
                 last_t, last_cpu = now, cpu
                 last_sent, last_recv, last_missed = sent, recv, missed
                 last_js_sent, last_js_recv, last_idle = js_sent, js_recv, idle
+                last_rejections = rejections
     label = "with" if args.profile else "without"
     print(
         f"\n{args.width}x{args.height} rgb8 x2 at {args.camera_hz:g} Hz, joint states at "
         f"{args.joint_hz:g} Hz, {args.bundle.name}, {label} the transport profile\n"
     )
     print(
-        "| min | RSS (MB) | CPU (cores) | latency p50/p99 (ms) | reaction p50 (ms) | chunks/s "
-        "| frames published / received / lost | missed (node) | joint states pub / recv | idle (s) |"
+        "| min | RSS: all / own / shared (MB) | CPU (cores) | latency p50/p99 (ms) | reaction p50 (ms) "
+        "| chunks/s | frames published / received / lost | missed (node) | joint states pub / recv "
+        "| idle (s) | safety rejections |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r.minute:.1f} | {r.rss_mb:.1f} | {r.cpu_cores:.2f} | {r.latency_p50_ms:.1f} / "
+            f"| {r.minute:.1f} | {r.rss_mb:.1f} / {r.rss_anon_mb:.1f} / {r.rss_shmem_mb:.1f} "
+            f"| {r.cpu_cores:.2f} | {r.latency_p50_ms:.1f} / "
             f"{r.latency_p99_ms:.1f} | {r.reaction_p50_ms:.0f} | {r.chunks_per_s:.2f} | "
             f"{r.frames_published} / {r.frames_received} / {r.frames_lost} | "
             f"{r.frames_missed_reported} | {r.joint_states_published} / {r.joint_states_received} "
-            f"| {r.idle_s:.2f} |"
+            f"| {r.idle_s:.2f} | {r.safety_rejections} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps([asdict(r) for r in rows], indent=1))

@@ -35,6 +35,13 @@ pub enum BundleError {
     },
 }
 
+/// Largest wam.yaml accepted.
+const MAX_MANIFEST_BYTES: usize = 64 << 10;
+
+/// Largest element count of any buffer derived from the manifest (frames, latents, actions): 2^32
+/// floats is 16 GB, beyond any model this node can run.
+const MAX_ELEMENTS: u128 = 1 << 32;
+
 fn field_err(field: impl Into<String>, problem: impl Into<String>) -> BundleError {
     BundleError::Field {
         field: field.into(),
@@ -257,6 +264,16 @@ impl Bundle {
             path: path.clone(),
             source,
         })?;
+        // A manifest is a couple of kilobytes; the YAML parser is slow on deeply nested input.
+        if text.len() > MAX_MANIFEST_BYTES {
+            return Err(field_err(
+                MANIFEST_FILE,
+                format!(
+                    "is {} bytes, more than a manifest can be ({MAX_MANIFEST_BYTES})",
+                    text.len()
+                ),
+            ));
+        }
         let manifest: Manifest =
             serde_yaml::from_str(&text).map_err(|source| BundleError::Yaml { path, source })?;
         let bundle = Bundle { dir, manifest };
@@ -376,6 +393,47 @@ impl Bundle {
                     "must be a positive number of seconds",
                 ));
             }
+        }
+        // Every buffer the node allocates from these sizes must fit: a product that overflows would
+        // size a buffer wrongly (found by fuzzing).
+        let first = &m.cameras[0];
+        let product = |xs: &[usize]| -> u128 {
+            xs.iter()
+                .fold(1u128, |acc, &x| acc.saturating_mul(x as u128))
+        };
+        let latent = product(&m.video.latent_shape);
+        let (cams, frames) = (m.cameras.len(), m.video.frames);
+        for (field, elements) in [
+            (
+                "cameras",
+                product(&[cams, m.context_frames, 3, first.height, first.width]),
+            ),
+            (
+                "video.frames",
+                product(&[cams, frames, 3, first.height, first.width]),
+            ),
+            (
+                "video.latent_shape",
+                latent.saturating_mul(product(&[frames.max(m.context_frames), cams])),
+            ),
+            (
+                "action.horizon",
+                product(&[m.action.horizon, m.action.joints.len()]),
+            ),
+            ("instruction.max_tokens", m.instruction.max_tokens as u128),
+        ] {
+            if elements > MAX_ELEMENTS {
+                return Err(field_err(
+                    field,
+                    format!("sizes give buffers of {elements} elements, more than {MAX_ELEMENTS}"),
+                ));
+            }
+        }
+        if !(self.video_dt().is_finite() && self.video_dt() > 0.0) {
+            return Err(field_err(
+                "video.dt",
+                "the frame spacing it gives is not a positive number of seconds",
+            ));
         }
         if m.sampler.steps == 0 {
             return Err(field_err("sampler.steps", "must be at least 1"));
@@ -530,6 +588,18 @@ fn check_norm(prefix: &str, mean: &[f32], std: &[f32], len: usize) -> Result<(),
         return Err(field_err(
             format!("{prefix}.std[{i}]"),
             "must be a positive finite number",
+        ));
+    }
+    // Normalized values must stay finite in f32 for every input the range allows (a std of 1e-40 or a
+    // mean of 3e38 would make them infinite; found by fuzzing).
+    if let Some(i) = (0..len).find(|&i| {
+        [-1.0e4f32, 1.0e4]
+            .iter()
+            .any(|x| !((x - mean[i]) / std[i]).is_finite())
+    }) {
+        return Err(field_err(
+            format!("{prefix}.std[{i}]"),
+            "with its mean gives non-finite normalized values",
         ));
     }
     Ok(())

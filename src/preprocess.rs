@@ -47,7 +47,7 @@ pub enum ImageError {
     DataTooShort { expected: usize, got: usize },
     #[error("cannot decode compressed image: {0}")]
     Decode(String),
-    #[error("image of {width}x{height} has more than max_image_pixels ({max}) pixels")]
+    #[error("image of {width}x{height} has more than max_image_pixels ({max}) pixels or a side over 32768")]
     TooLarge { width: u64, height: u64, max: u64 },
     #[error("compressed image of {bytes} bytes is larger than max_compressed_bytes ({max})")]
     CompressedTooLarge { bytes: usize, max: usize },
@@ -93,12 +93,21 @@ impl<'a> ImageView<'a> {
         if width == 0 || height == 0 {
             return Err(ImageError::ZeroSize { width, height });
         }
-        let min = width * encoding.channels();
+        // Checked: the fields come from outside, and a product that wraps would accept short data.
+        let min = width
+            .checked_mul(encoding.channels())
+            .ok_or(ImageError::StepTooSmall {
+                step,
+                min: usize::MAX,
+            })?;
         if step < min {
             return Err(ImageError::StepTooSmall { step, min });
         }
         // The last row needs only its pixels, not its padding; ROS publishers always send step x height.
-        let expected = step * height;
+        let expected = step.checked_mul(height).ok_or(ImageError::DataTooShort {
+            expected: usize::MAX,
+            got: data.len(),
+        })?;
         if data.len() < expected {
             return Err(ImageError::DataTooShort {
                 expected,
@@ -235,10 +244,17 @@ pub struct ImageBounds {
     pub max_compressed_bytes: usize,
 }
 
+/// The longest image side accepted. Decoders index rows and columns in 16 bits (zune-jpeg 0.5.15
+/// overflows on a JPEG 65535 wide, found by fuzzing), and no camera comes near it.
+pub const MAX_IMAGE_SIDE: u64 = 32_768;
+
 impl ImageBounds {
-    /// Refuses a width x height above `max_pixels`.
+    /// Refuses a width x height above `max_pixels`, or a side above [`MAX_IMAGE_SIDE`].
     pub fn check(&self, width: u64, height: u64) -> Result<(), ImageError> {
-        if width.saturating_mul(height) > self.max_pixels {
+        if width.saturating_mul(height) > self.max_pixels
+            || width > MAX_IMAGE_SIDE
+            || height > MAX_IMAGE_SIDE
+        {
             return Err(ImageError::TooLarge {
                 width,
                 height,

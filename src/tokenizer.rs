@@ -74,12 +74,20 @@ impl Tokenizer {
                     unk_id: spec.unk_id,
                 })
             }
-            TokenizerKind::HuggingFace => tokenizers::Tokenizer::from_file(&path)
-                .map(|t| Tokenizer::HuggingFace(Box::new(t)))
-                .map_err(|e| TokenizerError::Invalid {
-                    path: shown,
-                    problem: e.to_string(),
-                }),
+            // tokenizers panics on some malformed files (found by fuzzing): a panic is a refusal.
+            TokenizerKind::HuggingFace => {
+                match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_file(&path)) {
+                    Ok(Ok(t)) => Ok(Tokenizer::HuggingFace(Box::new(t))),
+                    Ok(Err(e)) => Err(TokenizerError::Invalid {
+                        path: shown,
+                        problem: e.to_string(),
+                    }),
+                    Err(_) => Err(TokenizerError::Invalid {
+                        path: shown,
+                        problem: "the tokenizer library could not read it (it panicked)".into(),
+                    }),
+                }
+            }
         }
     }
 

@@ -25,7 +25,73 @@ pub struct UrdfLimits {
     pub max_velocity: Vec<f64>,
 }
 
+/// Element nesting a URDF may have: real ones nest a few levels; the XML parser recurses per level
+/// and a deep enough document overflows the stack (found by fuzzing).
+const MAX_URDF_NESTING: usize = 128;
+
+/// The deepest element nesting of `xml`, counted in one pass without parsing it: quoted attribute
+/// values, comments, CDATA and processing instructions are skipped, so a `>` inside them does not end
+/// a tag.
+fn nesting_depth(xml: &str) -> usize {
+    let b = xml.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    let skip_to = |from: usize, end: &[u8]| -> usize {
+        b[from..]
+            .windows(end.len())
+            .position(|w| w == end)
+            .map_or(b.len(), |p| from + p + end.len())
+    };
+    while i < b.len() {
+        if b[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        let rest = &b[i..];
+        if rest.starts_with(b"<!--") {
+            i = skip_to(i + 4, b"-->");
+            continue;
+        }
+        if rest.starts_with(b"<![CDATA[") {
+            i = skip_to(i + 9, b"]]>");
+            continue;
+        }
+        if rest.starts_with(b"<?") {
+            i = skip_to(i + 2, b"?>");
+            continue;
+        }
+        let closing = rest.get(1) == Some(&b'/');
+        let declaration = rest.get(1) == Some(&b'!');
+        // To the tag's end, outside quotes.
+        let (mut j, mut quote, mut last) = (i + 1, None::<u8>, 0u8);
+        while j < b.len() {
+            let c = b[j];
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == b'"' || c == b'\'' => quote = Some(c),
+                None if c == b'>' => break,
+                None if !c.is_ascii_whitespace() => last = c,
+                None => {}
+            }
+            j += 1;
+        }
+        if closing {
+            depth = depth.saturating_sub(1);
+        } else if !declaration && last != b'/' {
+            depth += 1;
+            deepest = deepest.max(depth);
+        }
+        i = j + 1;
+    }
+    deepest
+}
+
 pub fn joint_limits(urdf: &str, joint_names: &[String]) -> Result<UrdfLimits, UrdfError> {
+    if nesting_depth(urdf) > MAX_URDF_NESTING {
+        return Err(UrdfError::Xml(format!(
+            "elements nest deeper than {MAX_URDF_NESTING} levels"
+        )));
+    }
     let doc = roxmltree::Document::parse(urdf).map_err(|e| UrdfError::Xml(e.to_string()))?;
     let mut out = UrdfLimits {
         lower: Vec::with_capacity(joint_names.len()),
@@ -77,6 +143,19 @@ pub fn joint_limits(urdf: &str, joint_names: &[String]) -> Result<UrdfLimits, Ur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_is_counted_past_quotes_comments_and_self_closing_tags() {
+        assert_eq!(
+            nesting_depth("<robot><joint name='a'><limit upper='1'/></joint></robot>"),
+            2
+        );
+        assert_eq!(nesting_depth(&"<a x=\"/>\">".repeat(300)), 300);
+        assert_eq!(nesting_depth("<a><!-- <b><c> --><d/></a>"), 1);
+        assert_eq!(nesting_depth(&"<".repeat(100_000)), 1);
+        let deep = format!("{}{}", "<robot>".repeat(1000), "</robot>".repeat(1000));
+        assert!(joint_limits(&deep, &[]).is_err());
+    }
 
     const URDF: &str = r#"<?xml version="1.0"?>
 <robot name="arm">

@@ -49,6 +49,9 @@ where
         cases: cases(short),
         // Failures are reported with their shrunk input; nothing is written into the source tree.
         failure_persistence: None,
+        // Filters (a value that breaks its doc, a finite double) reject a share of every long run.
+        max_local_rejects: u32::MAX,
+        max_global_rejects: u32::MAX,
         ..ProptestConfig::default()
     };
     let long = std::env::var_os("PROPTEST_CASES").is_some();
@@ -59,8 +62,12 @@ where
     let mut runner = TestRunner::new(config);
     let start = Instant::now();
     ACCEPTED.with(|c| c.set(0));
+    CALLS.with(|c| c.set(0));
     KNOWN.with(|k| k.borrow_mut().clear());
-    let result = runner.run(&strategy, test);
+    let result = runner.run(&strategy, |value| {
+        CALLS.with(|c| c.set(c.get() + 1));
+        test(value)
+    });
     let known: Vec<String> = KNOWN.with(|k| {
         k.borrow()
             .iter()
@@ -68,7 +75,8 @@ where
             .collect()
     });
     eprintln!(
-        "fuzz {name}: {n} cases ({} accepted by the parser) in {:.2} s{}",
+        "fuzz {name}: {} of {n} cases run ({} accepted by the parser) in {:.2} s{}",
+        CALLS.with(|c| c.get()),
         ACCEPTED.with(|c| c.get()),
         start.elapsed().as_secs_f64(),
         if known.is_empty() {
@@ -84,6 +92,8 @@ where
 
 thread_local! {
     static ACCEPTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Inputs tried, shrinking included.
+    static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     static KNOWN: std::cell::RefCell<std::collections::BTreeMap<&'static str, u64>> =
         const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
 }
@@ -416,8 +426,9 @@ fn check_normalized(
 ) -> Result<(), TestCaseError> {
     prop_assert_eq!(out.len(), 3 * plane);
     for c in 0..3 {
-        let lo = (0.0f32 / 255.0 - mean[c]) / std[c];
-        let hi = (255.0f32 / 255.0 - mean[c]) / std[c];
+        // The normalized levels 0 and 255 (255 / 255 is exactly 1 in f32).
+        let lo = (0.0f32 - mean[c]) / std[c];
+        let hi = (1.0f32 - mean[c]) / std[c];
         for (i, v) in out[c * plane..(c + 1) * plane].iter().enumerate() {
             prop_assert!(
                 v.is_finite() && *v >= lo && *v <= hi,
@@ -588,6 +599,34 @@ fn bounds(max_pixels: u64) -> ImageBounds {
 /// The decoder as the node calls it. (Its signature is the one place to follow when it changes.)
 fn decode(data: &[u8], out: &mut Vec<u8>, max_pixels: u64) -> Result<(usize, usize), ImageError> {
     preprocess::decode_compressed(data, out, &bounds(max_pixels))
+}
+
+/// `decode`, with a panic turned into its message.
+fn decode_catching(
+    data: &[u8],
+    out: &mut Vec<u8>,
+    max_pixels: u64,
+) -> Result<Result<(usize, usize), ImageError>, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode(data, out, max_pixels)
+    }))
+    .map_err(|payload| panic_message(&payload))
+}
+
+/// The known zune-jpeg overflow (`known_bug_jpeg_width_overflow`): a JPEG whose frame says a width or
+/// height within 7 of 65 535.
+fn known_jpeg_overflow(data: &[u8], message: &str) -> bool {
+    let sof = data
+        .windows(2)
+        .position(|w| w[0] == 0xff && (0xc0..=0xc2).contains(&w[1]));
+    let size = |o: usize| data.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    data.starts_with(&[0xff, 0xd8])
+        && message.contains("attempt to add with overflow")
+        && sof.is_some_and(|o| {
+            [size(o + 5), size(o + 7)]
+                .iter()
+                .any(|v| v.is_some_and(|v| v > 65_528))
+        })
 }
 
 fn max_pixels() -> impl Strategy<Value = u64> {
@@ -810,8 +849,20 @@ fn fuzz_compressed_mutated_png_and_jpeg() {
                 fix_png_crcs(&mut bytes);
             }
             let mut out = vec![7u8; 5];
-            let decoded =
-                check_decoded(decode(&bytes, &mut out, max_pixels), &out, max_pixels, norm)?;
+            let result = match decode_catching(&bytes, &mut out, max_pixels) {
+                Ok(result) => result,
+                Err(message) => {
+                    known_bug!(
+                        "zune-jpeg-size-overflow",
+                        !known_jpeg_overflow(&bytes, &message),
+                        "{message}"
+                    );
+                    return Err(TestCaseError::fail(format!(
+                        "decode_compressed panicked: {message}"
+                    )));
+                }
+            };
+            let decoded = check_decoded(result, &out, max_pixels, norm)?;
             if bytes == original && u64::from(case.w * case.h) <= max_pixels {
                 // Unmutated within bounds: decodes, to the same pixels for the lossless PNG.
                 prop_assert_eq!(decoded, Some((case.w as usize, case.h as usize)));
@@ -853,7 +904,20 @@ fn fuzz_compressed_arbitrary_bytes() {
             let mut bytes = magic.to_vec();
             bytes.extend_from_slice(&tail);
             let mut out = Vec::new();
-            check_decoded(decode(&bytes, &mut out, max_pixels), &out, max_pixels, norm)?;
+            let result = match decode_catching(&bytes, &mut out, max_pixels) {
+                Ok(result) => result,
+                Err(message) => {
+                    known_bug!(
+                        "zune-jpeg-size-overflow",
+                        !known_jpeg_overflow(&bytes, &message),
+                        "{message}"
+                    );
+                    return Err(TestCaseError::fail(format!(
+                        "decode_compressed panicked: {message}"
+                    )));
+                }
+            };
+            check_decoded(result, &out, max_pixels, norm)?;
             Ok(())
         },
     );
@@ -934,28 +998,17 @@ fn check_bundle(bundle: &Bundle) -> Result<(), TestCaseError> {
     let d = bundle.dims();
     // Every buffer the node allocates from the manifest's sizes can exist (no usize overflow, no
     // capacity overflow). Products in u128, the way the node's `usize` arithmetic must not overflow.
-    let frame = 3 * d.height as u128 * d.width as u128;
-    let latent: u128 = d.latent.iter().map(|x| *x as u128).product();
+    let prod = |xs: &[usize]| xs.iter().fold(1u128, |a, x| a.saturating_mul(*x as u128));
+    let (c, t, f) = (d.cameras, d.context_frames, d.video_frames);
+    let [lc, lh, lw] = d.latent;
     let sizes = [
-        ("frame (3 x height x width)", frame),
-        (
-            "obs frames",
-            d.cameras as u128 * d.context_frames as u128 * frame,
-        ),
-        (
-            "predicted frames",
-            d.cameras as u128 * d.video_frames as u128 * frame,
-        ),
-        (
-            "video latents",
-            d.cameras as u128 * d.video_frames as u128 * latent,
-        ),
-        (
-            "obs latents",
-            d.cameras as u128 * d.context_frames as u128 * latent,
-        ),
-        ("actions", d.horizon as u128 * d.action as u128),
-        ("tokens", d.tokens as u128),
+        ("frame (3 x height x width)", prod(&[3, d.height, d.width])),
+        ("obs frames", prod(&[c, t, 3, d.height, d.width])),
+        ("predicted frames", prod(&[c, f, 3, d.height, d.width])),
+        ("video latents", prod(&[c, f, lc, lh, lw])),
+        ("obs latents", prod(&[c, t, lc, lh, lw])),
+        ("actions", prod(&[d.horizon, d.action])),
+        ("tokens", prod(&[d.tokens])),
     ];
     for (what, n) in sizes {
         known_bug!(
@@ -1454,6 +1507,9 @@ fn fuzz_parse_override_round_trip() {
     ];
     run("parse_override_round_trip", 256, value, |(text, value)| {
         let parsed = config::parse_override(&format!("sync_slop_s={text}"));
+        if parsed.is_ok() {
+            accepted();
+        }
         prop_assert_eq!(parsed, Ok(("sync_slop_s".to_string(), value)), "{}", text);
         Ok(())
     });
@@ -1479,7 +1535,9 @@ fn fuzz_params_yaml() {
             "\\PC{0,64}",
         ),
         |(params, text)| {
-            let _ = config::params_from_yaml(&text);
+            if config::params_from_yaml(&text).is_ok() {
+                accepted();
+            }
             let yaml = config::params_to_yaml(&params);
             prop_assert!(yaml.is_ok(), "{:?}", yaml.err());
             let yaml = yaml.unwrap();
@@ -1568,7 +1626,7 @@ fn check_urdf(text: &str, names: &[String]) -> Result<(), TestCaseError> {
     accepted();
     let n = names.len();
     prop_assert!(l.lower.len() == n && l.upper.len() == n && l.max_velocity.len() == n);
-    for i in 0..n {
+    for (i, name) in names.iter().enumerate() {
         prop_assert!(
             l.max_velocity[i].is_finite(),
             "velocity {}",
@@ -1578,7 +1636,7 @@ fn check_urdf(text: &str, names: &[String]) -> Result<(), TestCaseError> {
         prop_assert!(
             continuous || (l.lower[i].is_finite() && l.upper[i].is_finite()),
             "joint {}: [{}, {}]",
-            names[i],
+            name,
             l.lower[i],
             l.upper[i]
         );
@@ -1718,6 +1776,7 @@ fn fuzz_instruction_vocab_tokenizer() {
             let mut out = vec![i64::MIN; len];
             let r = encoder.encode_into(&text, &mut out);
             prop_assert!(r.is_ok(), "{:?}", r.err());
+            accepted();
             for id in &out {
                 prop_assert!(
                     *id == pad || *id == unk || (0..lines).contains(id),
@@ -1870,16 +1929,15 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Known bugs found by this file, as reproducers of the correct behaviour (docs/fuzzing.md, "Found").
-// Ignored so that `cargo test` stays green until src/ is fixed; remove the #[ignore] with the fix.
-// Run them with `cargo test --no-default-features --test fuzz_parsers known_bug -- --ignored`.
+// Bugs found by this file, as reproducers of the correct behaviour (docs/fuzzing.md, "Found"). All are
+// fixed in src/ and run with every `cargo test`; a bug of a dependency is fixed by what src/ refuses or
+// catches before or around it.
 
 /// ImageView::new computes `width * channels` and `step * height` without overflow checks: a panic in a
 /// debug build, and in a release build a wrapped product that accepts too little data (the first row is
 /// then read out of bounds by Preprocessor::process). sensor_msgs/Image's uint32 fields cannot reach
 /// this on a 64-bit target; the library API (usize) can.
 #[test]
-#[ignore = "known bug: src/preprocess.rs ImageView::new overflows (docs/fuzzing.md)"]
 fn known_bug_image_view_size_overflow() {
     let cases: [(usize, usize, usize, &str); 3] = [
         // step x height overflows: debug panics ("attempt to multiply with overflow").
@@ -1911,7 +1969,6 @@ fn known_bug_image_view_size_overflow() {
 /// aborts between 10 000 and 20 000 levels, a debug build on a 2 MiB test thread below 400). An abort
 /// ends the whole test binary: run this one alone.
 #[test]
-#[ignore = "known bug: aborts the process (stack overflow in roxmltree via src/urdf.rs joint_limits)"]
 fn known_bug_urdf_deep_nesting_overflows_stack() {
     let depth = 100_000;
     let text = format!("{}{}", "<robot>".repeat(depth), "</robot>".repeat(depth));
@@ -1929,7 +1986,6 @@ fn known_bug_urdf_deep_nesting_overflows_stack() {
 /// a release build, 100 000 levels (400 kB) about 35 s (debug: minutes). The same parser reads
 /// `replay --param` values and a recording's parameters.
 #[test]
-#[ignore = "known slow input: serde_yaml flow-mapping nesting is quadratic (docs/fuzzing.md)"]
 fn known_slow_yaml_flow_nesting() {
     let dir = BundleDir::new();
     dir.write("{a: ".repeat(40_000).as_bytes());
@@ -1944,7 +2000,6 @@ fn known_slow_yaml_flow_nesting() {
 /// std/mean for which `(level - mean) / std` is not finite in f32, and an action.dt so small that
 /// video_dt() is 0.
 #[test]
-#[ignore = "known bug: src/bundle.rs Bundle::load accepts unusable sizes and norms (docs/fuzzing.md)"]
 fn known_bug_bundle_accepts_unusable_values() {
     let dir = BundleDir::new();
     let cases = [
@@ -1980,7 +2035,6 @@ fn known_bug_bundle_accepts_unusable_values() {
 /// (src/decoders/mod.rs:90 `.expect("Helper")`, src/normalizers/mod.rs:143 `.expect("Precompiled")`)
 /// instead of returning an error from wam_policy::tokenizer::Tokenizer::load.
 #[test]
-#[ignore = "known bug: tokenizers 0.22.2 panics on some tokenizer.json (via src/tokenizer.rs Tokenizer::load)"]
 fn known_bug_tokenizer_json_panics() {
     let dir = tempfile::tempdir().unwrap();
     let spec = InstructionSpec {
@@ -2010,4 +2064,86 @@ fn known_bug_tokenizer_json_panics() {
         panicked.is_empty(),
         "Tokenizer::load panicked on: {panicked:#?}"
     );
+}
+
+/// A grayscale JPEG whose frame header says width 65 535 and whose component has a sampling factor
+/// other than 1x1: zune-jpeg 0.5.15 (src/mcu.rs:134, `(self.info.width + 7) / 8` in u16) overflows,
+/// a panic where overflow checks are on (debug builds: `cargo test`, a debug node). Reached from
+/// wam_policy::preprocess::decode_compressed, i.e. from any CompressedImage message: 65 535 x 7 pixels
+/// pass the default max_image_pixels.
+#[test]
+fn known_bug_jpeg_width_overflow() {
+    let jpeg = known_bug_jpeg();
+    let mut out = Vec::new();
+    let r = std::panic::catch_unwind(move || decode(&jpeg, &mut out, 16_777_216).map(|_| ()));
+    assert!(r.is_ok(), "decode_compressed panicked");
+}
+
+/// The reproducer of `known_bug_jpeg_width_overflow`: a 7x7 grayscale baseline JPEG from the image
+/// crate, its SOF0 width set to 0xFFFF and its component's sampling factors from 0x11 to 0x12.
+fn known_bug_jpeg() -> Vec<u8> {
+    let img =
+        image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(7, 7, image::Luma([128])));
+    let mut jpeg = encode(&img, image::ImageFormat::Jpeg);
+    let sof = jpeg
+        .windows(2)
+        .position(|w| w == [0xff, 0xc0])
+        .expect("a baseline JPEG");
+    jpeg[sof + 7..sof + 9].copy_from_slice(&[0xff, 0xff]);
+    // SOF0: FF C0, length (2), precision, height (2), width (2), components, then id, sampling, table.
+    assert_eq!(jpeg[sof + 9], 1, "one component");
+    jpeg[sof + 11] = 0x12;
+    jpeg
+}
+
+/// The nesting pre-check in front of roxmltree must count `<a x="/>">` as an open element: an
+/// attribute value may hold `/>`, and a pre-check that takes the first `>` for the tag's end reads it as
+/// self-closing, lets 100 000 levels through and the parser overflows the stack. Run alone (an abort
+/// ends the test binary).
+#[test]
+fn known_bug_urdf_nesting_check_bypass() {
+    let depth = 100_000;
+    let text = format!("{}{}", "<a x=\"/>\">".repeat(depth), "</a>".repeat(depth));
+    let names = vec!["a".to_string()];
+    let r = std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(move || urdf::joint_limits(&text, &names).is_err())
+        .unwrap()
+        .join();
+    assert!(matches!(r, Ok(true)));
+}
+
+/// Size checks must not overflow themselves: three u64::MAX latent sizes multiply past u128.
+#[test]
+fn known_bug_bundle_size_check_overflow() {
+    let dir = BundleDir::new();
+    let max = u64::MAX;
+    let mut panicked = Vec::new();
+    for (from, to) in [
+        (
+            "latent_shape: [3, 8, 8]",
+            format!("latent_shape: [{max}, {max}, {max}]"),
+        ),
+        (
+            "context_frames: 2",
+            format!("context_frames: {max}\n# and huge cameras below"),
+        ),
+    ] {
+        let mut text = dir.original.replacen(from, &to, 1);
+        if from.starts_with("context") {
+            text = text.replace(
+                "height: 32, width: 32",
+                &format!("height: {max}, width: {max}"),
+            );
+        }
+        dir.write(text.as_bytes());
+        let path = dir.path();
+        if !matches!(
+            std::panic::catch_unwind(move || Bundle::load(path).is_err()),
+            Ok(true)
+        ) {
+            panicked.push(to);
+        }
+    }
+    assert!(panicked.is_empty(), "{panicked:#?}");
 }

@@ -23,14 +23,14 @@ fn main() {
             return;
         };
         let d = bundle.dims();
-        let frame = 3 * d.height as u128 * d.width as u128;
-        let latent: u128 = d.latent.iter().map(|x| *x as u128).product();
+        let prod = |xs: &[usize]| xs.iter().fold(1u128, |a, x| a.saturating_mul(*x as u128));
+        let frames = d.context_frames.max(d.video_frames);
         let limit = (isize::MAX as u128) / 8;
         let big = [
-            frame * d.cameras as u128 * (d.context_frames.max(d.video_frames)) as u128,
-            latent * d.cameras as u128 * (d.context_frames.max(d.video_frames)) as u128,
-            d.horizon as u128 * d.action as u128,
-            d.tokens as u128,
+            prod(&[d.cameras, frames, 3, d.height, d.width]),
+            prod(&[d.cameras, frames, d.latent[0], d.latent[1], d.latent[2]]),
+            prod(&[d.horizon, d.action]),
+            prod(&[d.tokens]),
         ];
         if big.iter().any(|n| *n > limit) {
             return; // known bug: bundle-sizes

@@ -191,7 +191,7 @@ mod tests {
     pub fn image_bytes(frame_id: &str, encoding: &str, w: u32, h: u32, data: &[u8]) -> Vec<u8> {
         let mut b = vec![0x00, 0x01, 0x00, 0x00];
         let pad = |b: &mut Vec<u8>, a: usize| {
-            while (b.len() - 4) % a != 0 {
+            while !(b.len() - 4).is_multiple_of(a) {
                 b.push(0);
             }
         };

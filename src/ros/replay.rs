@@ -52,8 +52,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             other => bail!("unknown argument `{other}`"),
         }
     }
-    let recording = read_recording(std::path::Path::new(path))
+    let mut recording = read_recording(std::path::Path::new(path))
         .with_context(|| format!("cannot read the recording {path}"))?;
+    // In the order the node took them (one control thread numbers them), not by time: a clock that
+    // jumped back during the run must not reorder its decisions.
+    recording.messages.sort_by_key(|m| m.sequence);
     let meta = |key: &str| -> anyhow::Result<&String> {
         recording.metadata.get(key).with_context(|| {
             format!("the recording has no `{key}` metadata: not a wam_policy recording")

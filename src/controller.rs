@@ -342,9 +342,6 @@ impl Controller {
     pub fn is_enabled(&self) -> bool {
         self.enabled
     }
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
     /// The command plan (point 0 is its anchor).
     pub fn plan(&self) -> &crate::trajectory::CommandPlan {
         self.executor.plan()
@@ -478,7 +475,7 @@ impl Controller {
         stamp: f64,
         now: f64,
     ) {
-        self.camera_stats[cam].received();
+        self.camera_stats[cam].count_received();
         let view = self
             .cfg
             .image_bounds
@@ -498,13 +495,13 @@ impl Controller {
         detail: &dyn std::fmt::Display,
         now: f64,
     ) {
-        self.camera_stats[cam].received();
+        self.camera_stats[cam].count_received();
         self.refuse(Source::Image, kind, detail, now);
     }
 
     /// A sensor_msgs/CompressedImage's data (jpeg or png).
     pub fn on_compressed(&mut self, cam: usize, data: &[u8], stamp: f64, now: f64) {
-        self.camera_stats[cam].received();
+        self.camera_stats[cam].count_received();
         let mut rgb = std::mem::take(&mut self.compressed_rgb);
         match decode_compressed(data, &mut rgb, &self.cfg.image_bounds) {
             Ok((w, h)) => {
@@ -523,7 +520,7 @@ impl Controller {
     }
 
     pub fn on_joint_state(&mut self, names: &[String], positions: &[f64], stamp: f64, now: f64) {
-        self.joint_stats.received();
+        self.joint_stats.count_received();
         if !self.check_stamp(Source::JointState, stamp, now) {
             return;
         }

@@ -255,11 +255,6 @@ impl ObsWindow {
         c.stamps.fill(f64::NEG_INFINITY);
     }
 
-    /// Samples the joint-state history holds.
-    pub fn joint_history(&self) -> usize {
-        self.joint_history
-    }
-
     fn spare_slot(&self, camera: usize) -> usize {
         (self.cameras[camera].newest + 1) % (self.dims.context_frames + 1)
     }

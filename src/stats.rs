@@ -110,7 +110,7 @@ impl StreamStats {
     }
 
     /// A message taken from the subscription, accepted or not.
-    pub fn received(&mut self) {
+    pub fn count_received(&mut self) {
         self.received += 1;
     }
 
@@ -164,7 +164,7 @@ mod tests {
         let mut s = StreamStats::new();
         let mut t = 10.0;
         for _ in 0..30 {
-            s.received();
+            s.count_received();
             s.accepted(t, t);
             t += 1.0 / 30.0;
         }

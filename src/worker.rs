@@ -56,7 +56,6 @@ pub struct Worker {
     requests: Sender<Request>,
     results: Receiver<Done>,
     free: Option<Box<Job>>,
-    busy: bool,
     thread: JoinHandle<()>,
 }
 
@@ -93,13 +92,8 @@ impl Worker {
             requests,
             results,
             free: Some(job),
-            busy: false,
             thread,
         })
-    }
-
-    pub fn busy(&self) -> bool {
-        self.busy
     }
 
     pub fn has_died(&self) -> bool {
@@ -121,7 +115,7 @@ impl Worker {
             return;
         };
         match self.requests.send(Request::Infer(job)) {
-            Ok(()) => self.busy = true,
+            Ok(()) => {}
             Err(std::sync::mpsc::SendError(Request::Infer(job))) => self.free = Some(job),
             Err(_) => {}
         }
@@ -134,8 +128,6 @@ impl Worker {
     }
 
     pub fn poll(&mut self) -> Option<Done> {
-        let done = self.results.try_recv().ok()?;
-        self.busy = false;
-        Some(done)
+        self.results.try_recv().ok()
     }
 }

@@ -63,27 +63,15 @@ where
     let start = Instant::now();
     ACCEPTED.with(|c| c.set(0));
     CALLS.with(|c| c.set(0));
-    KNOWN.with(|k| k.borrow_mut().clear());
     let result = runner.run(&strategy, |value| {
         CALLS.with(|c| c.set(c.get() + 1));
         test(value)
     });
-    let known: Vec<String> = KNOWN.with(|k| {
-        k.borrow()
-            .iter()
-            .map(|(id, n)| format!(" {id} x{n}"))
-            .collect()
-    });
     eprintln!(
-        "fuzz {name}: {} of {n} cases run ({} accepted by the parser) in {:.2} s{}",
+        "fuzz {name}: {} of {n} cases run ({} accepted by the parser) in {:.2} s",
         CALLS.with(|c| c.get()),
         ACCEPTED.with(|c| c.get()),
         start.elapsed().as_secs_f64(),
-        if known.is_empty() {
-            String::new()
-        } else {
-            format!("; known bugs hit:{}", known.concat())
-        }
     );
     if let Err(e) = result {
         panic!("fuzz {name}: {e}");
@@ -94,26 +82,18 @@ thread_local! {
     static ACCEPTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// Inputs tried, shrinking included.
     static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    static KNOWN: std::cell::RefCell<std::collections::BTreeMap<&'static str, u64>> =
-        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
 }
 
-/// FUZZ_STRICT=1: a known bug fails its property like any other.
-fn strict() -> bool {
-    std::env::var_os("FUZZ_STRICT").is_some_and(|v| v != "0")
-}
-
-/// A property src/ is known to break (docs/fuzzing.md, "Found"): unless FUZZ_STRICT is set, the case is
-/// counted under `id` (shown in the summary line) and ends there, so a long run goes on looking for new
-/// bugs instead of stopping at the known one.
-macro_rules! known_bug {
+/// A property src/ once broke (docs/fuzzing.md, "Found"), fixed since: it fails like any other, and
+/// the failure names the bug it is a regression of.
+macro_rules! fixed_bug {
     ($id:literal, $cond:expr, $($fmt:tt)*) => {
         if !$cond {
-            if strict() {
-                return Err(TestCaseError::fail(format!("known bug {}: {}", $id, format!($($fmt)*))));
-            }
-            KNOWN.with(|k| *k.borrow_mut().entry($id).or_default() += 1);
-            return Ok(());
+            return Err(TestCaseError::fail(format!(
+                "regression of {}: {}",
+                $id,
+                format!($($fmt)*)
+            )));
         }
     };
 }
@@ -852,7 +832,7 @@ fn fuzz_compressed_mutated_png_and_jpeg() {
             let result = match decode_catching(&bytes, &mut out, max_pixels) {
                 Ok(result) => result,
                 Err(message) => {
-                    known_bug!(
+                    fixed_bug!(
                         "zune-jpeg-size-overflow",
                         !known_jpeg_overflow(&bytes, &message),
                         "{message}"
@@ -907,7 +887,7 @@ fn fuzz_compressed_arbitrary_bytes() {
             let result = match decode_catching(&bytes, &mut out, max_pixels) {
                 Ok(result) => result,
                 Err(message) => {
-                    known_bug!(
+                    fixed_bug!(
                         "zune-jpeg-size-overflow",
                         !known_jpeg_overflow(&bytes, &message),
                         "{message}"
@@ -1011,7 +991,7 @@ fn check_bundle(bundle: &Bundle) -> Result<(), TestCaseError> {
         ("tokens", prod(&[d.tokens])),
     ];
     for (what, n) in sizes {
-        known_bug!(
+        fixed_bug!(
             "bundle-sizes",
             n <= MAX_ELEMS,
             "accepted a bundle whose {what} buffer has {n} elements (usize overflow): dims {d:?}"
@@ -1019,7 +999,7 @@ fn check_bundle(bundle: &Bundle) -> Result<(), TestCaseError> {
     }
     for (stage, tensors) in bundle.expected_tensors() {
         for t in tensors.inputs.iter().chain(&tensors.outputs) {
-            known_bug!(
+            fixed_bug!(
                 "bundle-sizes",
                 t.shape.iter().all(|x| *x >= 1),
                 "stage {stage} tensor {}: shape {:?} (a size turned negative reads as dynamic)",
@@ -1029,7 +1009,7 @@ fn check_bundle(bundle: &Bundle) -> Result<(), TestCaseError> {
         }
     }
     let vdt = bundle.video_dt();
-    known_bug!(
+    fixed_bug!(
         "bundle-video-dt",
         vdt.is_finite() && vdt > 0.0,
         "video_dt() = {vdt}"
@@ -1037,7 +1017,7 @@ fn check_bundle(bundle: &Bundle) -> Result<(), TestCaseError> {
     for c in 0..3 {
         for level in [0.0f32, 1.0] {
             let v = (level - m.image.mean[c]) / m.image.std[c];
-            known_bug!(
+            fixed_bug!(
                 "bundle-image-norm",
                 v.is_finite(),
                 "image level {level} of channel {c} normalizes to {v} (mean {:?}, std {:?})",
@@ -1900,7 +1880,7 @@ fn fuzz_instruction_hf_tokenizer_json() {
                 Ok(loaded) => loaded,
                 Err(payload) => {
                     let message = panic_message(&payload);
-                    known_bug!(
+                    fixed_bug!(
                         "tokenizers-json-panic",
                         !(message.starts_with("Helper") || message.starts_with("Precompiled")),
                         "{message}"

@@ -111,14 +111,15 @@ pub fn seconds_of_duration(d: &DurationMsg) -> f64 {
 }
 
 /// The command-topic message of a controller command (None for commands that publish nothing there).
-/// Streamed setpoints are filled into reused messages.
+/// A streamed setpoint is filled into one reused message; a trajectory is built per chunk.
 pub struct CommandMessages {
     joint_names: Vec<String>,
     output_mode: OutputMode,
-    stream_message: StreamMessage,
     action_dt: f64,
-    array: Float64ArrayMsg,
-    joint_state: JointStateMsg,
+    /// The last trajectory (chunk mode).
+    trajectory: CommandMsg,
+    /// The setpoint message of the configured type (stream mode), refilled in place.
+    setpoint: CommandMsg,
 }
 
 impl CommandMessages {
@@ -126,25 +127,28 @@ impl CommandMessages {
         let names = controller.wiring().action_joint_names.clone();
         let a = names.len();
         let exec = &controller.config().execution;
-        CommandMessages {
-            output_mode: exec.output_mode,
-            stream_message: exec.stream_message,
-            action_dt: controller.action_dt(),
-            array: Float64ArrayMsg {
+        let setpoint = match exec.stream_message {
+            StreamMessage::Float64MultiArray => CommandMsg::Array(Float64ArrayMsg {
                 data: vec![0.0; a],
                 ..Default::default()
-            },
-            joint_state: JointStateMsg {
+            }),
+            StreamMessage::JointState => CommandMsg::JointState(JointStateMsg {
                 name: names.clone(),
                 position: vec![0.0; a],
                 velocity: vec![0.0; a],
                 ..Default::default()
-            },
+            }),
+        };
+        CommandMessages {
+            output_mode: exec.output_mode,
+            action_dt: controller.action_dt(),
+            trajectory: CommandMsg::Trajectory(TrajectoryMsg::default()),
+            setpoint,
             joint_names: names,
         }
     }
 
-    /// A trajectory: the chunk's points (after the plan's anchor), timed from the observation stamp.
+    /// The chunk's points (after the plan's anchor), timed from the observation stamp.
     fn trajectory(&self, controller: &Controller, stamp: f64) -> TrajectoryMsg {
         let plan = controller.plan();
         TrajectoryMsg {
@@ -161,47 +165,44 @@ impl CommandMessages {
         }
     }
 
-    fn setpoint(&mut self, at: f64, q: &[f64], v: &[f64]) -> CommandMsg {
-        match self.stream_message {
-            StreamMessage::Float64MultiArray => {
-                self.array.data.copy_from_slice(q);
-                CommandMsg::Array(self.array.clone())
-            }
-            StreamMessage::JointState => {
-                self.joint_state.header.stamp = time_msg(at);
-                self.joint_state.position.copy_from_slice(q);
-                self.joint_state.velocity.copy_from_slice(v);
-                CommandMsg::JointState(self.joint_state.clone())
-            }
+    /// A one-point trajectory at the hold positions, due one action step after `at`.
+    fn hold(&self, controller: &Controller, at: f64) -> TrajectoryMsg {
+        let q = controller.hold_positions();
+        TrajectoryMsg {
+            header: header(at, ""),
+            joint_names: self.joint_names.clone(),
+            points: vec![PointMsg {
+                positions: q.to_vec(),
+                velocities: vec![0.0; q.len()],
+                time_from_start: duration_msg(self.action_dt),
+                ..Default::default()
+            }],
         }
     }
 
-    pub fn build(&mut self, controller: &Controller, command: &Command) -> Option<CommandMsg> {
+    pub fn build(&mut self, controller: &Controller, command: &Command) -> Option<&CommandMsg> {
         match (*command, self.output_mode) {
             (Command::Trajectory { stamp }, OutputMode::Chunk) => {
-                Some(CommandMsg::Trajectory(self.trajectory(controller, stamp)))
+                self.trajectory = CommandMsg::Trajectory(self.trajectory(controller, stamp));
+                Some(&self.trajectory)
             }
             (Command::Hold { at }, OutputMode::Chunk) => {
-                let q = controller.hold_positions();
-                Some(CommandMsg::Trajectory(TrajectoryMsg {
-                    header: header(at, ""),
-                    joint_names: self.joint_names.clone(),
-                    points: vec![PointMsg {
-                        positions: q.to_vec(),
-                        velocities: vec![0.0; q.len()],
-                        time_from_start: duration_msg(self.action_dt),
-                        ..Default::default()
-                    }],
-                }))
+                self.trajectory = CommandMsg::Trajectory(self.hold(controller, at));
+                Some(&self.trajectory)
             }
-            (Command::Hold { at }, OutputMode::Stream) => {
-                let q = controller.hold_positions();
-                let zeros = vec![0.0; q.len()];
-                Some(self.setpoint(at, q, &zeros))
-            }
-            (Command::Setpoint { at }, OutputMode::Stream) => {
+            // A hold leaves the hold positions and zero velocities in the controller's setpoint.
+            (Command::Hold { at } | Command::Setpoint { at }, OutputMode::Stream) => {
                 let (q, v) = controller.setpoint();
-                Some(self.setpoint(at, q, v))
+                match &mut self.setpoint {
+                    CommandMsg::Array(m) => m.data.copy_from_slice(q),
+                    CommandMsg::JointState(m) => {
+                        m.header.stamp = time_msg(at);
+                        m.position.copy_from_slice(q);
+                        m.velocity.copy_from_slice(v);
+                    }
+                    CommandMsg::Trajectory(_) => return None,
+                }
+                Some(&self.setpoint)
             }
             _ => None,
         }

@@ -191,11 +191,6 @@ pub(crate) fn camera_bytes_into(
     }
 }
 
-/// Why the loop ended.
-enum Stop {
-    Signal,
-}
-
 /// Everything the loop owns besides the node.
 struct Node {
     controller: Controller,
@@ -344,14 +339,15 @@ pub fn run() -> anyhow::Result<()> {
         sim_time = cfg.use_sim_time,
         "wam_policy running"
     );
-    let loop_result = (|| -> anyhow::Result<Stop> {
+    // Ok: stopped by a signal; Err: stopped by an error.
+    let loop_result = (|| -> anyhow::Result<()> {
         let period = Duration::from_secs_f64(cfg.control_period_s);
         let status_period = Duration::from_secs_f64(cfg.status_period_s);
         let mut next_tick = Instant::now();
         let mut next_status = Instant::now();
         loop {
             if stop_requested.load(Ordering::Relaxed) {
-                return Ok(Stop::Signal);
+                return Ok(());
             }
             node.spin_once(next_tick.saturating_duration_since(Instant::now()));
             let now = clock_now(&clock)?;
@@ -425,7 +421,7 @@ pub fn run() -> anyhow::Result<()> {
         recorder.finish();
     }
     match loop_result {
-        Ok(Stop::Signal) => {
+        Ok(()) => {
             tracing::info!("stopped by a signal; held the measured position");
             Ok(())
         }
@@ -436,7 +432,7 @@ pub fn run() -> anyhow::Result<()> {
 impl Node {
     fn record<T: WrappedTypesupport + Send + 'static>(&self, topic: usize, now: f64, msg: T) {
         if let Some(r) = &self.recorder {
-            r.input(topic, now, msg);
+            r.message(topic, now, msg);
         }
     }
 
@@ -450,7 +446,7 @@ impl Node {
         camera_bytes_into(&mut self.controller, cam, compressed, &bytes, now);
         if let Some(r) = &self.recorder {
             // Recorded as received: the serialized message itself.
-            r.input_bytes(recording::camera_channel(cam), now, bytes);
+            r.bytes(recording::camera_channel(cam), now, bytes);
         }
     }
 
@@ -531,7 +527,7 @@ impl Node {
                     );
                     publish(&self.pubs.chunk, &chunk, "action chunk");
                     if let Some(r) = &self.recorder {
-                        r.output(recording::ACTION_CHUNK, now, chunk);
+                        r.message(recording::ACTION_CHUNK, now, chunk);
                     }
                     if self.controller.config().publish_predicted_frames
                         && !job.output.frames.is_empty()
@@ -543,12 +539,12 @@ impl Node {
                     let Some(msg) = self.commands.build(&self.controller, &command) else {
                         continue;
                     };
-                    self.pubs.command.publish(&msg);
+                    self.pubs.command.publish(msg);
                     if let Some(r) = &self.recorder {
-                        r.command(now, &msg);
+                        r.command(now, msg);
                     }
                     if let CommandMsg::Trajectory(t) = msg {
-                        last_trajectory = Some(t);
+                        last_trajectory = Some(t.clone());
                     }
                 }
             }
@@ -600,7 +596,7 @@ impl Node {
         );
         publish(&self.pubs.status, &status, "status");
         if let Some(r) = &self.recorder {
-            r.output(recording::STATUS, now, status);
+            r.message(recording::STATUS, now, status);
         }
     }
 }

@@ -151,40 +151,38 @@ impl NodeRecorder {
         Ok(NodeRecorder { recorder })
     }
 
-    fn put<T: WrappedTypesupport + Send + 'static>(&self, channel: usize, now: f64, msg: T) {
-        // A full queue is counted by the recorder and shown in the status.
+    /// Queues one payload; a full queue is counted by the recorder and shown in the status.
+    fn put(&self, channel: usize, now: f64, payload: Box<dyn RecordPayload>) {
         let _ = self
             .recorder
-            .record(ChannelId(channel), now.max(0.0), Box::new(RosPayload(msg)));
+            .record(ChannelId(channel), now.max(0.0), payload);
     }
 
-    /// A received message, after the controller took it.
-    pub fn input<T: WrappedTypesupport + Send + 'static>(&self, channel: usize, now: f64, msg: T) {
-        self.put(channel, now, msg);
+    /// A message received or published (after the controller took it, or after it was published).
+    pub fn message<T: WrappedTypesupport + Send + 'static>(
+        &self,
+        channel: usize,
+        now: f64,
+        msg: T,
+    ) {
+        self.put(channel, now, Box::new(RosPayload(msg)));
     }
 
-    /// A received message that came serialized (cameras).
-    pub fn input_bytes(&self, channel: usize, now: f64, bytes: Vec<u8>) {
-        let _ = self
-            .recorder
-            .record(ChannelId(channel), now.max(0.0), Box::new(bytes));
-    }
-
-    /// A published message other than a command.
-    pub fn output<T: WrappedTypesupport + Send + 'static>(&self, channel: usize, now: f64, msg: T) {
-        self.put(channel, now, msg);
+    /// A received message that came serialized (cameras): recorded as it came.
+    pub fn bytes(&self, channel: usize, now: f64, bytes: Vec<u8>) {
+        self.put(channel, now, Box::new(bytes));
     }
 
     pub fn command(&self, now: f64, msg: &CommandMsg) {
         match msg {
-            CommandMsg::Trajectory(m) => self.put(COMMAND, now, m.clone()),
-            CommandMsg::Array(m) => self.put(COMMAND, now, m.clone()),
-            CommandMsg::JointState(m) => self.put(COMMAND, now, m.clone()),
+            CommandMsg::Trajectory(m) => self.message(COMMAND, now, m.clone()),
+            CommandMsg::Array(m) => self.message(COMMAND, now, m.clone()),
+            CommandMsg::JointState(m) => self.message(COMMAND, now, m.clone()),
         }
     }
 
     pub fn event(&self, now: f64, event: Event) {
-        self.put(EVENTS, now, StringMsg { data: event.text() });
+        self.message(EVENTS, now, StringMsg { data: event.text() });
     }
 
     pub fn stats(&self) -> RecordStats {

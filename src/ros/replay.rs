@@ -163,7 +163,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 Command::ResetSampler => policy.reset(),
                 c => {
                     if let Some(m) = messages.build(&controller, &c) {
-                        replayed.push(m);
+                        replayed.push(m.clone());
                     }
                 }
             }

@@ -17,7 +17,7 @@ import os
 import subprocess
 import time
 
-from .soak import PROFILE, _proc
+from .soak import PROFILE, process_usage
 from .node_process import NodeProcess, node_binary
 
 
@@ -53,9 +53,9 @@ def main() -> None:
                     ["perf", "record", "-q", "-F", "499", "-g", "-o", "/tmp/wam_receive.perf",
                      "-p", str(pid), "--", "sleep", str(args.seconds)],
                 )
-            t0, (_, cpu0) = time.monotonic(), _proc(pid)
+            t0, (_, cpu0) = time.monotonic(), process_usage(pid)
             time.sleep(args.seconds)
-            t1, (rss, cpu1) = time.monotonic(), _proc(pid)
+            t1, (rss, cpu1) = time.monotonic(), process_usage(pid)
             status = peer.latest_status()
             if perf is not None:
                 perf.wait()

@@ -63,7 +63,7 @@ def _memory(pid: int) -> dict[str, float]:
     return out
 
 
-def _proc(pid: int) -> tuple[float, float]:
+def process_usage(pid: int) -> tuple[float, float]:
     """(RSS in MB, CPU seconds) of a process."""
     rss = _memory(pid).get("VmRSS", 0.0)
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -148,14 +148,14 @@ def main() -> None:
             pid = node.pid
             assert pid is not None
             start = time.monotonic()
-            last_t, (_, last_cpu) = start, _proc(pid)
+            last_t, (_, last_cpu) = start, process_usage(pid)
             last_sent = last_recv = last_missed = last_js_sent = last_js_recv = 0
             last_idle = 0.0
             last_chunks = last_rejections = 0
             while time.monotonic() - start < args.minutes * 60.0:
                 time.sleep(args.period_s)
                 now = time.monotonic()
-                rss, cpu = _proc(pid)
+                rss, cpu = process_usage(pid)
                 status = peer.latest_status()
                 with peer.lock:
                     sent = sum(len(s) for s in peer.sent_stamps.values())

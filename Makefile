@@ -13,7 +13,7 @@ setup:
 # change, the cached bindings are stale. A stamp of the messages' hash cleans them then (both profiles).
 MSG_STAMP := target/wam_msgs.sha256
 build: setup
-	$(ENV) h="$$(cat msg/*.msg srv/*.srv | sha256sum | cut -d' ' -f1)"; \
+	$(ENV) h="$$(cat msg/*.msg srv/*.srv action/*.action | sha256sum | cut -d' ' -f1)"; \
 	if [ -f $(MSG_STAMP) ] && [ "$$(cat $(MSG_STAMP))" != "$$h" ]; then \
 		echo "messages changed: cleaning r2r's cached bindings"; \
 		cargo clean --release -p r2r_msg_gen -p r2r && cargo clean -p r2r_msg_gen -p r2r; \

@@ -85,7 +85,7 @@ if [ -f "$WAM_LIBPYTHON" ]; then
 fi
 
 # r2r: generate bindings for the packages the node's messages reach, not for all of them.
-export IDL_PACKAGE_FILTER="std_msgs;builtin_interfaces;sensor_msgs;trajectory_msgs;std_srvs;diagnostic_msgs;geometry_msgs;rosgraph_msgs;service_msgs;rcl_interfaces;type_description_interfaces;unique_identifier_msgs;action_msgs;wam_policy"
+export IDL_PACKAGE_FILTER="std_msgs;builtin_interfaces;sensor_msgs;trajectory_msgs;std_srvs;diagnostic_msgs;geometry_msgs;rosgraph_msgs;lifecycle_msgs;visualization_msgs;service_msgs;rcl_interfaces;type_description_interfaces;unique_identifier_msgs;action_msgs;wam_policy"
 
 # bindgen (r2r) needs libclang: Debian's libclang-dev puts it under /usr/lib/llvm-N/lib.
 if [ -z "${LIBCLANG_PATH:-}" ]; then

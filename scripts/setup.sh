@@ -122,7 +122,7 @@ fi
 
 # --- 3. This package's messages --------------------------------------------------------------
 msgs_stamp="$prefix/.stamp-msgs"
-msgs_hash="$(hash_of "$pip_stamp" "$repo/CMakeLists.txt" "$repo/package.xml" "$repo"/msg/*.msg "$repo"/srv/*.srv)"
+msgs_hash="$(hash_of "$pip_stamp" "$repo/CMakeLists.txt" "$repo/package.xml" "$repo"/msg/*.msg "$repo"/srv/*.srv "$repo"/action/*.action)"
 if [ "$force" = 1 ] || [ "$(cat "$msgs_stamp" 2>/dev/null)" != "$msgs_hash" ] \
     || [ ! -d "$msgs_prefix/share/wam_policy" ]; then
     # shellcheck disable=SC1091
@@ -133,7 +133,7 @@ if [ "$force" = 1 ] || [ "$(cat "$msgs_stamp" 2>/dev/null)" != "$msgs_hash" ] \
     # venv (and its numpy headers, which rosidl_generator_py exports as include dirs) lies inside
     # the checkout, and CMake refuses to export an include dir "prefixed in the source directory".
     mkdir -p "$msgs_build/src"
-    cp -r "$repo/CMakeLists.txt" "$repo/package.xml" "$repo/msg" "$repo/srv" "$msgs_build/src/"
+    cp -r "$repo/CMakeLists.txt" "$repo/package.xml" "$repo/msg" "$repo/srv" "$repo/action" "$msgs_build/src/"
     {
         cmake -S "$msgs_build/src" -B "$msgs_build/build" -DWAM_BUILD_NODE=OFF -DBUILD_TESTING=OFF \
             -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$msgs_prefix" \
@@ -145,7 +145,7 @@ if [ "$force" = 1 ] || [ "$(cat "$msgs_stamp" 2>/dev/null)" != "$msgs_hash" ] \
         tail -n 40 "$logdir/msgs.log" >&2
         exit 1
     }
-    "$pybin" -c 'from wam_policy.msg import ActionChunk, PolicyStatus; from wam_policy.srv import ResetEpisode, GetEpisodeResult' \
+    "$pybin" -c 'from wam_policy.msg import ActionChunk, PolicyStatus; from wam_policy.srv import ResetEpisode, GetEpisodeResult; from wam_policy.action import Run' \
         || die "wam_policy.msg does not import after the build"
     echo "$msgs_hash" >"$msgs_stamp"
 else

@@ -151,6 +151,14 @@ pub struct NodeConfig {
     pub limits: Option<JointLimits>,
     pub runtime: RuntimeConfig,
     pub execution: ExecutionParams,
+    /// Where commands go; never empty (the default is one group of every action joint).
+    pub command_groups: Vec<CommandGroup>,
+    pub robot_description: String,
+    pub robot_description_topic: String,
+    pub robot_description_timeout_s: f64,
+    pub managed: bool,
+    pub gated: bool,
+    pub run: RunParams,
 }
 
 /// Where commands go.
@@ -243,6 +251,8 @@ pub struct ExecutionParams {
     pub dry_run: bool,
     /// Added to every inference (sleep in the worker): to measure behaviour under a slower model.
     pub debug_extra_latency_s: f64,
+    /// In (0, 1]: chunks are executed this much slower (steps `dt / velocity_scaling` apart).
+    pub velocity_scaling: f64,
 }
 
 impl ExecutionParams {
@@ -474,6 +484,21 @@ pub const PARAMETERS: &[ParamSpec] = &[
         doc: "string: URDF; position and velocity limits of joint_names are read from it when joint_limits.lower/upper/max_velocity are not set",
     },
     ParamSpec {
+        name: "robot_description_topic",
+        default: ParamDefault::Str("robot_description"),
+        doc: "string: when robot_description is empty, the URDF is taken from this topic (std_msgs/String, transient local, as robot_state_publisher publishes it); \"\" = off",
+    },
+    ParamSpec {
+        name: "planned_path_tip_link",
+        default: ParamDefault::Str(""),
+        doc: "string: link whose path ~/planned_path draws (forward kinematics of the robot description); \"\" = the end of the action joints' chain",
+    },
+    ParamSpec {
+        name: "robot_description_timeout_s",
+        default: ParamDefault::Double(5.0),
+        doc: "double > 0: how long start-up waits for robot_description_topic when the limits need it",
+    },
+    ParamSpec {
         name: "boundary_mode",
         default: ParamDefault::Str("prefix"),
         doc: "string: how a new chunk joins the active one: `replace`, `crossfade` or `prefix`",
@@ -568,7 +593,139 @@ pub const PARAMETERS: &[ParamSpec] = &[
         default: ParamDefault::Bool(false),
         doc: "bool: the node's clock follows /clock (rosgraph_msgs/Clock): stamps, ages, latencies and holds are in simulated time",
     },
+    ParamSpec {
+        name: "velocity_scaling",
+        default: ParamDefault::Double(1.0),
+        doc: "double in (0, 1]: new chunks are executed this much slower (their steps stretched by 1/velocity_scaling): slow the arm here, not with a controller's speed scaling, which the node cannot see (docs/robots.md)",
+    },
+    ParamSpec {
+        name: "command_groups",
+        default: ParamDefault::Unset,
+        doc: "string list: names of command groups, each described by command_group.<name>.joints/output_mode/topic/stream_message; unset or []: one group of every action joint on trajectory_topic or stream_topic",
+    },
+    ParamSpec {
+        name: "managed",
+        default: ParamDefault::Bool(false),
+        doc: "bool: a lifecycle node (~/change_state ...): the bundle loads at configure, commands flow while active",
+    },
+    ParamSpec {
+        name: "gated",
+        default: ParamDefault::Bool(false),
+        doc: "bool: commands flow only while a ~/run goal is active; ~/enable true is refused",
+    },
+    ParamSpec {
+        name: "run_preemption",
+        default: ParamDefault::Str("preempt"),
+        doc: "string: a ~/run goal arriving while one runs: `preempt` (the old one ends PREEMPTED) or `reject`",
+    },
+    ParamSpec {
+        name: "run_watchdog_s",
+        default: ParamDefault::Double(1.0),
+        doc: "double >= 0: a ~/run goal ends CLIENT_LOST (hold) when no action client of ~/run is in the graph for this long; 0 = off",
+    },
+    ParamSpec {
+        name: "run_stale_tolerance_s",
+        default: ParamDefault::Double(2.0),
+        doc: "double >= 0: a ~/run goal ends STALE_INPUTS when the inputs stay stale this long",
+    },
 ];
+
+/// Parameters that may change while the node runs (`ros2 param set`): checked like at start-up, in
+/// effect from the next chunk. Every other one is read-only once the node is configured.
+pub const RUNTIME_PARAMETERS: &[&str] = &[
+    "instruction",
+    "boundary_mode",
+    "crossfade_steps",
+    "replan_margin_s",
+    "replan_threshold_s",
+    "min_lead_s",
+    "ramp_in_s",
+    "velocity_scaling",
+    "dry_run",
+    "status_period_s",
+    "run_preemption",
+    "run_watchdog_s",
+    "run_stale_tolerance_s",
+];
+
+/// Fields of one `command_group.<name>.*`.
+pub const COMMAND_GROUP_FIELDS: &[&str] = &["joints", "output_mode", "topic", "stream_message"];
+
+/// Whether `name` is a parameter of this node: one of the table, or a field of a command group.
+pub fn is_parameter(name: &str) -> bool {
+    PARAMETERS.iter().any(|p| p.name == name)
+        || name.starts_with("qos_overrides.")
+        || name
+            .strip_prefix("command_group.")
+            .and_then(|rest| rest.rsplit_once('.'))
+            .is_some_and(|(group, field)| !group.is_empty() && COMMAND_GROUP_FIELDS.contains(&field))
+}
+
+/// The doc of a parameter (command group fields included).
+pub fn parameter_doc(name: &str) -> Option<&'static str> {
+    if let Some(p) = PARAMETERS.iter().find(|p| p.name == name) {
+        return Some(p.doc);
+    }
+    let field = name.strip_prefix("command_group.")?.rsplit_once('.')?.1;
+    Some(match field {
+        "joints" => "string list: the group's joints (robot names, from joint_names)",
+        "output_mode" => "string: `chunk` (JointTrajectory per chunk) or `stream` (setpoints at stream_rate_hz)",
+        "topic" => "string: the group's command topic",
+        "stream_message" => "string: stream mode's message: `float64_multi_array` or `joint_state`",
+        _ => return None,
+    })
+}
+
+/// The parameters after `changes` (`ros2 param set`), or why not. While the node is configured
+/// (`configured`) only [`RUNTIME_PARAMETERS`] may change, and the result must pass every start-up
+/// check; the returned config is then the one to run with. An unconfigured (managed) node takes any
+/// parameter of the node: configure checks them.
+pub fn updated_params(
+    current: &Params,
+    changes: &[(String, ParamValue)],
+    configured: bool,
+) -> Result<(Params, Option<NodeConfig>), ParamError> {
+    let mut next = current.clone();
+    for (name, value) in changes {
+        if !is_parameter(name) {
+            return Err(perr(name, "is not a parameter of this node"));
+        }
+        if configured && !RUNTIME_PARAMETERS.contains(&name.as_str()) {
+            return Err(perr(
+                name,
+                format!(
+                    "is read-only while the node is configured (run-time parameters: {})",
+                    RUNTIME_PARAMETERS.join(", ")
+                ),
+            ));
+        }
+        next.insert(name.clone(), value.clone());
+    }
+    if !configured {
+        return Ok((next, None));
+    }
+    let cfg = NodeConfig::from_params(&next)?;
+    Ok((next, Some(cfg)))
+}
+
+/// Where one group of joints is commanded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandGroup {
+    pub name: String,
+    /// Robot joint names, a subset of `joint_names`.
+    pub joints: Vec<String>,
+    pub output_mode: OutputMode,
+    pub topic: String,
+    pub stream_message: StreamMessage,
+}
+
+/// The `~/run` action's policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunParams {
+    pub preempt: bool,
+    pub watchdog_s: f64,
+    pub stale_tolerance_s: f64,
+}
 
 pub type Params = BTreeMap<String, ParamValue>;
 
@@ -578,18 +735,31 @@ pub fn parameters_markdown() -> String {
         "# Parameters of the wam_policy node\n\n\
          Generated from the parameter table in `src/config.rs` (`wam_policy_node params`); a unit test \
          keeps this file and `config/robot.yaml` in line with it. An unknown name or a bad value stops \
-         start-up with a message naming the parameter.\n\n\
+         start-up with a message naming the parameter. Those marked *run time* can be changed with \
+         `ros2 param set` while the node runs (checked the same way, in effect from the next chunk); \
+         the others are read-only once the node is configured.\n\n\
          | name | type and check | default | meaning |\n|---|---|---|---|\n",
     );
     for p in PARAMETERS {
+        let runtime = if RUNTIME_PARAMETERS.contains(&p.name) {
+            " *run time*"
+        } else {
+            ""
+        };
         out.push_str(&format!(
-            "| `{}` | {} | `{}` | {} |\n",
+            "| `{}`{} | {} | `{}` | {} |\n",
             p.name,
+            runtime,
             p.kind(),
             p.default_text(),
             p.meaning().replace('|', "\\|")
         ));
     }
+    out.push_str(
+        "\nEach name in `command_groups` is described by `command_group.<name>.joints` (string list, \
+         required), `.output_mode` (`chunk` or `stream`, default `chunk`), `.topic` (required) and \
+         `.stream_message` (`float64_multi_array` or `joint_state`, stream mode only).\n",
+    );
     out
 }
 
@@ -789,7 +959,7 @@ impl NodeConfig {
     /// file must not silently fall back to a default.
     pub fn from_params(params: &Params) -> Result<Self, ParamError> {
         for name in params.keys() {
-            if !PARAMETERS.iter().any(|p| p.name == name) && !name.starts_with("qos_overrides.") {
+            if !is_parameter(name) {
                 let known: Vec<&str> = PARAMETERS.iter().map(|p| p.name).collect();
                 return Err(perr(
                     name,
@@ -920,6 +1090,35 @@ impl NodeConfig {
             sampler_steps: r.count("sampler_steps")? as usize,
             seed: r.count("seed")?,
             publish_predicted_frames: r.boolean("publish_predicted_frames")?,
+            command_groups: {
+                let groups = read_command_groups(&r, &execution, params)?;
+                if groups.len() > 1 && !r.string("record_path")?.is_empty() {
+                    return Err(perr(
+                        "record_path",
+                        "recording supports one command group (the default); unset command_groups or record_path",
+                    ));
+                }
+                groups
+            },
+            robot_description: r.string("robot_description")?,
+            robot_description_topic: r.string("robot_description_topic")?,
+            robot_description_timeout_s: r.positive("robot_description_timeout_s")?,
+            managed: r.boolean("managed")?,
+            gated: r.boolean("gated")?,
+            run: RunParams {
+                preempt: match r.string("run_preemption")?.as_str() {
+                    "preempt" => true,
+                    "reject" => false,
+                    other => {
+                        return Err(perr(
+                            "run_preemption",
+                            format!("expected `preempt` or `reject`, got `{other}`"),
+                        ))
+                    }
+                },
+                watchdog_s: non_negative(&r, "run_watchdog_s")?,
+                stale_tolerance_s: non_negative(&r, "run_stale_tolerance_s")?,
+            },
             limits,
             runtime,
             execution,
@@ -964,26 +1163,8 @@ fn read_execution(r: &Reader<'_>) -> Result<ExecutionParams, ParamError> {
     if crossfade_steps == 0 {
         return Err(perr("crossfade_steps", "expected an integer >= 1, got 0"));
     }
-    let output_mode = match r.string("output_mode")?.as_str() {
-        "chunk" => OutputMode::Chunk,
-        "stream" => OutputMode::Stream,
-        other => {
-            return Err(perr(
-                "output_mode",
-                format!("expected `chunk` or `stream`, got `{other}`"),
-            ))
-        }
-    };
-    let stream_message = match r.string("stream_message")?.as_str() {
-        "float64_multi_array" => StreamMessage::Float64MultiArray,
-        "joint_state" => StreamMessage::JointState,
-        other => {
-            return Err(perr(
-                "stream_message",
-                format!("expected `float64_multi_array` or `joint_state`, got `{other}`"),
-            ))
-        }
-    };
+    let output_mode = output_mode_named("output_mode", &r.string("output_mode")?)?;
+    let stream_message = stream_message_named("stream_message", &r.string("stream_message")?)?;
     Ok(ExecutionParams {
         replan_threshold_s: r.double("replan_threshold_s")?,
         replan_margin_s: non_negative(r, "replan_margin_s")?,
@@ -1008,7 +1189,129 @@ fn read_execution(r: &Reader<'_>) -> Result<ExecutionParams, ParamError> {
         stream_message,
         dry_run: r.boolean("dry_run")?,
         debug_extra_latency_s: non_negative(r, "debug_extra_latency_s")?,
+        velocity_scaling: {
+            let v = r.positive("velocity_scaling")?;
+            if v > 1.0 {
+                return Err(perr(
+                    "velocity_scaling",
+                    format!("expected a number in (0, 1], got {v}"),
+                ));
+            }
+            v
+        },
     })
+}
+
+fn output_mode_named(name: &str, text: &str) -> Result<OutputMode, ParamError> {
+    match text {
+        "chunk" => Ok(OutputMode::Chunk),
+        "stream" => Ok(OutputMode::Stream),
+        other => Err(perr(
+            name,
+            format!("expected `chunk` or `stream`, got `{other}`"),
+        )),
+    }
+}
+
+fn stream_message_named(name: &str, text: &str) -> Result<StreamMessage, ParamError> {
+    match text {
+        "float64_multi_array" => Ok(StreamMessage::Float64MultiArray),
+        "joint_state" => Ok(StreamMessage::JointState),
+        other => Err(perr(
+            name,
+            format!("expected `float64_multi_array` or `joint_state`, got `{other}`"),
+        )),
+    }
+}
+
+/// `command_groups` and their `command_group.<name>.*` fields. Which joints they cover is checked
+/// against the bundle's action joints when the node is wired (`Wiring::resolve`).
+fn read_command_groups(
+    r: &Reader<'_>,
+    exec: &ExecutionParams,
+    params: &Params,
+) -> Result<Vec<CommandGroup>, ParamError> {
+    let names = r.strings("command_groups")?.unwrap_or_default();
+    let declared = |n: &str| names.iter().any(|g| g == n);
+    for key in params.keys() {
+        if let Some((group, _)) = key
+            .strip_prefix("command_group.")
+            .and_then(|rest| rest.rsplit_once('.'))
+        {
+            if !declared(group) {
+                return Err(perr(
+                    key,
+                    format!("describes group `{group}`, which command_groups does not list"),
+                ));
+            }
+        }
+    }
+    if names.is_empty() {
+        let (topic, message) = (
+            match exec.output_mode {
+                OutputMode::Chunk => r.string("trajectory_topic")?,
+                OutputMode::Stream => exec.stream_topic.clone(),
+            },
+            exec.stream_message,
+        );
+        return Ok(vec![CommandGroup {
+            name: String::new(),
+            joints: Vec::new(),
+            output_mode: exec.output_mode,
+            topic,
+            stream_message: message,
+        }]);
+    }
+    let mut groups = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid || names[..i].contains(name) {
+            return Err(perr(
+                "command_groups",
+                format!("`{name}`: expected distinct names of letters, digits and _"),
+            ));
+        }
+        let key = |field: &str| format!("command_group.{name}.{field}");
+        let joints = match params.get(&key("joints")) {
+            Some(ParamValue::StringArray(j)) if !j.is_empty() => j.clone(),
+            _ => {
+                return Err(perr(
+                    &key("joints"),
+                    "is required: a non-empty list of the group's joints",
+                ))
+            }
+        };
+        let text = |field: &str, default: &str| -> Result<String, ParamError> {
+            match params.get(&key(field)) {
+                None => Ok(default.to_string()),
+                Some(ParamValue::String(s)) => Ok(s.clone()),
+                Some(v) => Err(perr(
+                    &key(field),
+                    format!("expected a string, got {}", v.type_name()),
+                )),
+            }
+        };
+        let output_mode = output_mode_named(&key("output_mode"), &text("output_mode", "chunk")?)?;
+        let topic = text("topic", "")?;
+        if topic.is_empty() {
+            return Err(perr(&key("topic"), "is required: the group's command topic"));
+        }
+        let stream_message = stream_message_named(
+            &key("stream_message"),
+            &text("stream_message", "float64_multi_array")?,
+        )?;
+        groups.push(CommandGroup {
+            name: name.clone(),
+            joints,
+            output_mode,
+            topic,
+            stream_message,
+        });
+    }
+    Ok(groups)
 }
 
 fn read_limits(r: &Reader<'_>, joint_names: &[String]) -> Result<Option<JointLimits>, ParamError> {
@@ -1202,6 +1505,104 @@ mod tests {
                 p.name,
                 p.default_text()
             );
+        }
+    }
+
+    fn groups(p: &mut Params) {
+        let s = |v: &str| ParamValue::String(v.into());
+        let list = |v: &[&str]| ParamValue::StringArray(v.iter().map(|x| x.to_string()).collect());
+        p.insert("command_groups".into(), list(&["arm", "gripper"]));
+        p.insert("command_group.arm.joints".into(), list(&["j1", "j2"]));
+        p.insert("command_group.arm.topic".into(), s("arm/joint_trajectory"));
+        p.insert("command_group.gripper.joints".into(), list(&["g"]));
+        p.insert("command_group.gripper.output_mode".into(), s("stream"));
+        p.insert("command_group.gripper.topic".into(), s("gripper/commands"));
+    }
+
+    #[test]
+    fn command_groups_are_read_with_their_fields() {
+        let mut p = base();
+        groups(&mut p);
+        let cfg = NodeConfig::from_params(&p).unwrap();
+        let g = &cfg.command_groups;
+        assert_eq!(g.len(), 2);
+        assert_eq!((g[0].name.as_str(), g[0].output_mode), ("arm", OutputMode::Chunk));
+        assert_eq!(g[0].joints, vec!["j1".to_string(), "j2".into()]);
+        assert_eq!((g[1].topic.as_str(), g[1].output_mode), ("gripper/commands", OutputMode::Stream));
+        assert_eq!(g[1].stream_message, StreamMessage::Float64MultiArray);
+        // Without groups: one group of every joint on the trajectory topic.
+        let cfg = NodeConfig::from_params(&base()).unwrap();
+        assert_eq!(cfg.command_groups.len(), 1);
+        assert_eq!(cfg.command_groups[0].topic, "joint_trajectory");
+        assert!(cfg.command_groups[0].joints.is_empty());
+    }
+
+    #[test]
+    fn bad_command_groups_name_the_field() {
+        let cases: [(&str, ParamValue, &str); 4] = [
+            ("command_group.arm.output_mode", ParamValue::String("fast".into()), "command_group.arm.output_mode"),
+            ("command_group.arm.topic", ParamValue::String(String::new()), "command_group.arm.topic"),
+            ("command_group.wrist.topic", ParamValue::String("w".into()), "command_group.wrist.topic"),
+            ("command_group.arm.joints", ParamValue::StringArray(vec![]), "command_group.arm.joints"),
+        ];
+        for (key, value, named) in cases {
+            let mut p = base();
+            groups(&mut p);
+            p.insert(key.into(), value);
+            let e = NodeConfig::from_params(&p).unwrap_err();
+            assert_eq!(e.name, named, "{key}: {e}");
+        }
+        let mut p = base();
+        groups(&mut p);
+        p.insert("command_group.arm.speed".into(), ParamValue::Double(1.0));
+        assert_eq!(NodeConfig::from_params(&p).unwrap_err().name, "command_group.arm.speed");
+    }
+
+    #[test]
+    fn run_time_parameters_are_checked_like_the_others() {
+        for (name, value) in [
+            ("velocity_scaling", ParamValue::Double(1.5)),
+            ("velocity_scaling", ParamValue::Double(0.0)),
+            ("run_preemption", ParamValue::String("queue".into())),
+            ("run_watchdog_s", ParamValue::Double(-1.0)),
+        ] {
+            let mut p = base();
+            p.insert(name.into(), value);
+            assert_eq!(NodeConfig::from_params(&p).unwrap_err().name, name);
+        }
+        assert!(RUNTIME_PARAMETERS.iter().all(|n| is_parameter(n)));
+        assert!(parameter_doc("command_group.arm.joints").is_some());
+        assert!(!is_parameter("command_group.arm"));
+    }
+
+    #[test]
+    fn run_time_updates_are_checked_and_others_are_read_only() {
+        let p = base();
+        let set = |name: &str, v: ParamValue| vec![(name.to_string(), v)];
+        let (next, cfg) = updated_params(&p, &set("boundary_mode", ParamValue::String("crossfade".into())), true).unwrap();
+        assert_eq!(cfg.unwrap().execution.boundary_mode, BoundaryMode::Crossfade);
+        assert_eq!(next.get("boundary_mode"), Some(&ParamValue::String("crossfade".into())));
+        let e = updated_params(&p, &set("boundary_mode", ParamValue::String("bogus".into())), true).unwrap_err();
+        assert_eq!(e.name, "boundary_mode");
+        let e = updated_params(&p, &set("bundle_path", ParamValue::String("/other".into())), true).unwrap_err();
+        assert!(e.to_string().contains("read-only"), "{e}");
+        assert!(updated_params(&p, &set("bundle_path", ParamValue::String("/other".into())), false).is_ok());
+        assert!(updated_params(&p, &set("no_such_thing", ParamValue::Bool(true)), false).is_err());
+    }
+
+    #[test]
+    fn example_robot_configurations_are_valid() {
+        for file in ["ur5e.yaml", "fr3.yaml"] {
+            let path = format!("{}/config/{file}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+            let mut p = Params::new();
+            flatten("", &yaml["wam_policy"]["ros__parameters"], &mut p);
+            p.insert("bundle_path".into(), ParamValue::String("/b".into()));
+            let cfg = NodeConfig::from_params(&p).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let grouped: usize = cfg.command_groups.iter().map(|g| g.joints.len()).sum();
+            assert_eq!(grouped, cfg.joint_names.len(), "{file}: every joint in one group");
+            assert!(cfg.limits.is_some(), "{file}: limits");
         }
     }
 

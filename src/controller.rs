@@ -236,6 +236,8 @@ pub struct Controller {
     stream_v: Vec<f64>,
     next_stream: f64,
     chunk_id: u64,
+    /// Why the last instruction was refused (for a caller that asked: ~/run, a parameter).
+    last_refusal: Option<String>,
 }
 
 impl Controller {
@@ -315,6 +317,7 @@ impl Controller {
             stream_v: vec![0.0; dims.action],
             next_stream: 0.0,
             chunk_id: 0,
+            last_refusal: None,
             action_dt: m.action.dt,
             dims,
             wiring,
@@ -322,7 +325,12 @@ impl Controller {
         };
         if !c.cfg.instruction.is_empty() {
             let text = c.cfg.instruction.clone();
-            c.on_instruction(&text, 0.0);
+            if !c.on_instruction(&text, 0.0) {
+                return Err(SetupError::Param {
+                    name: "instruction".into(),
+                    problem: c.last_refusal.take().unwrap_or_default(),
+                });
+            }
         }
         Ok(c)
     }
@@ -558,7 +566,8 @@ impl Controller {
 
     /// A new instruction. A different one starts a new epoch: a chunk computed for the old one is
     /// never commanded.
-    pub fn on_instruction(&mut self, text: &str, now: f64) {
+    /// Returns whether the instruction was taken (false: refused as bad input, the old one stays).
+    pub fn on_instruction(&mut self, text: &str, now: f64) -> bool {
         if text.len() > self.cfg.max_instruction_bytes {
             let detail = format!(
                 "instruction of {} bytes is longer than max_instruction_bytes ({}): {}",
@@ -566,7 +575,9 @@ impl Controller {
                 self.cfg.max_instruction_bytes,
                 shortened(text)
             );
-            return self.refuse(Source::Instruction, "instruction_too_long", &detail, now);
+            self.refuse(Source::Instruction, "instruction_too_long", &detail, now);
+            self.last_refusal = Some(detail);
+            return false;
         }
         match self.encoder.encode_into(text, &mut self.tokens_scratch) {
             Ok(()) => {
@@ -586,9 +597,34 @@ impl Controller {
                     std::mem::swap(&mut self.tokens, &mut self.tokens_scratch);
                     self.epoch += 1;
                 }
+                true
             }
-            Err(e) => self.refuse(Source::Instruction, "instruction_tokenize", &e, now),
+            Err(e) => {
+                self.refuse(Source::Instruction, "instruction_tokenize", &e, now);
+                self.last_refusal = Some(e.to_string());
+                false
+            }
         }
+    }
+
+    /// Whether some command group takes this output mode.
+    fn has_group(&self, mode: OutputMode) -> bool {
+        self.cfg.command_groups.iter().any(|g| g.output_mode == mode)
+    }
+
+    /// New values of run-time parameters (`config::RUNTIME_PARAMETERS`; the caller checked that
+    /// nothing else changed): execution parameters apply from the next chunk, a new instruction
+    /// starts a new epoch. Err: the instruction was refused (the old configuration stays).
+    pub fn update_config(&mut self, cfg: NodeConfig, now: f64) -> Result<(), String> {
+        if cfg.instruction != self.cfg.instruction && !self.on_instruction(&cfg.instruction, now) {
+            return Err(format!(
+                "instruction: refused ({})",
+                self.last_refusal.as_deref().unwrap_or("see the log")
+            ));
+        }
+        self.executor.set_params(cfg.execution.clone());
+        self.cfg = cfg;
+        Ok(())
     }
 
     pub fn set_enabled(&mut self, enable: bool, now: f64, out: &mut Outbox) -> String {
@@ -886,7 +922,7 @@ impl Controller {
         self.too_late = None;
         self.reaction.record(now - job.stamp);
         self.chunk_id += 1;
-        if self.cfg.execution.output_mode == OutputMode::Chunk {
+        if self.has_group(OutputMode::Chunk) {
             out.push(Command::Trajectory { stamp: job.stamp });
         }
         self.chunks_published += 1;
@@ -899,7 +935,7 @@ impl Controller {
 
     /// Stream mode: the plan's setpoint at `now`, at `stream_rate_hz`, after the setpoint safety check.
     fn stream(&mut self, now: f64, out: &mut Outbox) {
-        if self.cfg.execution.output_mode != OutputMode::Stream || now < self.next_stream {
+        if !self.has_group(OutputMode::Stream) || now < self.next_stream {
             return;
         }
         let period = 1.0 / self.cfg.execution.stream_rate_hz;
@@ -1183,10 +1219,10 @@ mod tests {
     fn a_new_instruction_discards_the_chunk_in_flight_and_the_same_one_does_not() {
         let mut r = Rig::new(&[]);
         r.until_started();
-        r.c.on_instruction("pick up the red cube", r.t);
+        let _ = r.c.on_instruction("pick up the red cube", r.t);
         assert!(has_trajectory(&r.finish()));
         r.until_started();
-        r.c.on_instruction("push the green cube", r.t);
+        let _ = r.c.on_instruction("push the green cube", r.t);
         assert!(!has_trajectory(&r.finish()));
     }
 
@@ -1303,7 +1339,7 @@ mod tests {
         r.c.on_raw_image(0, 100_000, 100_000, 300_000, "rgb8", &[0, 0, 0], r.t, r.t);
         r.c.on_raw_image(0, 33, 32, 99, "rgb8", &vec![0; 99 * 32], r.t, r.t);
         assert_eq!(r.c.bad_input_count("image_too_large"), 2);
-        r.c.on_instruction(&"x".repeat(1 << 20), r.t);
+        let _ = r.c.on_instruction(&"x".repeat(1 << 20), r.t);
         assert_eq!(r.c.bad_input_count("instruction_too_long"), 1);
         // The valid instruction still drives, and every kind is in the status.
         r.until_started();

@@ -74,6 +74,8 @@ pub struct ChunkExecutor {
     horizon: usize,
     joints: usize,
     dt: f64,
+    /// The model's step (the bundle's action dt).
+    model_dt: f64,
     anchor: Anchor,
     /// The plan the robot follows; empty until the first command.
     plan: CommandPlan,
@@ -101,7 +103,9 @@ impl ChunkExecutor {
         ChunkExecutor {
             horizon: h,
             joints: a,
-            dt: shape.dt,
+            // Executed slower than predicted: every step further apart (velocity_scaling <= 1).
+            dt: shape.dt / cfg.velocity_scaling,
+            model_dt: shape.dt,
             anchor: cfg.anchor(),
             plan: CommandPlan::with_capacity(h, a),
             next: CommandPlan::with_capacity(h, a),
@@ -122,6 +126,19 @@ impl ChunkExecutor {
 
     pub fn config(&self) -> &ExecutionParams {
         &self.cfg
+    }
+
+    /// New run-time parameters (boundary mode, margins, ramp, velocity scaling): the active plan
+    /// keeps its timing; the next chunk is built with these. Output mode and anchor stay as they were
+    /// (they are not run-time parameters).
+    pub fn set_params(&mut self, cfg: ExecutionParams) {
+        self.dt = self.model_dt / cfg.velocity_scaling;
+        self.cfg = cfg;
+    }
+
+    /// Seconds between executed steps (the model's step, stretched by velocity scaling).
+    pub fn step_dt(&self) -> f64 {
+        self.dt
     }
 
     pub fn plan(&self) -> &CommandPlan {
@@ -594,6 +611,27 @@ mod tests {
         let want = (1.02 - 0.05) / 0.2 - 0.1;
         assert!((ok.boundary_velocity_jump - want).abs() < 1e-9);
         assert!((e.metrics().max_boundary_velocity_jump - want).abs() < 1e-9);
+    }
+
+    #[test]
+    fn velocity_scaling_stretches_the_next_chunk_and_keeps_its_positions() {
+        let mut e = ChunkExecutor::new(cfg(BoundaryMode::Replace), SHAPE);
+        e.accept(0.0, &ramp_chunk(0.0, 0.1), 0.0, &[0.0], &no_limits())
+            .unwrap();
+        let before = e.plan().times[2] - e.plan().times[1];
+        assert!((before - DT).abs() < 1e-12);
+        let step = e.plan().position(2)[0] - e.plan().position(1)[0];
+        let mut slower = e.config().clone();
+        slower.velocity_scaling = 0.5;
+        e.set_params(slower);
+        e.accept(1.0, &ramp_chunk(0.0, 0.1), 1.0, &[0.0], &no_limits())
+            .unwrap();
+        let plan = e.plan();
+        let after = plan.times[2] - plan.times[1];
+        assert!((after - 2.0 * DT).abs() < 1e-12, "{after}");
+        // Same positions, half the speed.
+        assert!((plan.position(2)[0] - plan.position(1)[0] - step).abs() < 1e-12);
+        assert!((e.step_dt() - 2.0 * DT).abs() < 1e-12);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct Wiring {
     pub action_to_state: Vec<usize>,
     /// Limits in action-joint order.
     pub action_limits: Option<JointLimits>,
+    /// For each command group (in `cfg.command_groups` order), its action-joint indices.
+    pub group_joints: Vec<Vec<usize>>,
 }
 
 impl Wiring {
@@ -104,7 +106,7 @@ impl Wiring {
             })?;
             action_to_state.push(i);
         }
-        let action_joint_names = action_to_state
+        let action_joint_names: Vec<String> = action_to_state
             .iter()
             .map(|&i| state_joint_names[i].clone())
             .collect();
@@ -118,6 +120,7 @@ impl Wiring {
                 .map(|acc| action_to_state.iter().map(|&i| acc[i]).collect()),
             max_jump: l.max_jump,
         });
+        let group_joints = resolve_groups(cfg, &action_joint_names)?;
         Ok(Wiring {
             camera_topics,
             camera_names: bundle_cams,
@@ -125,8 +128,55 @@ impl Wiring {
             action_joint_names,
             action_to_state,
             action_limits,
+            group_joints,
         })
     }
+}
+
+/// Each command group's action-joint indices; every action joint in exactly one group. The default
+/// group (no `command_groups`) takes every action joint.
+fn resolve_groups(cfg: &NodeConfig, action_joints: &[String]) -> Result<Vec<Vec<usize>>, SetupError> {
+    let mut owner: Vec<Option<&str>> = vec![None; action_joints.len()];
+    let mut out = Vec::with_capacity(cfg.command_groups.len());
+    for g in &cfg.command_groups {
+        if g.joints.is_empty() {
+            out.push((0..action_joints.len()).collect());
+            owner.iter_mut().for_each(|o| *o = Some(""));
+            continue;
+        }
+        let key = format!("command_group.{}.joints", g.name);
+        let mut idx = Vec::with_capacity(g.joints.len());
+        for j in &g.joints {
+            let i = action_joints.iter().position(|a| a == j).ok_or_else(|| {
+                param(
+                    &key,
+                    format!(
+                        "`{j}` is not an action joint (they are: {})",
+                        action_joints.join(", ")
+                    ),
+                )
+            })?;
+            if let Some(other) = owner[i] {
+                return Err(param(
+                    &key,
+                    format!("`{j}` is also in command group `{other}`"),
+                ));
+            }
+            owner[i] = Some(&g.name);
+            idx.push(i);
+        }
+        out.push(idx);
+    }
+    if let Some(i) = owner.iter().position(Option::is_none) {
+        return Err(param(
+            "command_groups",
+            format!(
+                "action joint `{}` is in no command group: every joint the model drives must be commanded",
+                action_joints[i]
+            ),
+        ));
+    }
+    Ok(out)
 }
 
 pub struct Policy {

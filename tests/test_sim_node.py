@@ -25,6 +25,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E
 
 from wam_sim import CAMERA_NAMES, JOINT_NAMES  # noqa: E402
 from wam_sim.client import EpisodeClient  # noqa: E402
+from wam_sim.urdf import arm_urdf  # noqa: E402
 
 # Domains 61..80 (tests/test_node_ros.py counts up from a pid-derived base at the low end).
 _domains = itertools.count()
@@ -75,6 +76,7 @@ class Peer:
         self.desired: list[JointState] = []
         self.images: dict[str, list[tuple[float, Image]]] = {c: [] for c in CAMERA_NAMES}
         self.instructions: list[str] = []
+        self.descriptions: list[str] = []
         # Best effort like the publisher, but a deep queue: a busy peer counts every message.
         sensor = QoSProfile(depth=500, reliability=ReliabilityPolicy.BEST_EFFORT)
         n = self.node
@@ -98,6 +100,9 @@ class Peer:
         )
         n.create_subscription(
             String, "/instruction", lambda m: self.instructions.append(m.data), latched
+        )
+        n.create_subscription(
+            String, "/robot_description", lambda m: self.descriptions.append(m.data), latched
         )
         self.traj_pub = n.create_publisher(JointTrajectory, "/joint_trajectory", 10)
         self.episodes = EpisodeClient(n, timeout_s=10.0, spin=False)
@@ -180,6 +185,9 @@ def test_topics_and_rates(sim: tuple[SimProcess, Peer]) -> None:
         assert arr.std() > 5.0
     assert peer.desired and list(peer.desired[-1].name) == JOINT_NAMES
     assert peer.spin_until(lambda: "touch the red cube" in peer.instructions, 5.0)
+    # Published once at start-up and latched: the peer has it whenever it joined.
+    assert peer.spin_until(lambda: bool(peer.descriptions), 5.0)
+    assert peer.descriptions == [arm_urdf()]
 
 
 def test_trajectory_is_followed(sim: tuple[SimProcess, Peer]) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
 import mujoco
 import numpy as np
 import pytest
@@ -17,7 +21,9 @@ from wam_sim import (
     SimEnv,
     instructions,
 )
-from wam_sim.scene import CUBE_COLOURS, TIMESTEP
+from wam_sim.scene import CUBE_COLOURS, JOINT_MAX_VELOCITY, TIMESTEP
+from wam_sim.urdf import arm_urdf
+from wam_sim.urdf import fixture as fk_fixture
 
 POLICY_LOWER = [-2.9, -1.8, -2.9, -3.0, -2.9, -0.1, 0.0]
 POLICY_UPPER = [2.9, 1.8, 2.9, 0.0, 2.9, 3.7, 0.04]
@@ -160,3 +166,52 @@ def test_success_push(env: SimEnv) -> None:
     env.data.qpos[a : a + 3] = (zone[0], zone[1], 0.3)  # lifted above the zone: not pushed there
     mujoco.mj_forward(env.model, env.data)
     assert not env.success()
+
+
+FK_FIXTURE = Path(__file__).parent / "fixtures" / "sim_arm_fk.json"
+
+
+def _same_poses(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for ca, cb in zip(a, b, strict=True):
+        assert ca["q"] == cb["q"]
+        np.testing.assert_allclose(ca["position"], cb["position"], rtol=0, atol=1e-12)
+        qa, qb = np.array(ca["quaternion_wxyz"]), np.array(cb["quaternion_wxyz"])
+        # A quaternion with w ~ 0 may come out with either sign on another machine: same rotation.
+        assert min(np.abs(qa - qb).max(), np.abs(qa + qb).max()) < 1e-12, (qa, qb)
+
+
+def test_fk_fixture_is_current() -> None:
+    """tests/fixtures/sim_arm_fk.json (read by tests/kinematics_fk.rs) is what the scene gives now;
+    regenerate with ``python -m wam_sim.urdf --fixture tests/fixtures/sim_arm_fk.json``."""
+    committed = json.loads(FK_FIXTURE.read_text())
+    fresh = fk_fixture()
+    assert set(committed) == set(fresh)
+    for key in ("urdf", "joint_names", "root_link", "tip_link"):
+        assert committed[key] == fresh[key], f"{key} differs: regenerate the fixture"
+    assert len(fresh["cases"]) == 20
+    _same_poses(committed["cases"], fresh["cases"])
+    assert [c["tip_link"] for c in committed["camera_links"]] == CAMERA_NAMES
+    for ca, cb in zip(committed["camera_links"], fresh["camera_links"], strict=True):
+        assert ca["tip_link"] == cb["tip_link"]
+        _same_poses(ca["cases"], cb["cases"])
+
+
+def test_urdf_matches_the_scene() -> None:
+    robot = ET.fromstring(arm_urdf())
+    links = [link.get("name") for link in robot.findall("link")]
+    joints = {j.get("name"): j for j in robot.findall("joint")}
+    children = {j.find("child").get("link") for j in joints.values()}  # type: ignore[union-attr]
+    assert [link for link in links if link not in children] == ["link0"]
+    assert {"tip", *CAMERA_NAMES} <= set(links)
+    for name, lo, hi, vel in zip(
+        JOINT_NAMES, JOINT_LOWER, JOINT_UPPER, JOINT_MAX_VELOCITY, strict=True
+    ):
+        limit = joints[name].find("limit")
+        assert limit is not None
+        assert [float(limit.get(k, "nan")) for k in ("lower", "upper", "velocity")] == [lo, hi, vel]
+    # The env sets each finger to half the opening: the URDF's fingers mimic the gripper likewise.
+    for finger in ("finger_left", "finger_right"):
+        mimic = joints[finger].find("mimic")
+        assert mimic is not None and mimic.get("joint") == "gripper"
+        assert float(mimic.get("multiplier", "nan")) == 0.5

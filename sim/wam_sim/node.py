@@ -29,6 +29,7 @@ from wam_policy.srv import GetEpisodeResult, ResetEpisode
 from .env import SceneRenderer, SimEnv, parse_instruction
 from .follower import TrajectoryFollower
 from .scene import CAMERA_NAMES, JOINT_NAMES, TIMESTEP
+from .urdf import arm_urdf
 
 DEFAULTS: dict[str, object] = {
     "image_width": 64,
@@ -90,6 +91,10 @@ class SimNode(Node):
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
         )
         self.pub_instruction = self.create_publisher(String, "/instruction", latched)
+        # The arm's URDF, as robot_state_publisher offers it: relative name (a namespaced sim gives
+        # its own), latched, published once.
+        self.pub_description = self.create_publisher(String, "robot_description", latched)
+        self.pub_description.publish(String(data=arm_urdf()))
         self.pub_clock = self.create_publisher(Clock, "/clock", 10) if self.publish_clock else None
         self.create_subscription(JointTrajectory, "/joint_trajectory", self._on_trajectory, 10)
         self.create_subscription(

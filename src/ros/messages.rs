@@ -110,55 +110,116 @@ pub fn seconds_of_duration(d: &DurationMsg) -> f64 {
     f64::from(d.sec) + f64::from(d.nanosec) * 1e-9
 }
 
-/// The command-topic message of a controller command (None for commands that publish nothing there).
-/// A streamed setpoint is filled into one reused message; a trajectory is built per chunk.
-pub struct CommandMessages {
+/// One command group's messages: its joints' slice of every command, refilled in place for
+/// setpoints, built per chunk for trajectories.
+struct GroupMessages {
+    /// Action-joint indices of the group.
+    indices: Vec<usize>,
     joint_names: Vec<String>,
     output_mode: OutputMode,
-    action_dt: f64,
-    /// The last trajectory (chunk mode).
     trajectory: CommandMsg,
-    /// The setpoint message of the configured type (stream mode), refilled in place.
     setpoint: CommandMsg,
+}
+
+/// The command messages of a controller command, one per command group that takes it: trajectories
+/// (and trajectory holds) for chunk-mode groups, setpoints (and setpoint holds) for stream-mode ones.
+pub struct CommandMessages {
+    action_dt: f64,
+    groups: Vec<GroupMessages>,
+    /// Which groups' messages the last `build` filled.
+    ready: Vec<bool>,
 }
 
 impl CommandMessages {
     pub fn new(controller: &Controller) -> Self {
-        let names = controller.wiring().action_joint_names.clone();
-        let a = names.len();
-        let exec = &controller.config().execution;
-        let setpoint = match exec.stream_message {
-            StreamMessage::Float64MultiArray => CommandMsg::Array(Float64ArrayMsg {
-                data: vec![0.0; a],
-                ..Default::default()
-            }),
-            StreamMessage::JointState => CommandMsg::JointState(JointStateMsg {
-                name: names.clone(),
-                position: vec![0.0; a],
-                velocity: vec![0.0; a],
-                ..Default::default()
-            }),
-        };
+        let names = &controller.wiring().action_joint_names;
+        let groups: Vec<GroupMessages> = controller
+            .config()
+            .command_groups
+            .iter()
+            .zip(&controller.wiring().group_joints)
+            .map(|(g, indices)| {
+                let joint_names: Vec<String> = indices.iter().map(|&i| names[i].clone()).collect();
+                let n = indices.len();
+                let setpoint = match g.stream_message {
+                    StreamMessage::Float64MultiArray => CommandMsg::Array(Float64ArrayMsg {
+                        data: vec![0.0; n],
+                        ..Default::default()
+                    }),
+                    StreamMessage::JointState => CommandMsg::JointState(JointStateMsg {
+                        name: joint_names.clone(),
+                        position: vec![0.0; n],
+                        velocity: vec![0.0; n],
+                        ..Default::default()
+                    }),
+                };
+                GroupMessages {
+                    indices: indices.clone(),
+                    joint_names,
+                    output_mode: g.output_mode,
+                    trajectory: CommandMsg::Trajectory(TrajectoryMsg::default()),
+                    setpoint,
+                }
+            })
+            .collect();
         CommandMessages {
-            output_mode: exec.output_mode,
             action_dt: controller.action_dt(),
-            trajectory: CommandMsg::Trajectory(TrajectoryMsg::default()),
-            setpoint,
-            joint_names: names,
+            ready: vec![false; groups.len()],
+            groups,
         }
     }
 
+    /// Fills the messages of `command` for the groups that take it (see `ready`).
+    pub fn build(&mut self, controller: &Controller, command: &Command) {
+        self.ready.fill(false);
+        for (g, ready) in self.groups.iter_mut().zip(&mut self.ready) {
+            *ready = match (*command, g.output_mode) {
+                (Command::Trajectory { stamp }, OutputMode::Chunk) => {
+                    g.trajectory = CommandMsg::Trajectory(g.chunk(controller, stamp));
+                    true
+                }
+                (Command::Hold { at }, OutputMode::Chunk) => {
+                    g.trajectory = CommandMsg::Trajectory(g.hold(controller, at, self.action_dt));
+                    true
+                }
+                // A hold leaves the hold positions and zero velocities in the controller's setpoint.
+                (Command::Hold { at } | Command::Setpoint { at }, OutputMode::Stream) => {
+                    g.fill_setpoint(controller, at)
+                }
+                _ => false,
+            };
+        }
+    }
+
+    /// The messages the last `build` filled, with their group's index.
+    pub fn ready(&self) -> impl Iterator<Item = (usize, &CommandMsg)> {
+        self.groups
+            .iter()
+            .zip(&self.ready)
+            .enumerate()
+            .filter(|(_, (_, r))| **r)
+            .map(|(i, (g, _))| {
+                let msg = match g.output_mode {
+                    OutputMode::Chunk => &g.trajectory,
+                    OutputMode::Stream => &g.setpoint,
+                };
+                (i, msg)
+            })
+    }
+}
+
+impl GroupMessages {
     /// The chunk's points (after the plan's anchor), timed from the observation stamp.
-    fn trajectory(&self, controller: &Controller, stamp: f64) -> TrajectoryMsg {
+    fn chunk(&self, controller: &Controller, stamp: f64) -> TrajectoryMsg {
         let plan = controller.plan();
         TrajectoryMsg {
             header: header(stamp, ""),
             joint_names: self.joint_names.clone(),
             points: (1..plan.len())
-                .map(|i| PointMsg {
-                    positions: plan.position(i).to_vec(),
-                    velocities: plan.velocity(i).to_vec(),
-                    time_from_start: duration_msg(plan.times[i] - stamp),
+                .map(|k| PointMsg {
+                    positions: self.indices.iter().map(|&i| plan.position(k)[i]).collect(),
+                    velocities: self.indices.iter().map(|&i| plan.velocity(k)[i]).collect(),
+                    time_from_start: duration_msg(plan.times[k] - stamp),
                     ..Default::default()
                 })
                 .collect(),
@@ -166,46 +227,38 @@ impl CommandMessages {
     }
 
     /// A one-point trajectory at the hold positions, due one action step after `at`.
-    fn hold(&self, controller: &Controller, at: f64) -> TrajectoryMsg {
+    fn hold(&self, controller: &Controller, at: f64, action_dt: f64) -> TrajectoryMsg {
         let q = controller.hold_positions();
         TrajectoryMsg {
             header: header(at, ""),
             joint_names: self.joint_names.clone(),
             points: vec![PointMsg {
-                positions: q.to_vec(),
-                velocities: vec![0.0; q.len()],
-                time_from_start: duration_msg(self.action_dt),
+                positions: self.indices.iter().map(|&i| q[i]).collect(),
+                velocities: vec![0.0; self.indices.len()],
+                time_from_start: duration_msg(action_dt),
                 ..Default::default()
             }],
         }
     }
 
-    pub fn build(&mut self, controller: &Controller, command: &Command) -> Option<&CommandMsg> {
-        match (*command, self.output_mode) {
-            (Command::Trajectory { stamp }, OutputMode::Chunk) => {
-                self.trajectory = CommandMsg::Trajectory(self.trajectory(controller, stamp));
-                Some(&self.trajectory)
-            }
-            (Command::Hold { at }, OutputMode::Chunk) => {
-                self.trajectory = CommandMsg::Trajectory(self.hold(controller, at));
-                Some(&self.trajectory)
-            }
-            // A hold leaves the hold positions and zero velocities in the controller's setpoint.
-            (Command::Hold { at } | Command::Setpoint { at }, OutputMode::Stream) => {
-                let (q, v) = controller.setpoint();
-                match &mut self.setpoint {
-                    CommandMsg::Array(m) => m.data.copy_from_slice(q),
-                    CommandMsg::JointState(m) => {
-                        m.header.stamp = time_msg(at);
-                        m.position.copy_from_slice(q);
-                        m.velocity.copy_from_slice(v);
-                    }
-                    CommandMsg::Trajectory(_) => return None,
+    fn fill_setpoint(&mut self, controller: &Controller, at: f64) -> bool {
+        let (q, v) = controller.setpoint();
+        match &mut self.setpoint {
+            CommandMsg::Array(m) => {
+                for (d, &i) in m.data.iter_mut().zip(&self.indices) {
+                    *d = q[i];
                 }
-                Some(&self.setpoint)
             }
-            _ => None,
+            CommandMsg::JointState(m) => {
+                m.header.stamp = time_msg(at);
+                for (k, &i) in self.indices.iter().enumerate() {
+                    m.position[k] = q[i];
+                    m.velocity[k] = v[i];
+                }
+            }
+            CommandMsg::Trajectory(_) => return false,
         }
+        true
     }
 }
 

@@ -1,13 +1,18 @@
 //! The thin ROS layer (r2r): parameters in, subscriptions into the controller, the control timer, the
 //! inference worker, and the controller's commands out as messages. Every decision is the library's
-//! `controller`; this module is wiring, start-up and shutdown.
+//! (`controller`, `task`, `lifecycle`); this module is wiring, start-up and shutdown.
 //!
-//! Its life: start-up (parameters, clock, bundle, warm-up, topics, recording), the steady state (a loop
-//! that takes messages as they come and runs the controller's tick at `control_period_s` on a deadline
-//! timer, so the command stream does not follow message traffic), and shutdown (a signal, a dead worker
-//! or an error: a last hold through the safety filter, published before the process exits).
+//! Its life: start-up (parameters, clock, the services that exist in every state: ~/enable, ~/reset,
+//! the ~/run action, the parameter services and, for a managed node, the lifecycle services), then
+//! configure (bundle, warm-up, topics, recording: at once, or on the lifecycle's configure), the
+//! steady state (a loop that takes messages as they come and runs the controller's tick at
+//! `control_period_s` on a deadline timer), and shutdown (a signal, a dead worker or an error: a last
+//! hold through the safety filter, published before the process exits).
 
+mod lifecycle;
+mod markers;
 mod messages;
+mod parameters;
 mod recording;
 pub mod replay;
 
@@ -20,23 +25,32 @@ use futures::{FutureExt, Stream, StreamExt};
 use r2r::{QosProfile, WrappedTypesupport};
 
 use crate::bundle::Bundle;
-use crate::config::{CameraTransport, NodeConfig, OutputMode, ParamValue, Params, StreamMessage};
-use crate::controller::{Command, Controller, Outbox};
+use crate::config::{
+    updated_params, CameraTransport, CommandGroup, NodeConfig, OutputMode, ParamValue, Params,
+    StreamMessage, RUNTIME_PARAMETERS,
+};
+use crate::controller::{Command, Controller, Outbox, Status};
+use crate::lifecycle::{CallbackResult, Lifecycle, State as LifecycleState, Transition};
 use crate::policy::{Policy, Wiring};
 use crate::preview::PreviewImages;
 use crate::stats::LatencyWindow;
+use crate::task::{Admission, Ending, Outcome, RunGoal, TaskRunner};
 use crate::worker::{Done, Job, Worker};
 
+use markers::{MarkerArrayMsg, PlannedPath};
 use messages::{
     action_chunk, diagnostics, policy_status, rgb_image, seconds_of, CommandMessages, CommandMsg,
     DiagnosticArrayMsg, Float64ArrayMsg, ImageMsg, JointStateMsg, StatusContext, StringMsg,
     TrajectoryMsg,
 };
+use r2r::wam_policy::action::Run;
 use r2r::wam_policy::msg::{ActionChunk, PolicyStatus};
 use recording::{Event, NodeRecorder};
 
 type SetBool = r2r::std_srvs::srv::SetBool::Service;
 type Trigger = r2r::std_srvs::srv::Trigger::Service;
+type RunAction = Run::Action;
+type Sub<T> = Box<dyn Stream<Item = T> + Unpin>;
 
 /// Drains a subscription stream without blocking.
 fn drain<T>(stream: &mut (impl Stream<Item = T> + Unpin), mut f: impl FnMut(T)) {
@@ -48,7 +62,7 @@ fn drain<T>(stream: &mut (impl Stream<Item = T> + Unpin), mut f: impl FnMut(T)) 
 /// A camera subscription delivering serialized messages: frames are read in place (`cdr`), not
 /// copied into typed messages twice.
 struct CameraSub {
-    stream: Box<dyn Stream<Item = Vec<u8>> + Unpin>,
+    stream: Sub<Vec<u8>>,
     compressed: bool,
 }
 
@@ -59,6 +73,19 @@ enum CommandPublisher {
 }
 
 impl CommandPublisher {
+    fn create(node: &mut r2r::Node, topic: &str, group: &CommandGroup) -> anyhow::Result<Self> {
+        let qos = QosProfile::default();
+        Ok(match (group.output_mode, group.stream_message) {
+            (OutputMode::Chunk, _) => CommandPublisher::Trajectory(node.create_publisher(topic, qos)?),
+            (OutputMode::Stream, StreamMessage::Float64MultiArray) => {
+                CommandPublisher::Array(node.create_publisher(topic, qos)?)
+            }
+            (OutputMode::Stream, StreamMessage::JointState) => {
+                CommandPublisher::JointState(node.create_publisher(topic, qos)?)
+            }
+        })
+    }
+
     fn publish(&self, msg: &CommandMsg) {
         let result = match (self, msg) {
             (CommandPublisher::Trajectory(p), CommandMsg::Trajectory(m)) => p.publish(m),
@@ -70,16 +97,48 @@ impl CommandPublisher {
             tracing::warn!(error = %e, "cannot publish a command");
         }
     }
+
+    fn destroy(self, node: &mut r2r::Node) {
+        match self {
+            CommandPublisher::Trajectory(p) => node.destroy_publisher(p),
+            CommandPublisher::Array(p) => node.destroy_publisher(p),
+            CommandPublisher::JointState(p) => node.destroy_publisher(p),
+        }
+    }
+}
+
+/// A command group's publishers: the controller's topic and its `~/dry_run/*` stand-in (both exist:
+/// `dry_run` can change while the node runs).
+struct GroupPublishers {
+    live: CommandPublisher,
+    dry: CommandPublisher,
 }
 
 struct Publishers {
-    /// The command topic (or its `~/dry_run/*` stand-in in dry-run mode).
-    command: CommandPublisher,
+    groups: Vec<GroupPublishers>,
     diagnostics: r2r::Publisher<DiagnosticArrayMsg>,
     chunk: r2r::Publisher<ActionChunk>,
     status: r2r::Publisher<PolicyStatus>,
     predicted: Vec<r2r::Publisher<ImageMsg>>,
     preview: r2r::Publisher<ImageMsg>,
+    planned_path: r2r::Publisher<MarkerArrayMsg>,
+}
+
+impl Publishers {
+    fn destroy(self, node: &mut r2r::Node) {
+        for g in self.groups {
+            g.live.destroy(node);
+            g.dry.destroy(node);
+        }
+        node.destroy_publisher(self.diagnostics);
+        node.destroy_publisher(self.chunk);
+        node.destroy_publisher(self.status);
+        for p in self.predicted {
+            node.destroy_publisher(p);
+        }
+        node.destroy_publisher(self.preview);
+        node.destroy_publisher(self.planned_path);
+    }
 }
 
 fn publish<T: WrappedTypesupport + 'static>(publisher: &r2r::Publisher<T>, msg: &T, what: &str) {
@@ -88,41 +147,59 @@ fn publish<T: WrappedTypesupport + 'static>(publisher: &r2r::Publisher<T>, msg: 
     }
 }
 
-/// The topic as the graph names it: relative names under `/`, private ones under the node's name.
-fn absolute_topic(topic: &str) -> String {
-    if let Some(rest) = topic.strip_prefix("~/") {
-        format!("/wam_policy/{rest}")
-    } else if topic.starts_with('/') {
-        topic.to_string()
-    } else {
-        format!("/{topic}")
+/// Names as the graph resolves them for this node: relative ones in its namespace, private ones
+/// under its fully qualified name.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicNames {
+    namespace: String,
+    node: String,
+}
+
+impl TopicNames {
+    fn of(node: &r2r::Node) -> anyhow::Result<Self> {
+        Ok(TopicNames {
+            namespace: node.namespace()?,
+            node: node.fully_qualified_name()?,
+        })
+    }
+
+    pub(crate) fn resolve(&self, topic: &str) -> String {
+        if let Some(rest) = topic.strip_prefix("~/") {
+            format!("{}/{rest}", self.node)
+        } else if topic.starts_with('/') {
+            topic.to_string()
+        } else {
+            format!("{}/{topic}", self.namespace.trim_end_matches('/'))
+        }
     }
 }
 
-/// The command topic of this configuration (dry run: its debug stand-in).
-fn command_topic(cfg: &NodeConfig) -> (String, &'static str) {
-    let exec = &cfg.execution;
-    match (exec.output_mode, exec.dry_run, exec.stream_message) {
-        (OutputMode::Chunk, false, _) => (
-            cfg.trajectory_topic.clone(),
-            "trajectory_msgs/msg/JointTrajectory",
-        ),
-        (OutputMode::Chunk, true, _) => (
-            "~/dry_run/trajectory".into(),
-            "trajectory_msgs/msg/JointTrajectory",
-        ),
-        (OutputMode::Stream, dry, m) => (
-            if dry {
-                "~/dry_run/commands".into()
-            } else {
-                exec.stream_topic.clone()
-            },
-            match m {
-                StreamMessage::Float64MultiArray => "std_msgs/msg/Float64MultiArray",
-                StreamMessage::JointState => "sensor_msgs/msg/JointState",
-            },
-        ),
+/// The dry-run stand-in of a group's topic.
+fn dry_run_topic(group: &CommandGroup) -> String {
+    match (group.name.as_str(), group.output_mode) {
+        ("", OutputMode::Chunk) => "~/dry_run/trajectory".into(),
+        ("", OutputMode::Stream) => "~/dry_run/commands".into(),
+        (name, _) => format!("~/dry_run/{name}"),
     }
+}
+
+/// The command topic of the configuration's first group (dry run: its stand-in) and its type: what
+/// a recording names (recordings take one group).
+fn command_topic(cfg: &NodeConfig) -> (String, &'static str) {
+    let Some(group) = cfg.command_groups.first() else {
+        return (cfg.trajectory_topic.clone(), "trajectory_msgs/msg/JointTrajectory");
+    };
+    let topic = if cfg.execution.dry_run {
+        dry_run_topic(group)
+    } else {
+        group.topic.clone()
+    };
+    let type_name = match (group.output_mode, group.stream_message) {
+        (OutputMode::Chunk, _) => "trajectory_msgs/msg/JointTrajectory",
+        (OutputMode::Stream, StreamMessage::Float64MultiArray) => "std_msgs/msg/Float64MultiArray",
+        (OutputMode::Stream, StreamMessage::JointState) => "sensor_msgs/msg/JointState",
+    };
+    (topic, type_name)
 }
 
 /// Reads the node's clock: simulated time under `use_sim_time` (0 until the first /clock message).
@@ -160,6 +237,17 @@ fn read_params(node: &r2r::Node) -> Params {
     out
 }
 
+fn flag(params: &Params, name: &str) -> bool {
+    matches!(params.get(name), Some(ParamValue::Bool(true)))
+}
+
+fn text<'a>(params: &'a Params, name: &str, default: &'a str) -> &'a str {
+    match params.get(name) {
+        Some(ParamValue::String(s)) => s,
+        _ => default,
+    }
+}
+
 /// A serialized camera message into the controller, read in place.
 pub(crate) fn camera_bytes_into(
     controller: &mut Controller,
@@ -191,11 +279,26 @@ pub(crate) fn camera_bytes_into(
     }
 }
 
-/// Everything the loop owns besides the node.
-struct Node {
+/// The subscriptions of a configured node.
+struct Inputs {
+    cameras: Vec<CameraSub>,
+    joints: Sub<JointStateMsg>,
+    instructions: [Sub<StringMsg>; 2],
+}
+
+/// The ~/run goal being executed.
+struct ActiveGoal {
+    handle: r2r::ActionServerGoal<RunAction>,
+    cancels: Sub<r2r::ActionServerCancelRequest>,
+}
+
+/// A configured node: the model, the controller and everything they publish and read.
+struct Pipeline {
     controller: Controller,
     worker: Worker,
     pubs: Publishers,
+    /// None only while its messages are being taken.
+    inputs: Option<Inputs>,
     commands: CommandMessages,
     preview: PreviewImages,
     recorder: Option<NodeRecorder>,
@@ -204,6 +307,28 @@ struct Node {
     provider: &'static str,
     video_dt: f64,
     tick_lateness: LatencyWindow,
+    planned_path: Option<PlannedPath>,
+    tasks: TaskRunner,
+    goal: Option<ActiveGoal>,
+    /// The goal-request topic of ~/run as DDS names it: its publishers are the action's clients.
+    goal_request_topic: String,
+    /// The parameters this pipeline runs with (robot_description from the topic included).
+    params: Params,
+    next_tick: Instant,
+    next_status: Instant,
+}
+
+/// What the loop owns besides the r2r node: the parameters, the lifecycle and the pipeline.
+struct App {
+    params: Params,
+    managed: bool,
+    lifecycle: Lifecycle,
+    pipeline: Option<Pipeline>,
+    /// The URDF: the parameter, or what the robot_description topic delivered.
+    urdf: String,
+    robot_description: Option<Sub<StringMsg>>,
+    names: TopicNames,
+    now: f64,
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -211,105 +336,39 @@ pub fn run() -> anyhow::Result<()> {
     let mut node =
         r2r::Node::create(ctx, "wam_policy", "").context("cannot create the ROS node")?;
     let params = read_params(&node);
-    let cfg = NodeConfig::from_params(&params)?;
-    if cfg.use_sim_time {
+    let managed = flag(&params, "managed");
+    if flag(&params, "use_sim_time") {
         node.get_time_source()
             .enable_sim_time(&mut node)
             .context("use_sim_time: cannot subscribe to /clock")?;
     }
     let clock = node.get_ros_clock();
-    let bundle = Bundle::load(&cfg.bundle_path)?;
-    let wiring = Wiring::resolve(&bundle, &cfg)?;
-    let policy = Policy::start(&bundle, &cfg)?;
-    let provider = policy.provider_name();
-    let dims = *policy.dims();
-    let m = &bundle.manifest;
-    tracing::info!(
-        model = %m.model_id,
-        provider,
-        cameras = ?wiring.camera_names,
-        steps = policy.sampler_steps(),
-        "model loaded and warmed up"
-    );
+    let names = TopicNames::of(&node)?;
 
-    let mut cameras = Vec::new();
-    for topic in &wiring.camera_topics {
-        let sub = match cfg.camera_transport {
-            CameraTransport::Raw => CameraSub {
-                stream: Box::new(node.subscribe_raw(
-                    topic,
-                    "sensor_msgs/msg/Image",
-                    QosProfile::sensor_data(),
-                )?),
-                compressed: false,
-            },
-            CameraTransport::Compressed => CameraSub {
-                stream: Box::new(node.subscribe_raw(
-                    &format!("{topic}/compressed"),
-                    "sensor_msgs/msg/CompressedImage",
-                    QosProfile::sensor_data(),
-                )?),
-                compressed: true,
-            },
-        };
-        cameras.push(sub);
-    }
-    let mut joint_sub =
-        node.subscribe::<JointStateMsg>(&cfg.joint_states_topic, QosProfile::sensor_data())?;
-    // Twice: transient-local for latched instructions published before the node came up, volatile for
-    // plain publishers (a transient-local subscription does not match a volatile publisher).
-    let mut instruction_subs = [
-        node.subscribe::<StringMsg>(
-            &cfg.instruction_topic,
-            QosProfile::default()
-                .reliable()
-                .transient_local()
-                .keep_last(1),
-        )?,
-        node.subscribe::<StringMsg>(&cfg.instruction_topic, QosProfile::default())?,
-    ];
+    // Served in every state: a managed node answers before it is configured.
     let mut enable_srv =
         node.create_service::<SetBool>("~/enable", QosProfile::services_default())?;
     let mut reset_srv =
         node.create_service::<Trigger>("~/reset", QosProfile::services_default())?;
-    let (command_topic_name, _) = command_topic(&cfg);
-    let exec = &cfg.execution;
-    let command = match (exec.output_mode, exec.stream_message) {
-        (OutputMode::Chunk, _) => CommandPublisher::Trajectory(
-            node.create_publisher(&command_topic_name, QosProfile::default())?,
-        ),
-        (OutputMode::Stream, StreamMessage::Float64MultiArray) => CommandPublisher::Array(
-            node.create_publisher(&command_topic_name, QosProfile::default())?,
-        ),
-        (OutputMode::Stream, StreamMessage::JointState) => CommandPublisher::JointState(
-            node.create_publisher(&command_topic_name, QosProfile::default())?,
-        ),
-    };
-    let pubs = Publishers {
-        command,
-        diagnostics: node.create_publisher("/diagnostics", QosProfile::default())?,
-        chunk: node.create_publisher("~/action_chunk", QosProfile::default())?,
-        status: node.create_publisher("~/status", QosProfile::default())?,
-        predicted: wiring
-            .camera_names
-            .iter()
-            .map(|c| node.create_publisher(&format!("~/predicted/{c}"), QosProfile::default()))
-            .collect::<Result<_, _>>()?,
-        preview: node.create_publisher("~/preview", QosProfile::default())?,
-    };
-    let recorder = if cfg.record_path.is_empty() {
-        None
+    let mut run_srv = node
+        .create_action_server::<RunAction>("~/run")
+        .context("cannot create the ~/run action server")?;
+    let mut param_srv = parameters::ParameterServices::create(&mut node)?;
+    let mut lifecycle_srv = if managed {
+        Some(lifecycle::LifecycleServices::create(&mut node)?)
     } else {
-        Some(NodeRecorder::create(&cfg, &params, &wiring.camera_topics)?)
+        None
     };
-    let image = &m.image;
-    let preview = PreviewImages::new(
-        dims,
-        [image.mean[0], image.mean[1], image.mean[2]],
-        [image.std[0], image.std[1], image.std[2]],
-    );
-    let controller = Controller::new(&bundle, cfg.clone(), wiring)?;
-    let worker = Worker::spawn(policy, cfg.execution.debug_extra_latency_s)?;
+    let urdf = text(&params, "robot_description", "").to_string();
+    let description_topic = text(&params, "robot_description_topic", "robot_description");
+    let robot_description: Option<Sub<StringMsg>> = if urdf.is_empty() && !description_topic.is_empty() {
+        Some(Box::new(node.subscribe::<StringMsg>(
+            description_topic,
+            QosProfile::default().reliable().transient_local().keep_last(1),
+        )?))
+    } else {
+        None
+    };
 
     // SIGINT (what `ros2 launch` sends on Ctrl-C) and SIGTERM end the loop with a hold; a second
     // signal while that runs ends the process at once.
@@ -321,104 +380,90 @@ pub fn run() -> anyhow::Result<()> {
             .context("cannot install the signal handlers")?;
     }
 
-    let mut state = Node {
-        commands: CommandMessages::new(&controller),
-        controller,
-        worker,
-        pubs,
-        preview,
-        recorder,
-        out: Outbox::with_capacity(8),
-        model_id: m.model_id.clone(),
-        provider,
-        video_dt: bundle.video_dt(),
-        tick_lateness: LatencyWindow::new(1024),
+    let mut app = App {
+        params,
+        managed,
+        lifecycle: Lifecycle::default(),
+        pipeline: None,
+        urdf,
+        robot_description,
+        names,
+        now: 0.0,
     };
-    tracing::info!(
-        enabled = state.controller.is_enabled(),
-        sim_time = cfg.use_sim_time,
-        "wam_policy running"
-    );
+    if !managed {
+        // An unmanaged node configures at once; a bad bundle or parameter stops it here.
+        app.now = clock_now(&clock)?;
+        let pipeline = app.configure(&mut node)?;
+        app.pipeline = Some(pipeline);
+    } else {
+        tracing::info!("managed node: unconfigured until ~/change_state configure");
+    }
+
     // Ok: stopped by a signal; Err: stopped by an error.
     let loop_result = (|| -> anyhow::Result<()> {
-        let period = Duration::from_secs_f64(cfg.control_period_s);
-        let status_period = Duration::from_secs_f64(cfg.status_period_s);
-        let mut next_tick = Instant::now();
-        let mut next_status = Instant::now();
         loop {
             if stop_requested.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            node.spin_once(next_tick.saturating_duration_since(Instant::now()));
+            let wait = app
+                .pipeline
+                .as_ref()
+                .map(|p| p.next_tick.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_millis(20));
+            node.spin_once(wait);
             let now = clock_now(&clock)?;
-            for (cam, sub) in cameras.iter_mut().enumerate() {
-                let compressed = sub.compressed;
-                drain(&mut sub.stream, |bytes| {
-                    state.on_camera_bytes(cam, compressed, bytes, now)
-                });
+            app.now = now;
+            app.take_robot_description();
+            param_srv.serve(&mut app);
+            if let Some(srv) = &mut lifecycle_srv {
+                let mut lifecycle = std::mem::take(&mut app.lifecycle);
+                let now_ns = (now.max(0.0) * 1e9) as u64;
+                srv.serve(&mut lifecycle, &mut app, &mut node, now_ns);
+                app.lifecycle = lifecycle;
             }
-            drain(&mut joint_sub, |msg| state.on_joint_state(msg, now));
-            for sub in &mut instruction_subs {
-                drain(sub, |msg| state.on_instruction(msg, now));
-            }
+            drain(&mut run_srv, |req| app.on_goal(req, now));
             drain(&mut enable_srv, |req| {
-                let message = state.set_enabled(req.message.data, now);
-                let response = r2r::std_srvs::srv::SetBool::Response {
-                    success: true,
-                    message,
-                };
+                let (success, message) = app.on_enable(req.message.data, now);
+                let response = r2r::std_srvs::srv::SetBool::Response { success, message };
                 if let Err(e) = req.respond(response) {
                     tracing::warn!(error = %e, "cannot answer ~/enable");
                 }
             });
             drain(&mut reset_srv, |req| {
-                state.reset(now);
-                let response = r2r::std_srvs::srv::Trigger::Response {
-                    success: true,
-                    message: "observation window, active chunk and sampler seed reset; holding"
-                        .into(),
+                let (success, message) = match &mut app.pipeline {
+                    Some(p) => {
+                        p.reset(now);
+                        (
+                            true,
+                            "observation window, active chunk and sampler seed reset; holding"
+                                .to_string(),
+                        )
+                    }
+                    None => (false, "not configured".to_string()),
                 };
+                let response = r2r::std_srvs::srv::Trigger::Response { success, message };
                 if let Err(e) = req.respond(response) {
                     tracing::warn!(error = %e, "cannot answer ~/reset");
                 }
             });
-            if let Some(done) = state.worker.poll() {
-                state.on_result(done, now);
-            }
-            let mut wall = Instant::now();
-            let mut now = now;
-            if wall >= next_tick {
-                // The tick runs at the time it reads, after this round's messages were taken.
-                now = clock_now(&clock)?;
-                wall = Instant::now();
-                state.tick_lateness.record((wall - next_tick).as_secs_f64());
-                next_tick += period;
-                if next_tick < wall {
-                    // A stall longer than a period: skip the missed ticks instead of bursting them.
-                    next_tick = wall + period;
-                }
-                state.tick(now);
-            }
-            state.dispatch(now);
-            if wall >= next_status {
-                next_status = wall + status_period;
-                state.publish_status(now);
-            }
-            if state.worker.has_died() {
-                anyhow::bail!("the inference worker stopped");
+            if let Some(p) = &mut app.pipeline {
+                p.step(&node, &clock, now)?;
             }
         }
     })();
     // Every way out holds first, then reports.
     let now = clock_now(&clock).unwrap_or(0.0);
-    state.stop(now);
-    // Give the middleware a moment to deliver the hold before the process ends.
+    if let Some(p) = &mut app.pipeline {
+        p.end_goal(Outcome::Shutdown, "the node is shutting down".into(), now, true);
+        p.stop(now);
+    }
+    // Give the middleware a moment to deliver the hold and the goal's result before the process ends.
     let deadline = Instant::now() + Duration::from_millis(300);
     while Instant::now() < deadline {
         node.spin_once(Duration::from_millis(20));
     }
-    if let Some(recorder) = state.recorder.take() {
-        recorder.finish();
+    if let Some(p) = app.pipeline.take() {
+        p.release(&mut node);
     }
     match loop_result {
         Ok(()) => {
@@ -429,7 +474,434 @@ pub fn run() -> anyhow::Result<()> {
     }
 }
 
-impl Node {
+impl App {
+    fn gated(&self) -> bool {
+        flag(&self.params, "gated")
+    }
+
+    /// Commands may flow: an unmanaged node once configured, a managed one while active.
+    fn active(&self) -> bool {
+        self.pipeline.is_some() && (!self.managed || self.lifecycle.state() == LifecycleState::Active)
+    }
+
+    fn take_robot_description(&mut self) {
+        let Some(sub) = &mut self.robot_description else {
+            return;
+        };
+        let mut latest = None;
+        drain(sub, |msg| latest = Some(msg.data));
+        let Some(urdf) = latest else { return };
+        if urdf != self.urdf {
+            tracing::info!(bytes = urdf.len(), "robot description received");
+            self.urdf = urdf;
+            if let Some(p) = &mut self.pipeline {
+                p.planned_path = planned_path(&self.urdf, &p.controller, &p.params);
+            }
+        }
+    }
+
+    /// Whether the limits must come from the robot_description topic: none are given.
+    fn needs_description(&self) -> bool {
+        self.urdf.is_empty()
+            && self.robot_description.is_some()
+            && ["joint_limits.lower", "joint_limits.upper", "joint_limits.max_velocity"]
+                .iter()
+                .all(|k| !self.params.contains_key(*k))
+            && !flag(&self.params, "dry_run")
+    }
+
+    /// Load and check the bundle, start the model (warm-up), create the topics.
+    fn configure(&mut self, node: &mut r2r::Node) -> anyhow::Result<Pipeline> {
+        if self.needs_description() {
+            let timeout = match self.params.get("robot_description_timeout_s") {
+                Some(ParamValue::Double(d)) if *d > 0.0 => *d,
+                _ => 5.0,
+            };
+            tracing::info!(timeout_s = timeout, "waiting for the robot description (limits)");
+            let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+            while self.urdf.is_empty() && Instant::now() < deadline {
+                node.spin_once(Duration::from_millis(20));
+                self.take_robot_description();
+            }
+            if self.urdf.is_empty() {
+                anyhow::bail!(
+                    "parameter `joint_limits`: no limits given and nothing on robot_description_topic within {timeout} s"
+                );
+            }
+        }
+        let mut params = self.params.clone();
+        if !self.urdf.is_empty() {
+            params.insert("robot_description".into(), ParamValue::String(self.urdf.clone()));
+        }
+        let mut cfg = NodeConfig::from_params(&params)?;
+        if self.managed || cfg.gated {
+            // The gate opens on activation or with a goal, never at start-up.
+            cfg.enabled_at_start = false;
+        }
+        Pipeline::start(node, cfg, params, &self.urdf, &self.names, self.now)
+    }
+
+    fn on_enable(&mut self, enable: bool, now: f64) -> (bool, String) {
+        if enable && self.gated() {
+            return (
+                false,
+                "gated: commands flow only while a ~/run goal is active".into(),
+            );
+        }
+        if enable && !self.active() {
+            return (false, "not active (lifecycle): activate the node first".into());
+        }
+        let Some(p) = &mut self.pipeline else {
+            return (false, "not configured".into());
+        };
+        if !enable {
+            p.end_goal(Outcome::Canceled, "disabled through ~/enable".into(), now, false);
+        }
+        (true, p.set_enabled(enable, now))
+    }
+
+    fn on_goal(&mut self, req: r2r::ActionServerGoalRequest<RunAction>, now: f64) {
+        let g = &req.goal;
+        let goal = RunGoal {
+            time_budget_s: g.time_budget_s,
+            succeed_on_timeout: g.succeed_on_timeout,
+            stale_tolerance_s: g.stale_tolerance_s,
+        }
+        .checked();
+        let active = self.active();
+        let refusal = match (&goal, self.pipeline.as_mut()) {
+            (Err(e), _) => Some(e.clone()),
+            (_, None) => Some("not configured".to_string()),
+            (_, Some(_)) if !active => Some("not active (lifecycle)".to_string()),
+            (_, Some(p)) if p.tasks.admission() == Admission::Reject => {
+                Some("a goal is running and run_preemption is `reject`".to_string())
+            }
+            (_, Some(p)) => (!p.on_instruction_text(&g.instruction, now))
+                .then(|| "the instruction was refused (see the log)".to_string()),
+        };
+        let (Ok(goal), None, Some(p)) = (goal, &refusal, self.pipeline.as_mut()) else {
+            tracing::warn!(reason = refusal.as_deref().unwrap_or(""), "~/run goal rejected");
+            if let Err(e) = req.reject() {
+                tracing::warn!(error = %e, "cannot reject a ~/run goal");
+            }
+            return;
+        };
+        // A running goal hands the gate over to the new one.
+        p.end_goal(Outcome::Preempted, "preempted by a new goal".into(), now, false);
+        match req.accept() {
+            Ok((handle, cancels)) => {
+                tracing::info!(instruction = %handle.goal.instruction, "~/run goal accepted");
+                let status = p.controller.status(now);
+                p.tasks.start(goal, now, &status);
+                p.goal = Some(ActiveGoal {
+                    handle,
+                    cancels: Box::new(cancels),
+                });
+                if !p.controller.is_enabled() {
+                    p.set_enabled(true, now);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot accept a ~/run goal"),
+        }
+    }
+}
+
+impl parameters::ParameterHost for App {
+    fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn read_only(&self, name: &str) -> bool {
+        self.pipeline.is_some() && !RUNTIME_PARAMETERS.contains(&name)
+    }
+
+    fn apply(&mut self, changes: &[(String, ParamValue)]) -> Result<(), String> {
+        let now = self.now;
+        match &mut self.pipeline {
+            Some(p) => {
+                let (next, cfg) =
+                    updated_params(&p.params, changes, true).map_err(|e| e.to_string())?;
+                if let Some(cfg) = cfg {
+                    p.update(cfg, now)?;
+                }
+                p.params = next;
+            }
+            None => {}
+        }
+        let (next, _) = updated_params(&self.params, changes, false).map_err(|e| e.to_string())?;
+        self.params = next;
+        Ok(())
+    }
+}
+
+impl lifecycle::Managed for App {
+    fn on_transition(&mut self, node: &mut r2r::Node, transition: Transition) -> CallbackResult {
+        let now = self.now;
+        match transition {
+            Transition::Configure => match self.configure(node) {
+                Ok(p) => {
+                    self.pipeline = Some(p);
+                    CallbackResult::Success
+                }
+                Err(e) => {
+                    tracing::error!("configure failed: {e:#}");
+                    CallbackResult::Error
+                }
+            },
+            Transition::Activate => {
+                if let Some(p) = &mut self.pipeline {
+                    if !p.controller.config().gated {
+                        p.set_enabled(true, now);
+                    }
+                }
+                CallbackResult::Success
+            }
+            Transition::Deactivate => {
+                if let Some(p) = &mut self.pipeline {
+                    p.end_goal(Outcome::Canceled, "the node was deactivated".into(), now, false);
+                    p.set_enabled(false, now);
+                }
+                CallbackResult::Success
+            }
+            Transition::Cleanup => {
+                if let Some(p) = self.pipeline.take() {
+                    p.release(node);
+                }
+                CallbackResult::Success
+            }
+            Transition::UnconfiguredShutdown
+            | Transition::InactiveShutdown
+            | Transition::ActiveShutdown => {
+                if let Some(mut p) = self.pipeline.take() {
+                    p.end_goal(Outcome::Shutdown, "the node was shut down".into(), now, true);
+                    p.stop(now);
+                    p.release(node);
+                }
+                CallbackResult::Success
+            }
+        }
+    }
+
+    fn on_error(&mut self, node: &mut r2r::Node) -> CallbackResult {
+        if let Some(mut p) = self.pipeline.take() {
+            p.stop(self.now);
+            p.release(node);
+        }
+        CallbackResult::Success
+    }
+}
+
+/// `~/planned_path` from the URDF, when there is one and it has the action joints' chain.
+fn planned_path(urdf: &str, controller: &Controller, params: &Params) -> Option<PlannedPath> {
+    if urdf.is_empty() {
+        return None;
+    }
+    let tip = text(params, "planned_path_tip_link", "");
+    let tip = (!tip.is_empty()).then_some(tip);
+    match PlannedPath::new(urdf, &controller.wiring().action_joint_names, tip) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("no ~/planned_path: the robot description has no chain of the action joints: {e}");
+            None
+        }
+    }
+}
+
+impl Pipeline {
+    fn start(
+        node: &mut r2r::Node,
+        cfg: NodeConfig,
+        params: Params,
+        urdf: &str,
+        names: &TopicNames,
+        now: f64,
+    ) -> anyhow::Result<Pipeline> {
+        let bundle = Bundle::load(&cfg.bundle_path)?;
+        let wiring = Wiring::resolve(&bundle, &cfg)?;
+        let policy = Policy::start(&bundle, &cfg)?;
+        let provider = policy.provider_name();
+        let dims = *policy.dims();
+        let m = &bundle.manifest;
+        tracing::info!(
+            model = %m.model_id,
+            provider,
+            cameras = ?wiring.camera_names,
+            steps = policy.sampler_steps(),
+            "model loaded and warmed up"
+        );
+
+        let mut cameras = Vec::new();
+        for topic in &wiring.camera_topics {
+            let sub = match cfg.camera_transport {
+                CameraTransport::Raw => CameraSub {
+                    stream: Box::new(node.subscribe_raw(
+                        topic,
+                        "sensor_msgs/msg/Image",
+                        QosProfile::sensor_data(),
+                    )?),
+                    compressed: false,
+                },
+                CameraTransport::Compressed => CameraSub {
+                    stream: Box::new(node.subscribe_raw(
+                        &format!("{topic}/compressed"),
+                        "sensor_msgs/msg/CompressedImage",
+                        QosProfile::sensor_data(),
+                    )?),
+                    compressed: true,
+                },
+            };
+            cameras.push(sub);
+        }
+        let joints: Sub<JointStateMsg> = Box::new(
+            node.subscribe::<JointStateMsg>(&cfg.joint_states_topic, QosProfile::sensor_data())?,
+        );
+        // Twice: transient-local for latched instructions published before the node came up, volatile
+        // for plain publishers (a transient-local subscription does not match a volatile publisher).
+        let instructions: [Sub<StringMsg>; 2] = [
+            Box::new(node.subscribe::<StringMsg>(
+                &cfg.instruction_topic,
+                QosProfile::default()
+                    .reliable()
+                    .transient_local()
+                    .keep_last(1),
+            )?),
+            Box::new(node.subscribe::<StringMsg>(&cfg.instruction_topic, QosProfile::default())?),
+        ];
+        let mut groups = Vec::with_capacity(cfg.command_groups.len());
+        for g in &cfg.command_groups {
+            groups.push(GroupPublishers {
+                live: CommandPublisher::create(node, &g.topic, g)?,
+                dry: CommandPublisher::create(node, &dry_run_topic(g), g)?,
+            });
+        }
+        let pubs = Publishers {
+            groups,
+            diagnostics: node.create_publisher("/diagnostics", QosProfile::default())?,
+            chunk: node.create_publisher("~/action_chunk", QosProfile::default())?,
+            status: node.create_publisher("~/status", QosProfile::default())?,
+            predicted: wiring
+                .camera_names
+                .iter()
+                .map(|c| node.create_publisher(&format!("~/predicted/{c}"), QosProfile::default()))
+                .collect::<Result<_, _>>()?,
+            preview: node.create_publisher("~/preview", QosProfile::default())?,
+            planned_path: node.create_publisher("~/planned_path", QosProfile::default())?,
+        };
+        let recorder = if cfg.record_path.is_empty() {
+            None
+        } else {
+            Some(NodeRecorder::create(&cfg, &params, &wiring.camera_topics, names)?)
+        };
+        let image = &m.image;
+        let preview = PreviewImages::new(
+            dims,
+            [image.mean[0], image.mean[1], image.mean[2]],
+            [image.std[0], image.std[1], image.std[2]],
+        );
+        let run = cfg.run;
+        let controller = Controller::new(&bundle, cfg.clone(), wiring)?;
+        let worker = Worker::spawn(policy, cfg.execution.debug_extra_latency_s)?;
+        let goal_request_topic = format!("rq{}/_action/send_goalRequest", names.resolve("~/run"));
+        let planned_path = planned_path(urdf, &controller, &params);
+        let pipeline = Pipeline {
+            commands: CommandMessages::new(&controller),
+            controller,
+            worker,
+            pubs,
+            inputs: Some(Inputs {
+                cameras,
+                joints,
+                instructions,
+            }),
+            preview,
+            recorder,
+            out: Outbox::with_capacity(8),
+            model_id: m.model_id.clone(),
+            provider,
+            video_dt: bundle.video_dt(),
+            tick_lateness: LatencyWindow::new(1024),
+            planned_path,
+            tasks: TaskRunner::new(run),
+            goal: None,
+            goal_request_topic,
+            params,
+            next_tick: Instant::now(),
+            next_status: Instant::now(),
+        };
+        tracing::info!(
+            enabled = pipeline.controller.is_enabled(),
+            sim_time = cfg.use_sim_time,
+            now,
+            "wam_policy running"
+        );
+        Ok(pipeline)
+    }
+
+    /// One round of the loop: inputs, the worker, the control tick on its deadline, status and the
+    /// active goal.
+    fn step(
+        &mut self,
+        node: &r2r::Node,
+        clock: &Arc<Mutex<r2r::Clock>>,
+        now: f64,
+    ) -> anyhow::Result<()> {
+        // Taken out while its messages go into the rest of the pipeline, then put back.
+        if let Some(mut inputs) = self.inputs.take() {
+            for (cam, sub) in inputs.cameras.iter_mut().enumerate() {
+                let compressed = sub.compressed;
+                drain(&mut sub.stream, |bytes| {
+                    self.on_camera_bytes(cam, compressed, bytes, now)
+                });
+            }
+            drain(&mut inputs.joints, |msg| self.on_joint_state(msg, now));
+            for sub in &mut inputs.instructions {
+                drain(sub, |msg| {
+                    self.on_instruction_text(&msg.data, now);
+                });
+            }
+            self.inputs = Some(inputs);
+        }
+        self.serve_cancels(now);
+        if let Some(done) = self.worker.poll() {
+            self.on_result(done, now);
+        }
+        let mut wall = Instant::now();
+        let mut now = now;
+        if wall >= self.next_tick {
+            // The tick runs at the time it reads, after this round's messages were taken.
+            now = clock_now(clock)?;
+            wall = Instant::now();
+            self.tick_lateness
+                .record((wall - self.next_tick).as_secs_f64());
+            let period = Duration::from_secs_f64(self.controller.config().control_period_s);
+            self.next_tick += period;
+            if self.next_tick < wall {
+                // A stall longer than a period: skip the missed ticks instead of bursting them.
+                self.next_tick = wall + period;
+            }
+            self.tick(now);
+        }
+        self.dispatch(now);
+        if wall >= self.next_status {
+            self.next_status =
+                wall + Duration::from_secs_f64(self.controller.config().status_period_s);
+            let status = self.publish_status(now);
+            self.supervise_goal(node, &status, now);
+        }
+        if self.worker.has_died() {
+            anyhow::bail!("the inference worker stopped");
+        }
+        Ok(())
+    }
+
+    /// New run-time parameters.
+    fn update(&mut self, mut cfg: NodeConfig, now: f64) -> Result<(), String> {
+        // Start-up-only choices stay as the node started with them.
+        cfg.enabled_at_start = self.controller.config().enabled_at_start;
+        self.tasks.set_params(cfg.run);
+        self.controller.update_config(cfg, now)
+    }
+
     fn record<T: WrappedTypesupport + Send + 'static>(&self, topic: usize, now: f64, msg: T) {
         if let Some(r) = &self.recorder {
             r.message(topic, now, msg);
@@ -460,19 +932,30 @@ impl Node {
         self.record(recording::JOINT_STATES, now, msg);
     }
 
-    fn on_instruction(&mut self, msg: StringMsg, now: f64) {
-        self.controller.on_instruction(&msg.data, now);
-        self.record(recording::INSTRUCTION, now, msg);
+    /// An instruction from the topic or a goal; false: refused.
+    fn on_instruction_text(&mut self, text: &str, now: f64) -> bool {
+        let taken = self.controller.on_instruction(text, now);
+        self.record(
+            recording::INSTRUCTION,
+            now,
+            StringMsg {
+                data: text.to_string(),
+            },
+        );
+        taken
     }
 
     fn set_enabled(&mut self, enable: bool, now: f64) -> String {
         self.event(now, Event::Enable(enable));
-        self.controller.set_enabled(enable, now, &mut self.out)
+        let message = self.controller.set_enabled(enable, now, &mut self.out);
+        self.dispatch(now);
+        message
     }
 
     fn reset(&mut self, now: f64) {
         self.event(now, Event::Reset);
         self.controller.reset(now, &mut self.out);
+        self.dispatch(now);
     }
 
     fn tick(&mut self, now: f64) {
@@ -485,6 +968,101 @@ impl Node {
         self.event(now, Event::Stop);
         self.controller.stop(now, &mut self.out);
         self.dispatch(now);
+    }
+
+    /// Releases the model and the topics (lifecycle cleanup, exit).
+    fn release(mut self, node: &mut r2r::Node) {
+        if let Some(recorder) = self.recorder.take() {
+            recorder.finish();
+        }
+        self.pubs.destroy(node);
+        // Subscriptions end with their streams; the worker thread ends with its channel.
+    }
+
+    /// Ends the active goal (if any) with `outcome`; `close_gate`: hold and disable (every end but a
+    /// preemption, a disable or a deactivation, which close the gate themselves).
+    fn end_goal(&mut self, outcome: Outcome, message: String, now: f64, close_gate: bool) {
+        if !self.tasks.is_active() {
+            return;
+        }
+        let status = self.controller.status(now);
+        if let Some(ending) = self.tasks.end(outcome, message, now, &status) {
+            self.finish_goal(ending, now, close_gate);
+        }
+    }
+
+    fn finish_goal(&mut self, ending: Ending, now: f64, close_gate: bool) {
+        let Some(mut goal) = self.goal.take() else {
+            return;
+        };
+        tracing::info!(
+            outcome = ending.outcome.name(),
+            message = %ending.message,
+            "~/run goal ended"
+        );
+        let result = Run::Result {
+            outcome: ending.outcome.code(),
+            outcome_name: ending.outcome.name().to_string(),
+            message: ending.message.clone(),
+            elapsed_s: ending.elapsed_s,
+            chunks: u32::try_from(ending.chunks).unwrap_or(u32::MAX),
+        };
+        let sent = if ending.succeeded {
+            goal.handle.succeed(result)
+        } else if ending.outcome == Outcome::Canceled
+            && goal.handle.is_cancelling().unwrap_or(false)
+        {
+            goal.handle.cancel(result)
+        } else {
+            goal.handle.abort(result)
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cannot send the ~/run result");
+        }
+        if close_gate && self.controller.is_enabled() {
+            self.set_enabled(false, now);
+        }
+    }
+
+    fn serve_cancels(&mut self, now: f64) {
+        let Some(goal) = &mut self.goal else { return };
+        let mut canceled = false;
+        drain(&mut goal.cancels, |req| {
+            req.accept();
+            canceled = true;
+        });
+        if canceled {
+            self.end_goal(Outcome::Canceled, "canceled by the client".into(), now, true);
+        }
+    }
+
+    /// The goal's feedback and end conditions, at the status period.
+    fn supervise_goal(&mut self, node: &r2r::Node, status: &Status, now: f64) {
+        if !self.tasks.is_active() {
+            return;
+        }
+        // The action's clients publish goal requests: none left means the goal's client is gone.
+        let clients_present = node
+            .get_publishers_info_by_topic(&self.goal_request_topic, true)
+            .map(|p| !p.is_empty())
+            .unwrap_or(true);
+        if let Some(ending) = self.tasks.check(now, status, clients_present) {
+            self.finish_goal(ending, now, true);
+            return;
+        }
+        let (Some(f), Some(goal)) = (self.tasks.feedback(now, status), &self.goal) else {
+            return;
+        };
+        let feedback = Run::Feedback {
+            state: f.state.to_string(),
+            chunks: u32::try_from(f.chunks).unwrap_or(u32::MAX),
+            elapsed_s: f.elapsed_s,
+            latency_s: f.latency_s,
+            remaining_s: f.remaining_s,
+        };
+        if let Err(e) = goal.handle.publish_feedback(feedback) {
+            tracing::warn!(error = %e, "cannot publish ~/run feedback");
+        }
     }
 
     fn on_result(&mut self, done: Done, now: f64) {
@@ -510,6 +1088,7 @@ impl Node {
     fn dispatch_with(&mut self, job: Option<&Job>, now: f64) {
         let mut out = std::mem::take(&mut self.out);
         let mut last_trajectory: Option<TrajectoryMsg> = None;
+        let dry_run = self.controller.config().execution.dry_run;
         for command in out.drain() {
             match command {
                 Command::StartInference => self.worker.submit(),
@@ -536,20 +1115,43 @@ impl Node {
                     }
                 }
                 Command::Trajectory { .. } | Command::Hold { .. } | Command::Setpoint { .. } => {
-                    let Some(msg) = self.commands.build(&self.controller, &command) else {
-                        continue;
-                    };
-                    self.pubs.command.publish(msg);
-                    if let Some(r) = &self.recorder {
-                        r.command(now, msg);
+                    self.commands.build(&self.controller, &command);
+                    for (group, msg) in self.commands.ready() {
+                        let publishers = &self.pubs.groups[group];
+                        if dry_run {
+                            publishers.dry.publish(msg);
+                        } else {
+                            publishers.live.publish(msg);
+                        }
+                        if let Some(r) = &self.recorder {
+                            r.command(now, msg);
+                        }
+                        if let CommandMsg::Trajectory(t) = msg {
+                            if last_trajectory.is_none() {
+                                last_trajectory = Some(t.clone());
+                            }
+                        }
                     }
-                    if let CommandMsg::Trajectory(t) = msg {
-                        last_trajectory = Some(t.clone());
+                    if matches!(command, Command::Trajectory { .. } | Command::Hold { .. }) {
+                        self.publish_planned_path(now);
                     }
                 }
             }
         }
         self.out = out;
+    }
+
+    fn publish_planned_path(&mut self, now: f64) {
+        let Some(path) = &mut self.planned_path else {
+            return;
+        };
+        let state = if self.controller.is_enabled() {
+            "driving"
+        } else {
+            "holding"
+        };
+        let msg = path.update(&self.controller, now, state);
+        publish(&self.pubs.planned_path, msg, "planned path");
     }
 
     fn publish_frames(&mut self, job: &Job) {
@@ -573,7 +1175,7 @@ impl Node {
         publish(&self.pubs.preview, &msg, "preview");
     }
 
-    fn publish_status(&mut self, now: f64) {
+    fn publish_status(&mut self, now: f64) -> Status {
         let s = self.controller.status(now);
         let stats = self
             .recorder
@@ -598,5 +1200,6 @@ impl Node {
         if let Some(r) = &self.recorder {
             r.message(recording::STATUS, now, status);
         }
+        s
     }
 }

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use r2r::WrappedTypesupport;
 
 use super::messages::{CommandMsg, StringMsg};
-use super::{absolute_topic, command_topic};
+use super::{command_topic, TopicNames};
 use crate::config::{params_to_yaml, CameraTransport, NodeConfig, Params};
 use crate::record::{ChannelId, ChannelSpec, RecordPayload, RecordStats, Recorder};
 
@@ -104,10 +104,11 @@ impl NodeRecorder {
         cfg: &NodeConfig,
         params: &Params,
         camera_topics: &[String],
+        names: &TopicNames,
     ) -> anyhow::Result<Self> {
         let (command, command_type) = command_topic(cfg);
         let spec = |topic: &str, type_name: &str| ChannelSpec {
-            topic: absolute_topic(topic),
+            topic: names.resolve(topic),
             type_name: type_name.to_string(),
         };
         let mut channels = vec![

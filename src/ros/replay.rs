@@ -107,7 +107,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         } else if topic == instruction_topic {
             inputs += 1;
             let m: StringMsg = decode(&msg.data, topic)?;
-            controller.on_instruction(&m.data, now);
+            let _ = controller.on_instruction(&m.data, now);
         } else if topic == command_topic {
             recorded.push(match msg.type_name.as_str() {
                 "trajectory_msgs/msg/JointTrajectory" => {
@@ -162,9 +162,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 }
                 Command::ResetSampler => policy.reset(),
                 c => {
-                    if let Some(m) = messages.build(&controller, &c) {
-                        replayed.push(m.clone());
-                    }
+                    messages.build(&controller, &c);
+                    replayed.extend(messages.ready().map(|(_, m)| m.clone()));
                 }
             }
         }

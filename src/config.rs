@@ -155,6 +155,8 @@ pub struct NodeConfig {
     pub command_groups: Vec<CommandGroup>,
     pub robot_description: String,
     pub robot_description_topic: String,
+    /// The link `~/planned_path` draws; empty: the end of the action joints' chain.
+    pub planned_path_tip_link: String,
     pub robot_description_timeout_s: f64,
     pub managed: bool,
     pub gated: bool,
@@ -658,7 +660,9 @@ pub fn is_parameter(name: &str) -> bool {
         || name
             .strip_prefix("command_group.")
             .and_then(|rest| rest.rsplit_once('.'))
-            .is_some_and(|(group, field)| !group.is_empty() && COMMAND_GROUP_FIELDS.contains(&field))
+            .is_some_and(|(group, field)| {
+                !group.is_empty() && COMMAND_GROUP_FIELDS.contains(&field)
+            })
 }
 
 /// The doc of a parameter (command group fields included).
@@ -669,7 +673,9 @@ pub fn parameter_doc(name: &str) -> Option<&'static str> {
     let field = name.strip_prefix("command_group.")?.rsplit_once('.')?.1;
     Some(match field {
         "joints" => "string list: the group's joints (robot names, from joint_names)",
-        "output_mode" => "string: `chunk` (JointTrajectory per chunk) or `stream` (setpoints at stream_rate_hz)",
+        "output_mode" => {
+            "string: `chunk` (JointTrajectory per chunk) or `stream` (setpoints at stream_rate_hz)"
+        }
         "topic" => "string: the group's command topic",
         "stream_message" => "string: stream mode's message: `float64_multi_array` or `joint_state`",
         _ => return None,
@@ -1102,6 +1108,7 @@ impl NodeConfig {
             },
             robot_description: r.string("robot_description")?,
             robot_description_topic: r.string("robot_description_topic")?,
+            planned_path_tip_link: r.string("planned_path_tip_link")?,
             robot_description_timeout_s: r.positive("robot_description_timeout_s")?,
             managed: r.boolean("managed")?,
             gated: r.boolean("gated")?,
@@ -1264,10 +1271,7 @@ fn read_command_groups(
     }
     let mut groups = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
-        let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid || names[..i].contains(name) {
             return Err(perr(
                 "command_groups",
@@ -1297,7 +1301,10 @@ fn read_command_groups(
         let output_mode = output_mode_named(&key("output_mode"), &text("output_mode", "chunk")?)?;
         let topic = text("topic", "")?;
         if topic.is_empty() {
-            return Err(perr(&key("topic"), "is required: the group's command topic"));
+            return Err(perr(
+                &key("topic"),
+                "is required: the group's command topic",
+            ));
         }
         let stream_message = stream_message_named(
             &key("stream_message"),
@@ -1526,9 +1533,15 @@ mod tests {
         let cfg = NodeConfig::from_params(&p).unwrap();
         let g = &cfg.command_groups;
         assert_eq!(g.len(), 2);
-        assert_eq!((g[0].name.as_str(), g[0].output_mode), ("arm", OutputMode::Chunk));
+        assert_eq!(
+            (g[0].name.as_str(), g[0].output_mode),
+            ("arm", OutputMode::Chunk)
+        );
         assert_eq!(g[0].joints, vec!["j1".to_string(), "j2".into()]);
-        assert_eq!((g[1].topic.as_str(), g[1].output_mode), ("gripper/commands", OutputMode::Stream));
+        assert_eq!(
+            (g[1].topic.as_str(), g[1].output_mode),
+            ("gripper/commands", OutputMode::Stream)
+        );
         assert_eq!(g[1].stream_message, StreamMessage::Float64MultiArray);
         // Without groups: one group of every joint on the trajectory topic.
         let cfg = NodeConfig::from_params(&base()).unwrap();
@@ -1540,10 +1553,26 @@ mod tests {
     #[test]
     fn bad_command_groups_name_the_field() {
         let cases: [(&str, ParamValue, &str); 4] = [
-            ("command_group.arm.output_mode", ParamValue::String("fast".into()), "command_group.arm.output_mode"),
-            ("command_group.arm.topic", ParamValue::String(String::new()), "command_group.arm.topic"),
-            ("command_group.wrist.topic", ParamValue::String("w".into()), "command_group.wrist.topic"),
-            ("command_group.arm.joints", ParamValue::StringArray(vec![]), "command_group.arm.joints"),
+            (
+                "command_group.arm.output_mode",
+                ParamValue::String("fast".into()),
+                "command_group.arm.output_mode",
+            ),
+            (
+                "command_group.arm.topic",
+                ParamValue::String(String::new()),
+                "command_group.arm.topic",
+            ),
+            (
+                "command_group.wrist.topic",
+                ParamValue::String("w".into()),
+                "command_group.wrist.topic",
+            ),
+            (
+                "command_group.arm.joints",
+                ParamValue::StringArray(vec![]),
+                "command_group.arm.joints",
+            ),
         ];
         for (key, value, named) in cases {
             let mut p = base();
@@ -1555,7 +1584,10 @@ mod tests {
         let mut p = base();
         groups(&mut p);
         p.insert("command_group.arm.speed".into(), ParamValue::Double(1.0));
-        assert_eq!(NodeConfig::from_params(&p).unwrap_err().name, "command_group.arm.speed");
+        assert_eq!(
+            NodeConfig::from_params(&p).unwrap_err().name,
+            "command_group.arm.speed"
+        );
     }
 
     #[test]
@@ -1579,14 +1611,40 @@ mod tests {
     fn run_time_updates_are_checked_and_others_are_read_only() {
         let p = base();
         let set = |name: &str, v: ParamValue| vec![(name.to_string(), v)];
-        let (next, cfg) = updated_params(&p, &set("boundary_mode", ParamValue::String("crossfade".into())), true).unwrap();
-        assert_eq!(cfg.unwrap().execution.boundary_mode, BoundaryMode::Crossfade);
-        assert_eq!(next.get("boundary_mode"), Some(&ParamValue::String("crossfade".into())));
-        let e = updated_params(&p, &set("boundary_mode", ParamValue::String("bogus".into())), true).unwrap_err();
+        let (next, cfg) = updated_params(
+            &p,
+            &set("boundary_mode", ParamValue::String("crossfade".into())),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.unwrap().execution.boundary_mode,
+            BoundaryMode::Crossfade
+        );
+        assert_eq!(
+            next.get("boundary_mode"),
+            Some(&ParamValue::String("crossfade".into()))
+        );
+        let e = updated_params(
+            &p,
+            &set("boundary_mode", ParamValue::String("bogus".into())),
+            true,
+        )
+        .unwrap_err();
         assert_eq!(e.name, "boundary_mode");
-        let e = updated_params(&p, &set("bundle_path", ParamValue::String("/other".into())), true).unwrap_err();
+        let e = updated_params(
+            &p,
+            &set("bundle_path", ParamValue::String("/other".into())),
+            true,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("read-only"), "{e}");
-        assert!(updated_params(&p, &set("bundle_path", ParamValue::String("/other".into())), false).is_ok());
+        assert!(updated_params(
+            &p,
+            &set("bundle_path", ParamValue::String("/other".into())),
+            false
+        )
+        .is_ok());
         assert!(updated_params(&p, &set("no_such_thing", ParamValue::Bool(true)), false).is_err());
     }
 
@@ -1601,7 +1659,11 @@ mod tests {
             p.insert("bundle_path".into(), ParamValue::String("/b".into()));
             let cfg = NodeConfig::from_params(&p).unwrap_or_else(|e| panic!("{file}: {e}"));
             let grouped: usize = cfg.command_groups.iter().map(|g| g.joints.len()).sum();
-            assert_eq!(grouped, cfg.joint_names.len(), "{file}: every joint in one group");
+            assert_eq!(
+                grouped,
+                cfg.joint_names.len(),
+                "{file}: every joint in one group"
+            );
             assert!(cfg.limits.is_some(), "{file}: limits");
         }
     }

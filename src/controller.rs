@@ -609,7 +609,10 @@ impl Controller {
 
     /// Whether some command group takes this output mode.
     fn has_group(&self, mode: OutputMode) -> bool {
-        self.cfg.command_groups.iter().any(|g| g.output_mode == mode)
+        self.cfg
+            .command_groups
+            .iter()
+            .any(|g| g.output_mode == mode)
     }
 
     /// New values of run-time parameters (`config::RUNTIME_PARAMETERS`; the caller checked that

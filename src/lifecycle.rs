@@ -134,7 +134,12 @@ impl Transition {
             Transition::ActiveShutdown,
         ];
         all.into_iter().find(|t| {
-            t.states().0 == state && if id != 0 { t.id() == id } else { t.label() == label }
+            t.states().0 == state
+                && if id != 0 {
+                    t.id() == id
+                } else {
+                    t.label() == label
+                }
         })
     }
 

@@ -135,7 +135,10 @@ impl Wiring {
 
 /// Each command group's action-joint indices; every action joint in exactly one group. The default
 /// group (no `command_groups`) takes every action joint.
-fn resolve_groups(cfg: &NodeConfig, action_joints: &[String]) -> Result<Vec<Vec<usize>>, SetupError> {
+fn resolve_groups(
+    cfg: &NodeConfig,
+    action_joints: &[String],
+) -> Result<Vec<Vec<usize>>, SetupError> {
     let mut owner: Vec<Option<&str>> = vec![None; action_joints.len()];
     let mut out = Vec::with_capacity(cfg.command_groups.len());
     for g in &cfg.command_groups {

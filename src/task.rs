@@ -147,7 +147,13 @@ impl TaskRunner {
     }
 
     /// Ends the active goal with `outcome` (cancel, preemption, shutdown, a disable).
-    pub fn end(&mut self, outcome: Outcome, message: String, now: f64, status: &Status) -> Option<Ending> {
+    pub fn end(
+        &mut self,
+        outcome: Outcome,
+        message: String,
+        now: f64,
+        status: &Status,
+    ) -> Option<Ending> {
         let a = self.active.take()?;
         Some(Ending {
             outcome,
@@ -187,11 +193,17 @@ impl TaskRunner {
                 ),
             ))
         } else if status.state == State::Error {
-            Some((Outcome::Error, format!("the node reported an error: {}", status.detail)))
+            Some((
+                Outcome::Error,
+                format!("the node reported an error: {}", status.detail),
+            ))
         } else if a.stale_since.is_some_and(|t| now - t > tolerance) {
             Some((
                 Outcome::StaleInputs,
-                format!("inputs stale for more than {tolerance} s: {}", status.detail),
+                format!(
+                    "inputs stale for more than {tolerance} s: {}",
+                    status.detail
+                ),
             ))
         } else if self.params.watchdog_s > 0.0
             && a.client_missing_since
@@ -342,13 +354,19 @@ mod tests {
         assert_eq!(t.check(0.1, &s, true).unwrap().outcome, Outcome::SafetyStop);
 
         t.start(goal(0.0, false), 1.0, &s);
-        assert_eq!(t.check(1.1, &status(State::Error), true).unwrap().outcome, Outcome::Error);
+        assert_eq!(
+            t.check(1.1, &status(State::Error), true).unwrap().outcome,
+            Outcome::Error
+        );
 
         let s = status(State::Running);
         t.start(goal(0.0, false), 2.0, &s);
         assert_eq!(t.check(2.5, &s, false), None);
         assert_eq!(t.check(3.4, &s, false), None);
-        assert_eq!(t.check(3.6, &s, false).unwrap().outcome, Outcome::ClientLost);
+        assert_eq!(
+            t.check(3.6, &s, false).unwrap().outcome,
+            Outcome::ClientLost
+        );
 
         // The watchdog off: no end without a client.
         let mut t = TaskRunner::new(RunParams {
@@ -371,7 +389,9 @@ mod tests {
             ..PARAMS
         });
         assert_eq!(t.admission(), Admission::Reject);
-        let end = t.end(Outcome::Canceled, "canceled".into(), 1.0, &s).unwrap();
+        let end = t
+            .end(Outcome::Canceled, "canceled".into(), 1.0, &s)
+            .unwrap();
         assert_eq!((end.outcome, end.succeeded), (Outcome::Canceled, false));
         assert_eq!(t.admission(), Admission::Accept);
     }

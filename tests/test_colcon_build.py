@@ -123,7 +123,9 @@ def test_package_is_identified_as_ament_cmake(colcon_install: tuple[Path, dict[s
     assert (install / "wam_policy" / "share" / "wam_policy" / "package.xml").is_file()
     index = install / "wam_policy" / "share" / "ament_index" / "resource_index"
     assert (index / "packages" / "wam_policy").is_file()
-    assert "msg/ActionChunk.msg" in (index / "rosidl_interfaces" / "wam_policy").read_text()
+    interfaces = (index / "rosidl_interfaces" / "wam_policy").read_text()
+    assert "msg/ActionChunk.msg" in interfaces
+    assert "action/Run.action" in interfaces
 
 
 def test_share_directories_installed(colcon_install: tuple[Path, dict[str, str]]) -> None:
@@ -136,6 +138,8 @@ def test_share_directories_installed(colcon_install: tuple[Path, dict[str, str]]
         assert (share / "msg" / f"{msg}.idl").is_file()
     for srv in ("ResetEpisode", "GetEpisodeResult"):
         assert (share / "srv" / f"{srv}.srv").is_file()
+    assert (share / "action" / "Run.action").is_file()
+    assert (share / "config" / "wam_policy.rviz").is_file()
 
 
 def test_message_libraries_installed(colcon_install: tuple[Path, dict[str, str]]) -> None:
@@ -151,6 +155,8 @@ def test_messages_import_from_install(colcon_install: tuple[Path, dict[str, str]
     code = (
         "import wam_policy.msg as m\n"
         "from wam_policy.msg import ActionChunk, PolicyStatus\n"
+        "from wam_policy.action import Run\n"
+        "assert Run.Result.OUTCOME_CLIENT_LOST == 7\n"
         "c = ActionChunk(model_id='x', denoise_steps=4)\n"
         "assert PolicyStatus.STATE_RUNNING == 2\n"
         "print(m.__file__)\n"

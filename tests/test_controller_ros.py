@@ -37,16 +37,14 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
-from trajectory_msgs.msg import JointTrajectory  # noqa: E402
-
 from test_execution_ros import Recorder  # noqa: E402
 from test_node_ros import (  # noqa: E402
     CAMERAS,
     CHUNK_TIMEOUT,
     INSTRUCTION,
     NODE_BIN,
-    Q,
     TOL,
+    Q,
     _limits,
     ext_image,
     next_domain,
@@ -59,6 +57,7 @@ from test_node_ros import (  # noqa: E402
     wait_trajectories,
     wrist_image,
 )
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from wam_peer import (  # noqa: E402
     BUNDLE_JOINTS,
     WIDE_LIMITS,
@@ -77,6 +76,7 @@ from wam_peer import (  # noqa: E402
     trajectory_error,
     uniform_rgb,
 )
+from wam_peer.stack import ParamClient  # noqa: E402
 from wam_policy.msg import PolicyStatus  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
@@ -350,8 +350,9 @@ def test_measurement_far_outside_the_limits_is_bad_input(value: float) -> None:
         peer.set_joints(fixed_joints(BUNDLE_JOINTS, absurd), 100.0)
         wait_status(
             peer,
-            lambda s: s.bad_joint_states > before.bad_joint_states
-            and s.state == PolicyStatus.STATE_STALE,
+            lambda s: (
+                s.bad_joint_states > before.bad_joint_states and s.state == PolicyStatus.STATE_STALE
+            ),
             "STALE with more bad_joint_states",
             3.0,
             t2,
@@ -614,6 +615,9 @@ def test_record_then_replay(tmp_path: Path) -> None:
         assert peer.enable(False).success
         wait_hold(peer, t, Q, "hold after ~/enable false", 2.0)
         time.sleep(0.3)
+        # A run-time parameter change is a decision point too: replay must make it at the same time.
+        params_client = ParamClient(peer.node)
+        assert params_client.set_one("velocity_scaling", 0.5).successful
         t = peer.mark()
         assert peer.enable(True).success
         assert peer.wait_for(lambda: len(peer.chunks_since(t)) >= 2, 10.0), "no chunks again"
@@ -665,4 +669,3 @@ def test_record_then_replay(tmp_path: Path) -> None:
     output = f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
     assert proc.returncode != 0, output
     assert "differ" in proc.stdout + proc.stderr, output
-

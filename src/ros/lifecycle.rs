@@ -7,7 +7,9 @@ use r2r::lifecycle_msgs::msg::{
     State as StateMsg, Transition as TransitionMsg, TransitionDescription,
     TransitionEvent as TransitionEventMsg,
 };
-use r2r::lifecycle_msgs::srv::{ChangeState, GetAvailableStates, GetAvailableTransitions, GetState};
+use r2r::lifecycle_msgs::srv::{
+    ChangeState, GetAvailableStates, GetAvailableTransitions, GetState,
+};
 use r2r::{QosProfile, ServiceRequest};
 
 use crate::lifecycle::{CallbackResult, Lifecycle, State, Transition, TransitionEvent};
@@ -47,7 +49,10 @@ impl LifecycleServices {
             change: Box::new(node.create_service::<ChangeState::Service>("~/change_state", qos())?),
             get: Box::new(node.create_service::<GetState::Service>("~/get_state", qos())?),
             states: Box::new(
-                node.create_service::<GetAvailableStates::Service>("~/get_available_states", qos())?,
+                node.create_service::<GetAvailableStates::Service>(
+                    "~/get_available_states",
+                    qos(),
+                )?,
             ),
             transitions: Box::new(node.create_service::<GetAvailableTransitions::Service>(
                 "~/get_available_transitions",
@@ -94,7 +99,11 @@ impl LifecycleServices {
                         || app_cell.borrow_mut().on_error(&mut node_cell.borrow_mut()),
                         &mut self.pending_events,
                     );
-                    tracing::info!(state = lifecycle.state().label(), success = ok, "lifecycle state");
+                    tracing::info!(
+                        state = lifecycle.state().label(),
+                        success = ok,
+                        "lifecycle state"
+                    );
                     ok
                 }
                 None => {

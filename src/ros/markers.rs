@@ -59,7 +59,12 @@ impl PlannedPath {
         let msg = MarkerArray {
             markers: vec![
                 marker(0, Marker::LINE_STRIP as i32, 0.005, [0.1, 0.8, 0.2, 1.0]),
-                marker(1, Marker::TEXT_VIEW_FACING as i32, 0.04, [1.0, 1.0, 1.0, 1.0]),
+                marker(
+                    1,
+                    Marker::TEXT_VIEW_FACING as i32,
+                    0.04,
+                    [1.0, 1.0, 1.0, 1.0],
+                ),
             ],
         };
         tracing::info!(

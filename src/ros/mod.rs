@@ -76,7 +76,9 @@ impl CommandPublisher {
     fn create(node: &mut r2r::Node, topic: &str, group: &CommandGroup) -> anyhow::Result<Self> {
         let qos = QosProfile::default();
         Ok(match (group.output_mode, group.stream_message) {
-            (OutputMode::Chunk, _) => CommandPublisher::Trajectory(node.create_publisher(topic, qos)?),
+            (OutputMode::Chunk, _) => {
+                CommandPublisher::Trajectory(node.create_publisher(topic, qos)?)
+            }
             (OutputMode::Stream, StreamMessage::Float64MultiArray) => {
                 CommandPublisher::Array(node.create_publisher(topic, qos)?)
             }
@@ -187,7 +189,10 @@ fn dry_run_topic(group: &CommandGroup) -> String {
 /// a recording names (recordings take one group).
 fn command_topic(cfg: &NodeConfig) -> (String, &'static str) {
     let Some(group) = cfg.command_groups.first() else {
-        return (cfg.trajectory_topic.clone(), "trajectory_msgs/msg/JointTrajectory");
+        return (
+            cfg.trajectory_topic.clone(),
+            "trajectory_msgs/msg/JointTrajectory",
+        );
     };
     let topic = if cfg.execution.dry_run {
         dry_run_topic(group)
@@ -290,6 +295,30 @@ struct Inputs {
 struct ActiveGoal {
     handle: r2r::ActionServerGoal<RunAction>,
     cancels: Sub<r2r::ActionServerCancelRequest>,
+    /// Canceled by its client: the result, sent once r2r has moved the goal to canceling (a round
+    /// after the cancel request was accepted). The gate closed when the cancel came.
+    canceled: Option<Run::Result>,
+    rounds_waited: u32,
+}
+
+/// Rounds of the loop a canceled goal waits for r2r to mark it canceling before it is aborted
+/// instead (a round is at most one control period).
+const CANCEL_ROUNDS: u32 = 200;
+
+/// Whether r2r has moved a goal to canceling: its goal handle is then CANCELING, or (r2r 0.9 drops
+/// the handle from its table when it cancels) no longer known to `is_cancelling`.
+fn canceling(handle: &r2r::ActionServerGoal<RunAction>) -> bool {
+    handle.is_cancelling().unwrap_or(true)
+}
+
+fn result_msg(ending: &Ending) -> Run::Result {
+    Run::Result {
+        outcome: ending.outcome.code(),
+        outcome_name: ending.outcome.name().to_string(),
+        message: ending.message.clone(),
+        elapsed_s: ending.elapsed_s,
+        chunks: u32::try_from(ending.chunks).unwrap_or(u32::MAX),
+    }
 }
 
 /// A configured node: the model, the controller and everything they publish and read.
@@ -310,6 +339,8 @@ struct Pipeline {
     planned_path: Option<PlannedPath>,
     tasks: TaskRunner,
     goal: Option<ActiveGoal>,
+    /// The controller's state at the last status, for the planned path's text.
+    last_state: &'static str,
     /// The goal-request topic of ~/run as DDS names it: its publishers are the action's clients.
     goal_request_topic: String,
     /// The parameters this pipeline runs with (robot_description from the topic included).
@@ -361,14 +392,20 @@ pub fn run() -> anyhow::Result<()> {
     };
     let urdf = text(&params, "robot_description", "").to_string();
     let description_topic = text(&params, "robot_description_topic", "robot_description");
-    let robot_description: Option<Sub<StringMsg>> = if urdf.is_empty() && !description_topic.is_empty() {
-        Some(Box::new(node.subscribe::<StringMsg>(
-            description_topic,
-            QosProfile::default().reliable().transient_local().keep_last(1),
-        )?))
-    } else {
-        None
-    };
+    let robot_description: Option<Sub<StringMsg>> =
+        if urdf.is_empty() && !description_topic.is_empty() {
+            Some(Box::new(
+                node.subscribe::<StringMsg>(
+                    description_topic,
+                    QosProfile::default()
+                        .reliable()
+                        .transient_local()
+                        .keep_last(1),
+                )?,
+            ))
+        } else {
+            None
+        };
 
     // SIGINT (what `ros2 launch` sends on Ctrl-C) and SIGTERM end the loop with a hold; a second
     // signal while that runs ends the process at once.
@@ -454,7 +491,13 @@ pub fn run() -> anyhow::Result<()> {
     // Every way out holds first, then reports.
     let now = clock_now(&clock).unwrap_or(0.0);
     if let Some(p) = &mut app.pipeline {
-        p.end_goal(Outcome::Shutdown, "the node is shutting down".into(), now, true);
+        p.flush_canceled();
+        p.end_goal(
+            Outcome::Shutdown,
+            "the node is shutting down".into(),
+            now,
+            true,
+        );
         p.stop(now);
     }
     // Give the middleware a moment to deliver the hold and the goal's result before the process ends.
@@ -481,7 +524,8 @@ impl App {
 
     /// Commands may flow: an unmanaged node once configured, a managed one while active.
     fn active(&self) -> bool {
-        self.pipeline.is_some() && (!self.managed || self.lifecycle.state() == LifecycleState::Active)
+        self.pipeline.is_some()
+            && (!self.managed || self.lifecycle.state() == LifecycleState::Active)
     }
 
     fn take_robot_description(&mut self) {
@@ -495,7 +539,7 @@ impl App {
             tracing::info!(bytes = urdf.len(), "robot description received");
             self.urdf = urdf;
             if let Some(p) = &mut self.pipeline {
-                p.planned_path = planned_path(&self.urdf, &p.controller, &p.params);
+                p.planned_path = planned_path(&self.urdf, &p.controller);
             }
         }
     }
@@ -504,9 +548,13 @@ impl App {
     fn needs_description(&self) -> bool {
         self.urdf.is_empty()
             && self.robot_description.is_some()
-            && ["joint_limits.lower", "joint_limits.upper", "joint_limits.max_velocity"]
-                .iter()
-                .all(|k| !self.params.contains_key(*k))
+            && [
+                "joint_limits.lower",
+                "joint_limits.upper",
+                "joint_limits.max_velocity",
+            ]
+            .iter()
+            .all(|k| !self.params.contains_key(*k))
             && !flag(&self.params, "dry_run")
     }
 
@@ -517,7 +565,10 @@ impl App {
                 Some(ParamValue::Double(d)) if *d > 0.0 => *d,
                 _ => 5.0,
             };
-            tracing::info!(timeout_s = timeout, "waiting for the robot description (limits)");
+            tracing::info!(
+                timeout_s = timeout,
+                "waiting for the robot description (limits)"
+            );
             let deadline = Instant::now() + Duration::from_secs_f64(timeout);
             while self.urdf.is_empty() && Instant::now() < deadline {
                 node.spin_once(Duration::from_millis(20));
@@ -525,13 +576,19 @@ impl App {
             }
             if self.urdf.is_empty() {
                 anyhow::bail!(
-                    "parameter `joint_limits`: no limits given and nothing on robot_description_topic within {timeout} s"
+                    "parameter `joint_limits`: position and velocity limits are required to command a \
+                     robot: none given (joint_limits.lower/upper/max_velocity), robot_description is \
+                     empty and nothing came on robot_description_topic within {timeout} s; set the \
+                     limits or a URDF, or set dry_run: true to publish on debug topics only"
                 );
             }
         }
         let mut params = self.params.clone();
         if !self.urdf.is_empty() {
-            params.insert("robot_description".into(), ParamValue::String(self.urdf.clone()));
+            params.insert(
+                "robot_description".into(),
+                ParamValue::String(self.urdf.clone()),
+            );
         }
         let mut cfg = NodeConfig::from_params(&params)?;
         if self.managed || cfg.gated {
@@ -549,13 +606,21 @@ impl App {
             );
         }
         if enable && !self.active() {
-            return (false, "not active (lifecycle): activate the node first".into());
+            return (
+                false,
+                "not active (lifecycle): activate the node first".into(),
+            );
         }
         let Some(p) = &mut self.pipeline else {
             return (false, "not configured".into());
         };
         if !enable {
-            p.end_goal(Outcome::Canceled, "disabled through ~/enable".into(), now, false);
+            p.end_goal(
+                Outcome::Canceled,
+                "disabled through ~/enable".into(),
+                now,
+                false,
+            );
         }
         (true, p.set_enabled(enable, now))
     }
@@ -580,14 +645,23 @@ impl App {
                 .then(|| "the instruction was refused (see the log)".to_string()),
         };
         let (Ok(goal), None, Some(p)) = (goal, &refusal, self.pipeline.as_mut()) else {
-            tracing::warn!(reason = refusal.as_deref().unwrap_or(""), "~/run goal rejected");
+            tracing::warn!(
+                reason = refusal.as_deref().unwrap_or(""),
+                "~/run goal rejected"
+            );
             if let Err(e) = req.reject() {
                 tracing::warn!(error = %e, "cannot reject a ~/run goal");
             }
             return;
         };
         // A running goal hands the gate over to the new one.
-        p.end_goal(Outcome::Preempted, "preempted by a new goal".into(), now, false);
+        p.flush_canceled();
+        p.end_goal(
+            Outcome::Preempted,
+            "preempted by a new goal".into(),
+            now,
+            false,
+        );
         match req.accept() {
             Ok((handle, cancels)) => {
                 tracing::info!(instruction = %handle.goal.instruction, "~/run goal accepted");
@@ -596,6 +670,8 @@ impl App {
                 p.goal = Some(ActiveGoal {
                     handle,
                     cancels: Box::new(cancels),
+                    canceled: None,
+                    rounds_waited: 0,
                 });
                 if !p.controller.is_enabled() {
                     p.set_enabled(true, now);
@@ -617,16 +693,18 @@ impl parameters::ParameterHost for App {
 
     fn apply(&mut self, changes: &[(String, ParamValue)]) -> Result<(), String> {
         let now = self.now;
-        match &mut self.pipeline {
-            Some(p) => {
-                let (next, cfg) =
-                    updated_params(&p.params, changes, true).map_err(|e| e.to_string())?;
-                if let Some(cfg) = cfg {
-                    p.update(cfg, now)?;
-                }
-                p.params = next;
+        if let Some(p) = &mut self.pipeline {
+            let (next, cfg) =
+                updated_params(&p.params, changes, true).map_err(|e| e.to_string())?;
+            if let Some(cfg) = cfg {
+                p.update(cfg, now)?;
             }
-            None => {}
+            p.params = next;
+            // Recorded so that replay changes them at the same point.
+            let changed: Params = changes.iter().cloned().collect();
+            if let Ok(yaml) = crate::config::params_to_yaml(&changed) {
+                p.event(now, Event::Params(yaml));
+            }
         }
         let (next, _) = updated_params(&self.params, changes, false).map_err(|e| e.to_string())?;
         self.params = next;
@@ -658,7 +736,12 @@ impl lifecycle::Managed for App {
             }
             Transition::Deactivate => {
                 if let Some(p) = &mut self.pipeline {
-                    p.end_goal(Outcome::Canceled, "the node was deactivated".into(), now, false);
+                    p.end_goal(
+                        Outcome::Canceled,
+                        "the node was deactivated".into(),
+                        now,
+                        false,
+                    );
                     p.set_enabled(false, now);
                 }
                 CallbackResult::Success
@@ -673,7 +756,12 @@ impl lifecycle::Managed for App {
             | Transition::InactiveShutdown
             | Transition::ActiveShutdown => {
                 if let Some(mut p) = self.pipeline.take() {
-                    p.end_goal(Outcome::Shutdown, "the node was shut down".into(), now, true);
+                    p.end_goal(
+                        Outcome::Shutdown,
+                        "the node was shut down".into(),
+                        now,
+                        true,
+                    );
                     p.stop(now);
                     p.release(node);
                 }
@@ -692,16 +780,18 @@ impl lifecycle::Managed for App {
 }
 
 /// `~/planned_path` from the URDF, when there is one and it has the action joints' chain.
-fn planned_path(urdf: &str, controller: &Controller, params: &Params) -> Option<PlannedPath> {
+fn planned_path(urdf: &str, controller: &Controller) -> Option<PlannedPath> {
     if urdf.is_empty() {
         return None;
     }
-    let tip = text(params, "planned_path_tip_link", "");
+    let tip = controller.config().planned_path_tip_link.as_str();
     let tip = (!tip.is_empty()).then_some(tip);
     match PlannedPath::new(urdf, &controller.wiring().action_joint_names, tip) {
         Ok(p) => Some(p),
         Err(e) => {
-            tracing::warn!("no ~/planned_path: the robot description has no chain of the action joints: {e}");
+            tracing::warn!(
+                "no ~/planned_path: the robot description has no chain of the action joints: {e}"
+            );
             None
         }
     }
@@ -758,13 +848,15 @@ impl Pipeline {
         // Twice: transient-local for latched instructions published before the node came up, volatile
         // for plain publishers (a transient-local subscription does not match a volatile publisher).
         let instructions: [Sub<StringMsg>; 2] = [
-            Box::new(node.subscribe::<StringMsg>(
-                &cfg.instruction_topic,
-                QosProfile::default()
-                    .reliable()
-                    .transient_local()
-                    .keep_last(1),
-            )?),
+            Box::new(
+                node.subscribe::<StringMsg>(
+                    &cfg.instruction_topic,
+                    QosProfile::default()
+                        .reliable()
+                        .transient_local()
+                        .keep_last(1),
+                )?,
+            ),
             Box::new(node.subscribe::<StringMsg>(&cfg.instruction_topic, QosProfile::default())?),
         ];
         let mut groups = Vec::with_capacity(cfg.command_groups.len());
@@ -790,7 +882,12 @@ impl Pipeline {
         let recorder = if cfg.record_path.is_empty() {
             None
         } else {
-            Some(NodeRecorder::create(&cfg, &params, &wiring.camera_topics, names)?)
+            Some(NodeRecorder::create(
+                &cfg,
+                &params,
+                &wiring.camera_topics,
+                names,
+            )?)
         };
         let image = &m.image;
         let preview = PreviewImages::new(
@@ -802,7 +899,7 @@ impl Pipeline {
         let controller = Controller::new(&bundle, cfg.clone(), wiring)?;
         let worker = Worker::spawn(policy, cfg.execution.debug_extra_latency_s)?;
         let goal_request_topic = format!("rq{}/_action/send_goalRequest", names.resolve("~/run"));
-        let planned_path = planned_path(urdf, &controller, &params);
+        let planned_path = planned_path(urdf, &controller);
         let pipeline = Pipeline {
             commands: CommandMessages::new(&controller),
             controller,
@@ -823,6 +920,7 @@ impl Pipeline {
             planned_path,
             tasks: TaskRunner::new(run),
             goal: None,
+            last_state: "DISABLED",
             goal_request_topic,
             params,
             next_tick: Instant::now(),
@@ -1000,19 +1098,9 @@ impl Pipeline {
             message = %ending.message,
             "~/run goal ended"
         );
-        let result = Run::Result {
-            outcome: ending.outcome.code(),
-            outcome_name: ending.outcome.name().to_string(),
-            message: ending.message.clone(),
-            elapsed_s: ending.elapsed_s,
-            chunks: u32::try_from(ending.chunks).unwrap_or(u32::MAX),
-        };
+        let result = result_msg(&ending);
         let sent = if ending.succeeded {
             goal.handle.succeed(result)
-        } else if ending.outcome == Outcome::Canceled
-            && goal.handle.is_cancelling().unwrap_or(false)
-        {
-            goal.handle.cancel(result)
         } else {
             goal.handle.abort(result)
         };
@@ -1024,15 +1112,58 @@ impl Pipeline {
         }
     }
 
+    /// Sends the result of a canceled goal: CANCELED once r2r has it canceling, else (out of time, or
+    /// a new goal or the shutdown cannot wait) ABORTED with the CANCELED outcome.
+    fn flush_canceled(&mut self) {
+        let Some(mut goal) = self.goal.take() else {
+            return;
+        };
+        let Some(result) = goal.canceled.take() else {
+            self.goal = Some(goal);
+            return;
+        };
+        let sent = if canceling(&goal.handle) {
+            goal.handle.cancel(result)
+        } else {
+            goal.handle.abort(result)
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cannot send the ~/run result");
+        }
+    }
+
     fn serve_cancels(&mut self, now: f64) {
         let Some(goal) = &mut self.goal else { return };
+        if goal.canceled.is_some() {
+            goal.rounds_waited += 1;
+            if canceling(&goal.handle) || goal.rounds_waited > CANCEL_ROUNDS {
+                self.flush_canceled();
+            }
+            return;
+        }
         let mut canceled = false;
         drain(&mut goal.cancels, |req| {
             req.accept();
             canceled = true;
         });
-        if canceled {
-            self.end_goal(Outcome::Canceled, "canceled by the client".into(), now, true);
+        if !canceled {
+            return;
+        }
+        // The gate closes at once; the result follows when the goal is canceling.
+        let status = self.controller.status(now);
+        if let Some(ending) = self.tasks.end(
+            Outcome::Canceled,
+            "canceled by the client".into(),
+            now,
+            &status,
+        ) {
+            tracing::info!(outcome = ending.outcome.name(), "~/run goal ended");
+            if let Some(goal) = &mut self.goal {
+                goal.canceled = Some(result_msg(&ending));
+            }
+        }
+        if self.controller.is_enabled() {
+            self.set_enabled(false, now);
         }
     }
 
@@ -1145,12 +1276,7 @@ impl Pipeline {
         let Some(path) = &mut self.planned_path else {
             return;
         };
-        let state = if self.controller.is_enabled() {
-            "driving"
-        } else {
-            "holding"
-        };
-        let msg = path.update(&self.controller, now, state);
+        let msg = path.update(&self.controller, now, self.last_state);
         publish(&self.pubs.planned_path, msg, "planned path");
     }
 
@@ -1177,6 +1303,7 @@ impl Pipeline {
 
     fn publish_status(&mut self, now: f64) -> Status {
         let s = self.controller.status(now);
+        self.last_state = s.state.name();
         let stats = self
             .recorder
             .as_ref()

@@ -4,8 +4,8 @@
 
 use futures::Stream;
 use r2r::rcl_interfaces::msg::{
-    Parameter as ParameterMsg, ParameterDescriptor, ParameterEvent, ParameterType,
-    ParameterValue as ValueMsg, SetParametersResult,
+    ParameterDescriptor, ParameterEvent, ParameterType, ParameterValue as ValueMsg,
+    SetParametersResult,
 };
 use r2r::rcl_interfaces::srv::{
     DescribeParameters, GetParameterTypes, GetParameters, ListParameters, SetParameters,
@@ -46,15 +46,21 @@ impl ParameterServices {
     pub fn create(node: &mut r2r::Node) -> anyhow::Result<Self> {
         let qos = QosProfile::services_default;
         Ok(ParameterServices {
-            list: Box::new(node.create_service::<ListParameters::Service>("~/list_parameters", qos())?),
-            get: Box::new(node.create_service::<GetParameters::Service>("~/get_parameters", qos())?),
+            list: Box::new(
+                node.create_service::<ListParameters::Service>("~/list_parameters", qos())?,
+            ),
+            get: Box::new(
+                node.create_service::<GetParameters::Service>("~/get_parameters", qos())?,
+            ),
             types: Box::new(
                 node.create_service::<GetParameterTypes::Service>("~/get_parameter_types", qos())?,
             ),
             describe: Box::new(
                 node.create_service::<DescribeParameters::Service>("~/describe_parameters", qos())?,
             ),
-            set: Box::new(node.create_service::<SetParameters::Service>("~/set_parameters", qos())?),
+            set: Box::new(
+                node.create_service::<SetParameters::Service>("~/set_parameters", qos())?,
+            ),
             set_atomically: Box::new(node.create_service::<SetParametersAtomically::Service>(
                 "~/set_parameters_atomically",
                 qos(),
@@ -258,7 +264,9 @@ fn param_value(m: &ValueMsg) -> ParamValue {
         t if t == T::PARAMETER_BYTE_ARRAY as u8 => {
             ParamValue::IntegerArray(m.byte_array_value.iter().map(|b| i64::from(*b)).collect())
         }
-        t if t == T::PARAMETER_BOOL_ARRAY as u8 => ParamValue::BoolArray(m.bool_array_value.clone()),
+        t if t == T::PARAMETER_BOOL_ARRAY as u8 => {
+            ParamValue::BoolArray(m.bool_array_value.clone())
+        }
         t if t == T::PARAMETER_INTEGER_ARRAY as u8 => {
             ParamValue::IntegerArray(m.integer_array_value.clone())
         }
@@ -269,14 +277,5 @@ fn param_value(m: &ValueMsg) -> ParamValue {
             ParamValue::StringArray(m.string_array_value.clone())
         }
         _ => ParamValue::String(m.string_value.clone()),
-    }
-}
-
-/// The message form of a parameter, for /parameter_events of changes made by the node itself.
-#[allow(dead_code)]
-pub fn parameter_msg(name: &str, value: &ParamValue) -> ParameterMsg {
-    ParameterMsg {
-        name: name.to_string(),
-        value: value_msg(Some(value)),
     }
 }

@@ -48,6 +48,8 @@ pub enum Event {
     ResultOk,
     ResultError(String),
     Stop,
+    /// Run-time parameters changed (`ros2 param set`): the changes as YAML.
+    Params(String),
 }
 
 impl Event {
@@ -60,6 +62,7 @@ impl Event {
             Event::ResultOk => "result ok".into(),
             Event::ResultError(e) => format!("result error {e}"),
             Event::Stop => "stop".into(),
+            Event::Params(yaml) => format!("params {yaml}"),
         }
     }
 
@@ -71,7 +74,10 @@ impl Event {
             "reset" => Event::Reset,
             "result ok" => Event::ResultOk,
             "stop" => Event::Stop,
-            other => Event::ResultError(other.strip_prefix("result error ")?.to_string()),
+            other => match other.strip_prefix("params ") {
+                Some(yaml) => Event::Params(yaml.to_string()),
+                None => Event::ResultError(other.strip_prefix("result error ")?.to_string()),
+            },
         })
     }
 }

@@ -21,7 +21,7 @@ use super::recording::{
     META_PARAMETERS,
 };
 use crate::bundle::Bundle;
-use crate::config::{params_from_yaml, parse_override, NodeConfig, ParamValue};
+use crate::config::{params_from_yaml, parse_override, updated_params, NodeConfig, ParamValue};
 use crate::controller::{Command, Controller, Outbox};
 use crate::policy::{Policy, Wiring};
 use crate::record::read_recording;
@@ -138,6 +138,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 }
                 Event::Reset => controller.reset(now, &mut out),
                 Event::Stop => controller.stop(now, &mut out),
+                Event::Params(yaml) => {
+                    let changes: Vec<(String, ParamValue)> = params_from_yaml(&yaml)
+                        .context("cannot read recorded parameter changes")?
+                        .into_iter()
+                        .collect();
+                    let (next, cfg) = updated_params(&params, &changes, true)
+                        .context("recorded parameter changes")?;
+                    if let Some(mut cfg) = cfg {
+                        cfg.enabled_at_start = controller.config().enabled_at_start;
+                        controller
+                            .update_config(cfg, now)
+                            .map_err(|e| anyhow::anyhow!("recorded parameter changes: {e}"))?;
+                    }
+                    params = next;
+                }
                 Event::ResultOk | Event::ResultError(_) => {
                     let Some(result) = in_flight.take() else {
                         bail!("the recording has an inference result at {now:.6} s that replay never started: the controller decided differently");

@@ -63,6 +63,11 @@ class NodeProcess:
     ``params`` set limits of their own (``joint_limits.lower``, ``upper``, ``max_velocity`` or
     ``robot_description``); a parameter whose value is None is left out altogether (so
     ``{"joint_limits.lower": None, ...}`` starts the node without limits).
+
+    ``namespace`` (e.g. "/arm1") starts the node in that namespace (``-r __ns:=<namespace>``): its
+    private names become /arm1/wam_policy/..., relative topic names /arm1/<topic>. The params file
+    then addresses every node (``/**``), since a plain node name does not match a node once it is
+    namespaced in rclcpp/rclpy.
     """
 
     DEFAULTS: Mapping[str, Any] = {
@@ -81,6 +86,7 @@ class NodeProcess:
         rust_log: str = "info",
         extra_env: Mapping[str, str] | None = None,
         use_defaults: bool = True,
+        namespace: str | None = None,
     ) -> None:
         merged: dict[str, Any] = dict(self.DEFAULTS) if use_defaults else {}
         if use_defaults and any(k in params for k in _LIMIT_SOURCES):
@@ -93,11 +99,17 @@ class NodeProcess:
         self.binary = binary or node_binary()
         self.rust_log = rust_log
         self.extra_env = dict(extra_env or {})
+        self.namespace = "/" + namespace.strip("/") if namespace else None
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr_file: IO[bytes] | None = None
 
     # ---------------------------------------------------------------------------------------------
+    @property
+    def node_name(self) -> str:
+        """The node's fully qualified name: /wam_policy, or /<namespace>/wam_policy."""
+        return f"{self.namespace or ''}/wam_policy"
+
     @property
     def params_file(self) -> Path:
         assert self._dir is not None, "not started"
@@ -115,7 +127,10 @@ class NodeProcess:
                 "WAM_NODE_BIN"
             )
         self._dir = Path(tempfile.mkdtemp(prefix="wam_node_"))
-        self.params_file.write_text(params_yaml(self.params))
+        if self.namespace is None:
+            self.params_file.write_text(params_yaml(self.params))
+        else:
+            self.params_file.write_text(params_yaml(self.params, node_name="/**"))
         env = dict(os.environ)
         env.update(
             {
@@ -128,8 +143,11 @@ class NodeProcess:
         env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
         env.update(self.extra_env)
         self._stderr_file = open(self.stderr_path, "wb")
+        ros_args = ["--params-file", str(self.params_file)]
+        if self.namespace is not None:
+            ros_args = ["-r", f"__ns:={self.namespace}", *ros_args]
         self._proc = subprocess.Popen(
-            [str(self.binary), "--ros-args", "--params-file", str(self.params_file)],
+            [str(self.binary), "--ros-args", *ros_args],
             stdin=subprocess.DEVNULL,
             stdout=self._stderr_file,
             stderr=self._stderr_file,

@@ -145,7 +145,7 @@ if [ "$force" = 1 ] || [ "$(cat "$msgs_stamp" 2>/dev/null)" != "$msgs_hash" ] \
         tail -n 40 "$logdir/msgs.log" >&2
         exit 1
     }
-    "$pybin" -c 'from wam_policy.msg import ActionChunk, PolicyStatus; from wam_policy.srv import ResetEpisode, GetEpisodeResult; from wam_policy.action import Run' \
+    "$pybin" -c 'from wam_policy.msg import ActionChunk, PolicyStatus, Monitor; from wam_policy.srv import ResetEpisode, GetEpisodeResult; from wam_policy.action import Run' \
         || die "wam_policy.msg does not import after the build"
     echo "$msgs_hash" >"$msgs_stamp"
 else

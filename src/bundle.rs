@@ -63,6 +63,23 @@ pub struct Manifest {
     pub sampler: SamplerSpec,
     pub instruction: InstructionSpec,
     pub stages: Stages,
+    /// Optional: the monitor's score on held-out successful episodes (the node publishes z-values
+    /// against it; without it, raw scores).
+    #[serde(default)]
+    pub monitor: Option<MonitorCalibration>,
+}
+
+/// The distribution of the monitor's latent score (mean squared error of predicted against observed
+/// frame latents) per camera, on successful episodes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorCalibration {
+    /// Per camera, in `cameras` order.
+    pub latent_mean: Vec<f64>,
+    pub latent_std: Vec<f64>,
+    /// Scores it was computed from (informational).
+    #[serde(default)]
+    pub samples: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -437,6 +454,24 @@ impl Bundle {
         }
         if m.sampler.steps == 0 {
             return Err(field_err("sampler.steps", "must be at least 1"));
+        }
+        if let Some(c) = &m.monitor {
+            for (field, v) in [("monitor.latent_mean", &c.latent_mean), ("monitor.latent_std", &c.latent_std)] {
+                if v.len() != m.cameras.len() {
+                    return Err(field_err(
+                        field,
+                        format!("has {} entries, expected one per camera ({})", v.len(), m.cameras.len()),
+                    ));
+                }
+            }
+            if c.latent_mean.iter().any(|x| !x.is_finite())
+                || c.latent_std.iter().any(|x| !(x.is_finite() && *x > 0.0))
+            {
+                return Err(field_err(
+                    "monitor",
+                    "latent_mean must be finite and latent_std finite and > 0",
+                ));
+            }
         }
         if m.instruction.max_tokens == 0 {
             return Err(field_err("instruction.max_tokens", "must be at least 1"));

@@ -161,6 +161,7 @@ pub struct NodeConfig {
     pub managed: bool,
     pub gated: bool,
     pub run: RunParams,
+    pub monitor: crate::monitor::MonitorParams,
 }
 
 /// Where commands go.
@@ -630,6 +631,41 @@ pub const PARAMETERS: &[ParamSpec] = &[
         default: ParamDefault::Double(2.0),
         doc: "double >= 0: a ~/run goal ends STALE_INPUTS when the inputs stay stale this long",
     },
+    ParamSpec {
+        name: "monitor",
+        default: ParamDefault::Bool(false),
+        doc: "bool: compare every predicted frame with the real one at its time (~/monitor; README \"Monitor\")",
+    },
+    ParamSpec {
+        name: "monitor_pair_tolerance_s",
+        default: ParamDefault::Double(0.05),
+        doc: "double > 0: a real frame pairs with a predicted one when their times differ by at most this",
+    },
+    ParamSpec {
+        name: "monitor_warn_score",
+        default: ParamDefault::Double(3.0),
+        doc: "double: status and /diagnostics warn above this score (a z-value with the bundle's calibration, else the raw latent error)",
+    },
+    ParamSpec {
+        name: "monitor_hold_chunks",
+        default: ParamDefault::Integer(0),
+        doc: "integer >= 0: hold (and close the gate) when the score stays above monitor_warn_score for this many chunks in a row; 0 = never",
+    },
+    ParamSpec {
+        name: "monitor_done_chunks",
+        default: ParamDefault::Integer(0),
+        doc: "integer >= 0: estimate done when the predicted motion and change stay below their thresholds for this many chunks in a row (a ~/run goal then ends DONE); 0 = no done estimate",
+    },
+    ParamSpec {
+        name: "monitor_done_motion",
+        default: ParamDefault::Double(0.02),
+        doc: "double >= 0: done threshold on the largest joint displacement over a predicted chunk",
+    },
+    ParamSpec {
+        name: "monitor_done_change",
+        default: ParamDefault::Double(0.05),
+        doc: "double >= 0: done threshold on the predicted video's latent change from the newest observation",
+    },
 ];
 
 /// Parameters that may change while the node runs (`ros2 param set`): checked like at start-up, in
@@ -648,6 +684,13 @@ pub const RUNTIME_PARAMETERS: &[&str] = &[
     "run_preemption",
     "run_watchdog_s",
     "run_stale_tolerance_s",
+    "monitor",
+    "monitor_pair_tolerance_s",
+    "monitor_warn_score",
+    "monitor_hold_chunks",
+    "monitor_done_chunks",
+    "monitor_done_motion",
+    "monitor_done_change",
 ];
 
 /// Fields of one `command_group.<name>.*`.
@@ -1125,6 +1168,17 @@ impl NodeConfig {
                 },
                 watchdog_s: non_negative(&r, "run_watchdog_s")?,
                 stale_tolerance_s: non_negative(&r, "run_stale_tolerance_s")?,
+            },
+            monitor: crate::monitor::MonitorParams {
+                enabled: r.boolean("monitor")?,
+                pair_tolerance_s: r.positive("monitor_pair_tolerance_s")?,
+                warn_score: r.double("monitor_warn_score")?,
+                hold_chunks: u32::try_from(r.count("monitor_hold_chunks")?)
+                    .map_err(|_| perr("monitor_hold_chunks", "is too large"))?,
+                done_chunks: u32::try_from(r.count("monitor_done_chunks")?)
+                    .map_err(|_| perr("monitor_done_chunks", "is too large"))?,
+                done_motion: non_negative(&r, "monitor_done_motion")?,
+                done_change: non_negative(&r, "monitor_done_change")?,
             },
             limits,
             runtime,

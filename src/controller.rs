@@ -24,6 +24,7 @@ use crate::bundle::{Bundle, Dims};
 use crate::config::{NodeConfig, OutputMode};
 use crate::execution::{ChunkExecutor, ChunkShape, Refusal};
 use crate::obs_window::{joint_history_len, JointMapper, NotReady, ObsWindow};
+use crate::monitor::{ChunkScore, Monitor};
 use crate::policy::{SetupError, Wiring};
 use crate::preprocess::{decode_compressed, Encoding, ImageView, Preprocessor};
 use crate::runtime::StageTimings;
@@ -71,6 +72,8 @@ pub enum Command {
     Chunk { chunk_id: u64, stamp: f64 },
     /// Reseed the sampler, in order with the inferences already submitted.
     ResetSampler,
+    /// The monitor scored chunks: `take_monitor_scores`.
+    Monitor,
     /// The free job buffer was filled: submit it to the inference worker.
     StartInference,
 }
@@ -157,6 +160,12 @@ pub struct Status {
     /// Observation stamp to command publication.
     pub reaction_latency_p50_s: f64,
     pub reaction_latency_p95_s: f64,
+    /// The monitor's last chunk score (NaN: none yet or off), whether it is a z-value, whether its
+    /// done estimate holds, and how often its hold rule fired.
+    pub monitor_score: f64,
+    pub monitor_calibrated: bool,
+    pub monitor_done: bool,
+    pub monitor_holds: u64,
 }
 
 /// How an input stream is doing.
@@ -238,6 +247,11 @@ pub struct Controller {
     chunk_id: u64,
     /// Why the last instruction was refused (for a caller that asked: ~/run, a parameter).
     last_refusal: Option<String>,
+    monitor: Monitor,
+    /// The hold rule fired (with this score): the gate stays closed until ~/enable or a goal.
+    monitor_hold: Option<f64>,
+    /// Scores of the last result, until the caller takes them (`take_monitor_scores`).
+    monitor_scores: Vec<ChunkScore>,
 }
 
 impl Controller {
@@ -267,7 +281,18 @@ impl Controller {
             wiring.action_joint_names.clone(),
             wiring.action_limits.clone(),
         );
+        let monitor = Monitor::new(
+            cfg.monitor,
+            dims,
+            bundle.video_dt(),
+            m.monitor.clone(),
+            mean,
+            std,
+        );
         let mut c = Controller {
+            monitor,
+            monitor_hold: None,
+            monitor_scores: Vec::with_capacity(4),
             window: ObsWindow::new(
                 dims,
                 cfg.sync_slop_s,
@@ -464,6 +489,8 @@ impl Controller {
             Ok(()) => {
                 self.camera_sizes[cam].accepted = Some(size);
                 self.window.commit_frame(cam, stamp);
+                self.monitor
+                    .offer_frame(cam, stamp, self.window.newest_frame(cam));
                 self.camera_stats[cam].accepted(stamp, now);
             }
             Err(e) => self.refuse(Source::Image, e.kind(), &e, now),
@@ -595,7 +622,7 @@ impl Controller {
                         self.instruction_changes = 0;
                     }
                     std::mem::swap(&mut self.tokens, &mut self.tokens_scratch);
-                    self.epoch += 1;
+                    self.new_epoch();
                 }
                 true
             }
@@ -605,6 +632,22 @@ impl Controller {
                 false
             }
         }
+    }
+
+    /// Nothing predicted before now applies any more: a new epoch, and the monitor forgets its pending
+    /// predictions.
+    fn new_epoch(&mut self) {
+        self.epoch += 1;
+        self.monitor.clear();
+    }
+
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
+    /// The monitor's scores since the last call (after `on_result` pushed `Command::Monitor`).
+    pub fn take_monitor_scores(&mut self) -> std::vec::Drain<'_, ChunkScore> {
+        self.monitor_scores.drain(..)
     }
 
     /// Whether some command group takes this output mode.
@@ -626,6 +669,7 @@ impl Controller {
             ));
         }
         self.executor.set_params(cfg.execution.clone());
+        self.monitor.set_params(cfg.monitor);
         self.cfg = cfg;
         Ok(())
     }
@@ -634,9 +678,10 @@ impl Controller {
         if enable == self.enabled {
             return format!("already {}", if enable { "enabled" } else { "disabled" });
         }
-        self.epoch += 1;
+        self.new_epoch();
         if enable {
             self.enabled = true;
+            self.monitor_hold = None;
             // Frames from before the disable are not a window with the ones to come.
             for cam in 0..self.dims.cameras {
                 self.window.clear_camera(cam);
@@ -667,7 +712,7 @@ impl Controller {
         } else {
             self.executor.clear();
         }
-        self.epoch += 1;
+        self.new_epoch();
         self.window.clear();
         self.was_running = false;
         self.not_ready = None;
@@ -681,7 +726,7 @@ impl Controller {
             self.hold(now, out);
         }
         self.enabled = false;
-        self.epoch += 1;
+        self.new_epoch();
     }
 
     /// Measured positions of the action joints, from the newest joint state.
@@ -714,7 +759,7 @@ impl Controller {
     fn stop_driving(&mut self, now: f64, out: &mut Outbox) {
         if self.enabled && self.executor.is_driving() {
             self.hold(now, out);
-            self.epoch += 1;
+            self.new_epoch();
         }
     }
 
@@ -766,7 +811,7 @@ impl Controller {
         self.window.clear();
         self.camera_stats.iter_mut().for_each(StreamStats::restart);
         self.joint_stats.restart();
-        self.epoch += 1;
+        self.new_epoch();
         self.was_running = false;
         self.not_ready = None;
         self.next_stream = now;
@@ -782,7 +827,7 @@ impl Controller {
                         reason.describe(&self.wiring.camera_names)
                     );
                     self.hold(now, out);
-                    self.epoch += 1;
+                    self.new_epoch();
                     self.was_running = false;
                 }
                 // A sync gap (joint states just stopped) is not stale yet: keep `was_running` so the hold
@@ -801,10 +846,21 @@ impl Controller {
         }
         match self
             .window
-            .assemble(now, &mut job.input.frames, &mut job.input.state)
+            .assemble(
+                now,
+                &mut job.input.frames,
+                &mut job.input.frame_stamps,
+                &mut job.input.state,
+            )
         {
             Ok(meta) => {
                 job.input.tokens.copy_from_slice(&self.tokens);
+                self.monitor.fill_job(
+                    now,
+                    &job.input.frame_stamps,
+                    &mut job.input.monitor_frames,
+                    &mut job.input.monitor_used,
+                );
                 // Prefix boundaries: the steps the robot executes before this chunk can be published, kept
                 // exactly, and the next ones of the old plan, kept softly.
                 job.input.prefix_steps = self.executor.prefix(
@@ -843,6 +899,14 @@ impl Controller {
         now: f64,
         out: &mut Outbox,
     ) {
+        self.monitor.on_result(
+            result.is_ok(),
+            &job.output.observed_latents,
+            &job.output.monitor_latents,
+            now,
+            &mut self.monitor_scores,
+        );
+        self.act_on_monitor(now, out);
         let timings = match result {
             Ok(t) => t,
             Err(e) => {
@@ -934,6 +998,40 @@ impl Controller {
             chunk_id: self.chunk_id,
             stamp: job.stamp,
         });
+        let evicted = self.monitor.on_prediction(
+            self.chunk_id,
+            job.stamp,
+            &job.output.actions,
+            &job.output.video_latents,
+            &job.output.frames,
+            &job.output.observed_latents,
+        );
+        if let Some(score) = evicted {
+            self.monitor_scores.push(score);
+            self.act_on_monitor(now, out);
+        }
+    }
+
+    /// New monitor scores: announce them, and hold when the hold rule fires.
+    fn act_on_monitor(&mut self, now: f64, out: &mut Outbox) {
+        if self.monitor_scores.is_empty() {
+            return;
+        }
+        out.push(Command::Monitor);
+        if self.monitor.take_hold() && self.enabled {
+            let score = self.monitor.last().map_or(f64::NAN, |s| s.score);
+            tracing::warn!(
+                score,
+                chunks = self.cfg.monitor.hold_chunks,
+                "monitor: the world is not doing what the model predicted; holding"
+            );
+            self.last_error = None;
+            self.hold(now, out);
+            self.enabled = false;
+            self.was_running = false;
+            self.new_epoch();
+            self.monitor_hold = Some(score);
+        }
     }
 
     /// Stream mode: the plan's setpoint at `now`, at `stream_rate_hz`, after the setpoint safety check.
@@ -964,7 +1062,17 @@ impl Controller {
     }
 
     pub fn status(&mut self, now: f64) -> Status {
-        let (state, detail) = if !self.enabled {
+        let (state, detail) = if let (false, Some(score)) = (self.enabled, self.monitor_hold) {
+            (
+                State::Disabled,
+                format!(
+                    "held by the monitor: the world did not do what the model predicted (score {} above {} for {} chunks); call ~/enable to resume",
+                    short(score),
+                    short(self.cfg.monitor.warn_score),
+                    self.cfg.monitor.hold_chunks
+                ),
+            )
+        } else if !self.enabled {
             (State::Disabled, "call ~/enable to start".to_string())
         } else if !self.clock_started {
             (
@@ -1026,6 +1134,10 @@ impl Controller {
             joint_states: InputHealth::of(&self.joint_stats, now),
             reaction_latency_p50_s: self.reaction.percentile(50.0),
             reaction_latency_p95_s: self.reaction.percentile(95.0),
+            monitor_score: self.monitor.last().map_or(f64::NAN, |m| m.score),
+            monitor_calibrated: self.monitor.is_calibrated(),
+            monitor_done: self.monitor.last().is_some_and(|m| m.done),
+            monitor_holds: self.monitor.holds(),
         }
     }
 }

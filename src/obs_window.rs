@@ -266,6 +266,13 @@ impl ObsWindow {
         &mut self.cameras[camera].frames[slot * len..(slot + 1) * len]
     }
 
+    /// The newest committed frame of `camera` ([3, H, W], normalized).
+    pub fn newest_frame(&self, camera: usize) -> &[f32] {
+        let len = self.dims.frame_len();
+        let c = &self.cameras[camera];
+        &c.frames[c.newest * len..(c.newest + 1) * len]
+    }
+
     pub fn last_frame_stamp(&self, camera: usize) -> Option<f64> {
         let c = &self.cameras[camera];
         (c.count > 0).then(|| c.stamps[c.newest])
@@ -372,12 +379,14 @@ impl ObsWindow {
         }
     }
 
-    /// Copies a complete observation into `frames` ([V, T, 3, H, W], oldest frame first) and `state` (the joint
-    /// state nearest to the observation stamp, model order).
+    /// Copies a complete observation into `frames` ([V, T, 3, H, W], oldest frame first), their stamps
+    /// into `stamps` ([V, T]) and `state` (the joint state nearest to the observation stamp, model
+    /// order).
     pub fn assemble(
         &self,
         now: f64,
         frames: &mut [f32],
+        stamps: &mut [f64],
         state: &mut [f64],
     ) -> Result<ObsMeta, NotReady> {
         let meta = self.readiness(now)?;
@@ -389,6 +398,7 @@ impl ObsWindow {
                 let slot = (c.newest + slots - (t - 1 - k)) % slots;
                 let dst = (v * t + k) * len;
                 frames[dst..dst + len].copy_from_slice(&c.frames[slot * len..(slot + 1) * len]);
+                stamps[v * t + k] = c.stamps[slot];
             }
         }
         let (i, _) = self
@@ -447,7 +457,8 @@ mod tests {
         }
         let mut frames = vec![0.0; 2 * 2 * 3];
         let mut state = [0.0; 2];
-        let meta = w.assemble(1.25, &mut frames, &mut state).unwrap();
+        let mut stamps = vec![0.0; 4];
+        let meta = w.assemble(1.25, &mut frames, &mut stamps, &mut state).unwrap();
         // Observation stamp: the older of the two cameras' newest frames.
         assert_eq!(meta.stamp, 1.2);
         assert!(
@@ -459,6 +470,7 @@ mod tests {
             frames,
             [1., 1., 1., 2., 2., 2., 11., 11., 11., 12., 12., 12.]
         );
+        assert_eq!(stamps, [1.1, 1.2, 1.11, 1.21]);
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! Predicted frames as RGB8 images for rviz: one image per camera and predicted step, and one tiled preview
-//! (per camera row: the newest observed frame, then the predicted ones). Buffers are sized once.
+//! Predicted frames as RGB8 images for rviz: one image per camera and predicted step, one tiled preview
+//! (per camera row: the newest observed frame, then the predicted ones), and the monitor's preview
+//! (per camera, the last scored chunk's predicted frames above the real frames taken at their times:
+//! imagination against reality). Buffers are sized once.
 
 use crate::bundle::Dims;
 
@@ -28,6 +30,8 @@ pub struct PreviewImages {
     pub predicted: Vec<Vec<u8>>,
     /// V rows x (1 + F) columns of H x W tiles.
     pub tiled: Vec<u8>,
+    /// 2V rows (predicted, then observed, per camera) x F columns of H x W tiles.
+    pub monitor_tiled: Vec<u8>,
     image_mean: [f32; 3],
     image_std: [f32; 3],
 }
@@ -40,6 +44,7 @@ impl PreviewImages {
                 .map(|_| vec![0; frame])
                 .collect(),
             tiled: vec![0; dims.cameras * (1 + dims.video_frames) * frame],
+            monitor_tiled: vec![0; 2 * dims.cameras * dims.video_frames * frame],
             dims,
             image_mean,
             image_std,
@@ -51,6 +56,48 @@ impl PreviewImages {
             self.dims.cameras * self.dims.height,
             (1 + self.dims.video_frames) * self.dims.width,
         )
+    }
+
+    pub fn monitor_size(&self) -> (usize, usize) {
+        (
+            2 * self.dims.cameras * self.dims.height,
+            self.dims.video_frames * self.dims.width,
+        )
+    }
+
+    /// The monitor's pairs: `predicted` [V, F, 3, H, W] in [0, 1] (NaN without decode: black),
+    /// `observed` [V, F, 3, H, W] normalized, `observed_stamps` [V, F] (NaN: none paired, black).
+    pub fn update_monitor(&mut self, predicted: &[f32], observed: &[f32], observed_stamps: &[f64]) {
+        let d = self.dims;
+        let (h, w, flen, nf) = (d.height, d.width, d.frame_len(), d.video_frames);
+        let stride = nf * w * 3;
+        let plane = h * w;
+        for v in 0..d.cameras {
+            for f in 0..nf {
+                let i = v * nf + f;
+                let top = (2 * v) * h * stride + f * w * 3;
+                let bottom = (2 * v + 1) * h * stride + f * w * 3;
+                chw_to_rgb8(
+                    &predicted[i * flen..(i + 1) * flen],
+                    h,
+                    w,
+                    &mut self.monitor_tiled[top..],
+                    stride,
+                );
+                let obs = &observed[i * flen..(i + 1) * flen];
+                let paired = !observed_stamps[i].is_nan();
+                for y in 0..h {
+                    for x in 0..w {
+                        for c in 0..3 {
+                            let value = obs[c * plane + y * w + x] * self.image_std[c]
+                                + self.image_mean[c];
+                            self.monitor_tiled[bottom + y * stride + x * 3 + c] =
+                                if paired { to_u8(value) } else { 0 };
+                        }
+                    }
+                }
+            }
+        }
     }
 
     pub fn frame(&self, camera: usize, step: usize) -> &[u8] {
@@ -126,5 +173,27 @@ mod tests {
             &[0, 0, 0, 0, 0, 0, 153, 153, 153, 153, 153, 153]
         );
         assert_eq!(p.frame(1, 0), &[153; 6]);
+    }
+
+    #[test]
+    fn monitor_tiles_predicted_above_observed_and_blanks_the_unpaired() {
+        let dims = Dims {
+            cameras: 1,
+            context_frames: 1,
+            height: 1,
+            width: 1,
+            state: 1,
+            horizon: 1,
+            action: 1,
+            video_frames: 2,
+            latent: [1, 1, 1],
+            tokens: 1,
+        };
+        let mut p = PreviewImages::new(dims, [0.5; 3], [0.5; 3]);
+        let predicted = [0.2f32, 0.2, 0.2, 0.6, 0.6, 0.6];
+        let observed = [1.0f32, 1.0, 1.0, 1.0, 1.0, 1.0];
+        p.update_monitor(&predicted, &observed, &[10.0, f64::NAN]);
+        assert_eq!(p.monitor_size(), (2, 2));
+        assert_eq!(p.monitor_tiled, [51, 51, 51, 153, 153, 153, 255, 255, 255, 0, 0, 0]);
     }
 }

@@ -202,6 +202,12 @@ pub struct StageTimings {
 pub struct ModelInput {
     /// [V, T, 3, H, W], normalized.
     pub frames: Vec<f32>,
+    /// [V, T] stamps of those frames (the monitor pairs them with earlier predictions).
+    pub frame_stamps: Vec<f64>,
+    /// [V * T, 3, H, W]: real frames the monitor needs latents of (its slots), normalized; encoded
+    /// in one more encode run when any of `monitor_used` is set.
+    pub monitor_frames: Vec<f32>,
+    pub monitor_used: Vec<bool>,
     /// Joint positions in the bundle's state order, physical units.
     pub state: Vec<f64>,
     pub tokens: Vec<i64>,
@@ -216,6 +222,9 @@ impl ModelInput {
     pub fn zeroed(dims: &Dims) -> Self {
         ModelInput {
             frames: vec![0.0; dims.obs_frames_len()],
+            frame_stamps: vec![f64::NEG_INFINITY; dims.cameras * dims.context_frames],
+            monitor_frames: vec![0.0; dims.obs_frames_len()],
+            monitor_used: vec![false; dims.cameras * dims.context_frames],
             state: vec![0.0; dims.state],
             tokens: vec![0; dims.tokens],
             prefix: vec![0.0; dims.action_len()],
@@ -230,6 +239,9 @@ impl ModelOutput {
     pub fn zeroed(dims: &Dims, decoded: bool) -> Self {
         ModelOutput {
             actions: vec![0.0; dims.action_len()],
+            observed_latents: vec![0.0; dims.cameras * dims.context_frames * dims.latent_len()],
+            monitor_latents: vec![0.0; dims.cameras * dims.context_frames * dims.latent_len()],
+            video_latents: vec![0.0; dims.video_latent_len()],
             frames: if decoded {
                 vec![0.0; dims.predicted_frames_len()]
             } else {
@@ -243,6 +255,12 @@ impl ModelOutput {
 pub struct ModelOutput {
     /// [H, A] joint positions, physical units.
     pub actions: Vec<f64>,
+    /// [V, T, C, h, w]: the encode stage's latents of the input frames (what the context saw).
+    pub observed_latents: Vec<f32>,
+    /// [V, F, C, h, w]: the predicted video latents (the sampler's result, before decode).
+    pub video_latents: Vec<f32>,
+    /// [V * T, C, h, w]: latents of `ModelInput::monitor_frames` (valid where `monitor_used`).
+    pub monitor_latents: Vec<f32>,
     /// [V, F, 3, H, W] RGB in [0, 1]; empty when the bundle has no decode stage.
     pub frames: Vec<f32>,
 }
@@ -535,6 +553,23 @@ impl ModelRuntime {
                 &mut self.latents,
             )?;
         }
+        output.observed_latents.copy_from_slice(&self.latents);
+        if input.monitor_used.iter().any(|u| *u) {
+            // The monitor's real frames at predicted times that no window holds: the same stage,
+            // one more run (the frames buffer has the window's shape).
+            let outputs = self
+                .encode
+                .run(ort::inputs![
+                    self.names.frames.as_str() => TensorRef::from_array_view((self.shapes.frames.as_slice(), input.monitor_frames.as_slice())).map_err(|e| run_err("encode", e))?
+                ])
+                .map_err(|e| run_err("encode", e))?;
+            copy_output(
+                "encode",
+                &outputs,
+                &self.names.latents_out,
+                &mut output.monitor_latents,
+            )?;
+        }
         let t_encode = Instant::now();
         timings.encode_s = (t_encode - start).as_secs_f64();
 
@@ -638,6 +673,7 @@ impl ModelRuntime {
             return Err(RuntimeError::NonFiniteActions);
         }
 
+        output.video_latents.copy_from_slice(&self.x_video);
         if let Some(decode) = &mut self.decode {
             let outputs = decode
                 .run(ort::inputs![

@@ -18,6 +18,8 @@ pub enum Outcome {
     Error,
     ClientLost,
     Shutdown,
+    /// The monitor's hold rule fired: the world did not do what the model predicted.
+    WorldMismatch,
 }
 
 impl Outcome {
@@ -36,6 +38,7 @@ impl Outcome {
             Outcome::Error => "ERROR",
             Outcome::ClientLost => "CLIENT_LOST",
             Outcome::Shutdown => "SHUTDOWN",
+            Outcome::WorldMismatch => "WORLD_MISMATCH",
         }
     }
 }
@@ -91,6 +94,7 @@ struct Active {
     started: f64,
     chunks_at_start: u64,
     safety_at_start: u64,
+    monitor_holds_at_start: u64,
     stale_since: Option<f64>,
     client_missing_since: Option<f64>,
 }
@@ -141,6 +145,7 @@ impl TaskRunner {
             started: now,
             chunks_at_start: status.chunks_published,
             safety_at_start: status.safety_rejections,
+            monitor_holds_at_start: status.monitor_holds,
             stale_since: None,
             client_missing_since: None,
         });
@@ -184,7 +189,20 @@ impl TaskRunner {
             (false, since) => since,
             (true, _) => None,
         };
-        let ending = if status.safety_rejections > a.safety_at_start {
+        let ending = if status.monitor_done {
+            Some((
+                Outcome::Done,
+                "the monitor estimates the task done (the model predicts no further change)".to_string(),
+            ))
+        } else if status.monitor_holds > a.monitor_holds_at_start {
+            Some((
+                Outcome::WorldMismatch,
+                format!(
+                    "the monitor held the arm: the world did not do what the model predicted ({})",
+                    status.detail
+                ),
+            ))
+        } else if status.safety_rejections > a.safety_at_start {
             Some((
                 Outcome::SafetyStop,
                 format!(
@@ -227,7 +245,7 @@ impl TaskRunner {
         let (outcome, message) = ending?;
         let succeed_on_timeout = a.goal.succeed_on_timeout;
         let mut end = self.end(outcome, message, now, status)?;
-        end.succeeded = outcome == Outcome::Timeout && succeed_on_timeout;
+        end.succeeded = outcome == Outcome::Done || (outcome == Outcome::Timeout && succeed_on_timeout);
         Some(end)
     }
 
@@ -289,6 +307,10 @@ mod tests {
             joint_states: health,
             reaction_latency_p50_s: 0.0,
             reaction_latency_p95_s: 0.0,
+            monitor_score: f64::NAN,
+            monitor_calibrated: false,
+            monitor_done: false,
+            monitor_holds: 0,
         }
     }
 
@@ -375,6 +397,22 @@ mod tests {
         });
         t.start(goal(0.0, false), 0.0, &s);
         assert_eq!(t.check(100.0, &s, false), None);
+    }
+
+    #[test]
+    fn the_monitor_ends_a_goal_done_or_on_a_mismatch() {
+        let mut t = TaskRunner::new(PARAMS);
+        let mut s = status(State::Running);
+        t.start(goal(0.0, false), 0.0, &s);
+        s.monitor_done = true;
+        let end = t.check(1.0, &s, true).unwrap();
+        assert_eq!((end.outcome, end.succeeded), (Outcome::Done, true));
+        let mut s = status(State::Running);
+        t.start(goal(0.0, false), 2.0, &s);
+        s.monitor_holds = 1;
+        let end = t.check(3.0, &s, true).unwrap();
+        assert_eq!((end.outcome, end.succeeded), (Outcome::WorldMismatch, false));
+        assert_eq!(Outcome::WorldMismatch.code(), 9);
     }
 
     #[test]

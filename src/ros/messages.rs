@@ -57,7 +57,7 @@ pub type PointMsg = r2r::trajectory_msgs::msg::JointTrajectoryPoint;
 pub type Float64ArrayMsg = r2r::std_msgs::msg::Float64MultiArray;
 pub type StringMsg = r2r::std_msgs::msg::String;
 pub type DiagnosticArrayMsg = r2r::diagnostic_msgs::msg::DiagnosticArray;
-pub use r2r::wam_policy::msg::{ActionChunk, PolicyStatus};
+pub use r2r::wam_policy::msg::{ActionChunk, Monitor as MonitorMsg, PolicyStatus};
 
 use crate::config::{OutputMode, StreamMessage};
 use crate::controller::{Command, Controller, State, Status};
@@ -298,6 +298,8 @@ pub struct StatusContext<'a> {
     pub record_dropped: u64,
     /// 99th percentile of the control timer's lateness, seconds.
     pub tick_lateness_p99_s: f64,
+    /// The monitor's last score is above `monitor_warn_score`.
+    pub monitor_warn: bool,
 }
 
 pub fn policy_status(controller: &Controller, s: &Status, ctx: &StatusContext<'_>) -> PolicyStatus {
@@ -346,6 +348,33 @@ pub fn policy_status(controller: &Controller, s: &Status, ctx: &StatusContext<'_
         joint_state_rate_hz: s.joint_states.rate_hz,
         reaction_latency_p50_s: s.reaction_latency_p50_s,
         reaction_latency_p95_s: s.reaction_latency_p95_s,
+        monitor_score: s.monitor_score,
+        monitor_calibrated: s.monitor_calibrated,
+        monitor_done: s.monitor_done,
+        monitor_holds: s.monitor_holds,
+    }
+}
+
+/// One chunk's monitor score as `~/monitor`.
+pub fn monitor_msg(controller: &Controller, m: &crate::monitor::ChunkScore) -> MonitorMsg {
+    let stamp = |t: &f64| if t.is_finite() { time_msg(*t) } else { Time::default() };
+    MonitorMsg {
+        header: header(m.stamp, ""),
+        chunk_id: m.chunk_id,
+        cameras: controller.wiring().camera_names.clone(),
+        latent_score: m.cameras.iter().map(|c| c.latent).collect(),
+        psnr_db: m.cameras.iter().map(|c| c.psnr_db).collect(),
+        z: m.cameras.iter().map(|c| c.z).collect(),
+        paired: m.cameras.iter().map(|c| c.paired).collect(),
+        score: m.score,
+        calibrated: m.calibrated,
+        predicted_stamps: m.predicted_stamps.iter().map(stamp).collect(),
+        observed_stamps: m.observed_stamps.iter().map(stamp).collect(),
+        predicted_motion: m.predicted_motion,
+        predicted_change: m.predicted_change,
+        done: m.done,
+        done_confidence: m.done_confidence,
+        consecutive_high: m.consecutive_high,
     }
 }
 
@@ -359,17 +388,25 @@ pub fn diagnostics(
     let level = match s.state {
         State::Error => DiagnosticStatus::ERROR as u8,
         State::Stale => DiagnosticStatus::WARN as u8,
+        // The world is not doing what the model predicted.
+        _ if ctx.monitor_warn => DiagnosticStatus::WARN as u8,
         _ => DiagnosticStatus::OK as u8,
     };
     let kv = |key: &str, value: String| KeyValue {
         key: key.to_string(),
         value,
     };
-    let message = if s.detail.is_empty() {
+    let mut message = if s.detail.is_empty() {
         s.state.name().to_string()
     } else {
         format!("{}: {}", s.state.name(), s.detail)
     };
+    if ctx.monitor_warn {
+        message.push_str(&format!(
+            "; monitor: predicted and observed frames disagree (score {:.2})",
+            s.monitor_score
+        ));
+    }
     DiagnosticArrayMsg {
         header: status.header.clone(),
         status: vec![DiagnosticStatus {
@@ -407,6 +444,10 @@ pub fn diagnostics(
                     "tick_lateness_p99_s",
                     format!("{:.5}", ctx.tick_lateness_p99_s),
                 ),
+                kv("monitor_score", format!("{:.4}", s.monitor_score)),
+                kv("monitor_calibrated", s.monitor_calibrated.to_string()),
+                kv("monitor_done", s.monitor_done.to_string()),
+                kv("monitor_holds", s.monitor_holds.to_string()),
             ]
             .into_iter()
             .chain(

@@ -39,7 +39,7 @@ use crate::worker::{Done, Job, Worker};
 
 use markers::{MarkerArrayMsg, PlannedPath};
 use messages::{
-    action_chunk, diagnostics, policy_status, rgb_image, seconds_of, CommandMessages, CommandMsg,
+    action_chunk, diagnostics, monitor_msg, policy_status, rgb_image, MonitorMsg, seconds_of, CommandMessages, CommandMsg,
     DiagnosticArrayMsg, Float64ArrayMsg, ImageMsg, JointStateMsg, StatusContext, StringMsg,
     TrajectoryMsg,
 };
@@ -124,6 +124,8 @@ struct Publishers {
     predicted: Vec<r2r::Publisher<ImageMsg>>,
     preview: r2r::Publisher<ImageMsg>,
     planned_path: r2r::Publisher<MarkerArrayMsg>,
+    monitor: r2r::Publisher<MonitorMsg>,
+    monitor_preview: r2r::Publisher<ImageMsg>,
 }
 
 impl Publishers {
@@ -140,6 +142,8 @@ impl Publishers {
         }
         node.destroy_publisher(self.preview);
         node.destroy_publisher(self.planned_path);
+        node.destroy_publisher(self.monitor);
+        node.destroy_publisher(self.monitor_preview);
     }
 }
 
@@ -878,6 +882,8 @@ impl Pipeline {
                 .collect::<Result<_, _>>()?,
             preview: node.create_publisher("~/preview", QosProfile::default())?,
             planned_path: node.create_publisher("~/planned_path", QosProfile::default())?,
+            monitor: node.create_publisher("~/monitor", QosProfile::default())?,
+            monitor_preview: node.create_publisher("~/monitor/preview", QosProfile::default())?,
         };
         let recorder = if cfg.record_path.is_empty() {
             None
@@ -1224,6 +1230,7 @@ impl Pipeline {
             match command {
                 Command::StartInference => self.worker.submit(),
                 Command::ResetSampler => self.worker.send_reset(),
+                Command::Monitor => self.publish_monitor(now),
                 Command::Chunk { chunk_id, stamp } => {
                     let Some(job) = job else { continue };
                     let chunk = action_chunk(
@@ -1272,6 +1279,28 @@ impl Pipeline {
         self.out = out;
     }
 
+    /// The monitor's new scores on `~/monitor`, and the last one's frames on `~/monitor/preview`.
+    fn publish_monitor(&mut self, now: f64) {
+        let mut scored = false;
+        let scores: Vec<_> = self.controller.take_monitor_scores().collect();
+        for score in &scores {
+            let msg = monitor_msg(&self.controller, score);
+            publish(&self.pubs.monitor, &msg, "monitor");
+            if let Some(r) = &self.recorder {
+                r.message(recording::MONITOR, now, msg);
+            }
+            scored = true;
+        }
+        if scored {
+            let (predicted, observed, stamps) = self.controller.monitor().last_frames();
+            self.preview.update_monitor(predicted, observed, stamps);
+            let (h, w) = self.preview.monitor_size();
+            let stamp = scores.last().map_or(now, |s| s.stamp);
+            let msg = rgb_image(stamp, "wam_policy_monitor", w, h, &self.preview.monitor_tiled);
+            publish(&self.pubs.monitor_preview, &msg, "monitor preview");
+        }
+    }
+
     fn publish_planned_path(&mut self, now: f64) {
         let Some(path) = &mut self.planned_path else {
             return;
@@ -1316,6 +1345,7 @@ impl Pipeline {
             recorded: stats.recorded,
             record_dropped: stats.dropped,
             tick_lateness_p99_s: self.tick_lateness.percentile(99.0),
+            monitor_warn: s.monitor_score > self.controller.config().monitor.warn_score,
         };
         let status = policy_status(&self.controller, &s, &ctx);
         publish(

@@ -26,7 +26,8 @@ pub const EVENTS: usize = 2;
 pub const COMMAND: usize = 3;
 pub const ACTION_CHUNK: usize = 4;
 pub const STATUS: usize = 5;
-const CAMERAS: usize = 6;
+pub const MONITOR: usize = 6;
+const CAMERAS: usize = 7;
 
 pub fn camera_channel(cam: usize) -> usize {
     CAMERAS + cam
@@ -124,6 +125,7 @@ impl NodeRecorder {
             spec(&command, command_type),
             spec("~/action_chunk", "wam_policy/msg/ActionChunk"),
             spec("~/status", "wam_policy/msg/PolicyStatus"),
+            spec("~/monitor", "wam_policy/msg/Monitor"),
         ];
         for topic in camera_topics {
             channels.push(match cfg.camera_transport {

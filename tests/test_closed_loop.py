@@ -11,6 +11,7 @@ ROS_DOMAIN_IDs 81..95.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from wam_eval.stats import (
     replace_between_markers,
     wilson_interval,
 )
+from wam_sim.perturb import Perturbation
 from wam_sim.scene import JOINT_LOWER, JOINT_MAX_VELOCITY, JOINT_NAMES, JOINT_UPPER
 
 WAM_BUNDLE = REPO / "models" / "wam_sim"
@@ -211,6 +213,20 @@ def test_harness_records_an_episode_with_the_test_bundle() -> None:
     with ClosedLoop(TEST_BUNDLE, 81, {"joint_limits.max_jump": 2.0}) as loop:
         r = loop.run_episode(20000, "touch the red cube", max_seconds=2.5)
         assert loop.policy is not None and loop.policy.running()
+        # A perturbed episode: the record says when the sim applied it (and one due after the
+        # episode's end, that it did not).
+        t0 = time.time()
+        moved = Perturbation("cube_moved", 0.5)
+        pr = loop.run_episode(20001, "touch the red cube", 1.0, perturbation=moved)
+        late = loop.run_episode(
+            20002, "touch the red cube", 0.5, perturbation=Perturbation("arm_blocked", 9.0)
+        )
+    assert r.perturbation is None
+    assert pr.perturbation is not None and pr.perturbation["kind"] == "cube_moved"
+    assert pr.perturbation["episode_time_s"] == pytest.approx(0.5, abs=0.003)
+    assert t0 < pr.perturbation["stamp_s"] < time.time()
+    assert pr.elapsed_s >= 1.0 and pr.task_family == "reach"
+    assert late.perturbation is not None and late.perturbation["episode_time_s"] is None
     assert r.task_family == "reach" and r.elapsed_s >= 2.5
     assert r.initial_gripper_to_object_m > 0.1
     assert r.chunks >= 2 and r.inferences >= r.chunks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E
 
 from wam_sim import CAMERA_NAMES, JOINT_NAMES  # noqa: E402
 from wam_sim.client import EpisodeClient  # noqa: E402
+from wam_sim.perturb import Perturbation, occlusion_box  # noqa: E402
 from wam_sim.urdf import arm_urdf  # noqa: E402
 
 # Domains 61..80 (tests/test_node_ros.py counts up from a pid-derived base at the low end).
@@ -77,6 +79,7 @@ class Peer:
         self.images: dict[str, list[tuple[float, Image]]] = {c: [] for c in CAMERA_NAMES}
         self.instructions: list[str] = []
         self.descriptions: list[str] = []
+        self.perturbations: list[dict[str, Any]] = []
         # Best effort like the publisher, but a deep queue: a busy peer counts every message.
         sensor = QoSProfile(depth=500, reliability=ReliabilityPolicy.BEST_EFFORT)
         n = self.node
@@ -103,6 +106,12 @@ class Peer:
         )
         n.create_subscription(
             String, "/robot_description", lambda m: self.descriptions.append(m.data), latched
+        )
+        n.create_subscription(
+            String,
+            "/wam_sim/perturbation",
+            lambda m: self.perturbations.append(json.loads(m.data)),
+            latched,
         )
         self.traj_pub = n.create_publisher(JointTrajectory, "/joint_trajectory", 10)
         self.episodes = EpisodeClient(n, timeout_s=10.0, spin=False)
@@ -144,8 +153,10 @@ def sim(domain_id: int) -> Iterator[tuple[SimProcess, Peer]]:
     peer = Peer(domain_id)
     try:
         ok = peer.spin_until(
-            lambda: proc.proc.poll() is not None
-            or (len(peer.joints) > 10 and all(peer.images.values())),
+            lambda: (
+                proc.proc.poll() is not None
+                or (len(peer.joints) > 10 and all(peer.images.values()))
+            ),
             30.0,
         )
         ok = ok and proc.proc.poll() is None
@@ -239,3 +250,105 @@ def test_bad_parameter_refused(domain_id: int) -> None:
     finally:
         out = proc.stop()
     assert "image_width" in out
+
+
+# Frames stamped this long after a perturbation's record show it (the physics thread may run
+# behind the wall clock by up to its catch-up limit, 0.1 s, on a loaded machine).
+LAG_S = 0.2
+
+
+def _pixels(msg: Image) -> np.ndarray:
+    return np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
+
+
+def _stamp_s(msg: Image) -> float:
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
+def _move_joint1(peer: Peer, q0: np.ndarray, by: float) -> np.ndarray:
+    goal = q0.copy()
+    goal[0] += by
+    msg = JointTrajectory()
+    msg.joint_names = list(JOINT_NAMES)
+    p = JointTrajectoryPoint()
+    p.positions = goal.tolist()
+    p.time_from_start = Duration(sec=0, nanosec=600_000_000)
+    msg.points.append(p)
+    peer.traj_pub.publish(msg)
+    return goal
+
+
+def _perturbed_episode(peer: Peer, p: Perturbation | None, seed: int = 5) -> dict[str, Any] | None:
+    """Sets the perturbation parameters, resets, and waits for the perturbation's record."""
+    peer.call(lambda: peer.episodes.set_perturbation(p))
+    peer.perturbations.clear()
+    t0 = time.time()
+    r = peer.call(lambda: peer.episodes.reset(seed, "touch the red cube"))
+    assert r.success, r.message
+    if p is None:
+        assert "perturbation" not in r.message
+        peer.spin_for(1.0)
+        assert peer.perturbations == []
+        return None
+    assert f"perturbation {p.describe()}" in r.message
+    assert peer.spin_until(lambda: bool(peer.perturbations), 10.0)
+    event = peer.perturbations[-1]
+    assert (event["kind"], event["camera"], event["time_s"]) == (p.kind, p.camera, p.time_s)
+    assert event["episode_time_s"] == pytest.approx(p.time_s, abs=0.003)  # to the physics step
+    assert t0 + p.time_s - 0.1 < event["stamp_s"] < time.time()
+    assert event["seed"] == seed and event["instruction"] == "touch the red cube"
+    return event
+
+
+def test_perturbations_through_the_parameters(sim: tuple[SimProcess, Peer]) -> None:
+    proc, peer = sim
+    # camera_frozen: the wrist camera keeps its last image under new stamps while the arm moves.
+    event = _perturbed_episode(peer, Perturbation("camera_frozen", 0.5, "wrist"))
+    assert event is not None
+    for v in peer.images.values():
+        v.clear()
+    _move_joint1(peer, latest_q(peer), 0.4)
+    peer.spin_for(1.5)
+    # Frames are rendered from the physics' state: allow it to lag the wall clock a little.
+    after = event["stamp_s"] + LAG_S
+    wrist = [m for _, m in peer.images["wrist"] if _stamp_s(m) > after]
+    ext = [m for _, m in peer.images["exterior"] if _stamp_s(m) > after]
+    assert len(wrist) >= 5 and len(ext) >= 5
+    stamps = [_stamp_s(m) for m in wrist]
+    assert all(b > a for a, b in zip(stamps, stamps[1:], strict=False))
+    assert all(np.array_equal(_pixels(m), _pixels(wrist[0])) for m in wrist)
+    assert not np.array_equal(_pixels(ext[0]), _pixels(ext[-1]))  # the arm did move
+
+    # camera_occluded: a black box over the exterior image from then on.
+    event = _perturbed_episode(peer, Perturbation("camera_occluded", 0.2, "exterior"))
+    assert event is not None
+    rows, cols = occlusion_box(64, 64)
+    after = event["stamp_s"] + LAG_S
+    assert peer.spin_until(lambda: _stamp_s(peer.images["exterior"][-1][1]) > after, 5.0)
+    img = _pixels(peer.images["exterior"][-1][1])
+    assert not img[rows, cols].any() and img.std() > 5.0
+
+    # arm_blocked: the follower takes the command (desired state), the arm stays where it was.
+    _perturbed_episode(peer, Perturbation("arm_blocked", 0.0))
+    peer.spin_for(0.2)
+    q0 = latest_q(peer)
+    goal = _move_joint1(peer, q0, 0.4)
+    peer.spin_for(1.5)
+    assert np.abs(latest_q(peer) - q0).max() < 0.005
+    np.testing.assert_allclose(np.array(peer.desired[-1].position), goal, atol=1e-9)
+
+    # cube_removed: the episode result sees the cube gone (out of reach).
+    _perturbed_episode(peer, Perturbation("cube_removed", 0.1))
+    res = peer.call(lambda: peer.episodes.result())
+    assert res.gripper_to_object_m > 1.5 and not res.success
+
+    # A bad value is refused when set; none: an episode without a perturbation record.
+    refused = peer.call(lambda: peer.episodes.set_parameters({"perturbation": "cube_exploded"}))
+    assert refused[0] and "cube_exploded" in refused[0]
+    refused = peer.call(lambda: peer.episodes.set_parameters({"perturbation_time_s": -1.0}))
+    assert refused[0]
+    _perturbed_episode(peer, None)
+    q0 = latest_q(peer)
+    goal = _move_joint1(peer, q0, 0.3)
+    assert peer.spin_until(lambda: np.abs(latest_q(peer) - goal).max() < 0.02, 5.0)
+    assert "perturbation camera_frozen (wrist) applied at episode time 0.50" in proc.stop()

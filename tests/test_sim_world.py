@@ -1,9 +1,10 @@
-"""The MuJoCo world: scene, cameras, colours, determinism, success predicates."""
+"""The MuJoCo world: scene, cameras, colours, determinism, success predicates, perturbations."""
 
 from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 import mujoco
@@ -20,6 +21,14 @@ from wam_sim import (
     TASK_FAMILIES,
     SimEnv,
     instructions,
+)
+from wam_sim.perturb import (
+    CAMERA_SHIFT_M,
+    CAMERA_TILT_RAD,
+    CUBE_MOVE_MIN_M,
+    KINDS,
+    Perturbation,
+    occlusion_box,
 )
 from wam_sim.scene import CUBE_COLOURS, JOINT_MAX_VELOCITY, TIMESTEP
 from wam_sim.urdf import arm_urdf
@@ -215,3 +224,248 @@ def test_urdf_matches_the_scene() -> None:
         mimic = joints[finger].find("mimic")
         assert mimic is not None and mimic.get("joint") == "gripper"
         assert float(mimic.get("multiplier", "nan")) == 0.5
+
+
+# -- perturbations ----------------------------------------------------------------------------------
+# Each perturbed episode runs beside an unperturbed twin (another SimEnv, same seed, same commands):
+# whatever differs between the two is what the perturbation changed.
+P_TIME = 0.3
+
+
+@pytest.fixture(scope="module")
+def twin() -> SimEnv:
+    return SimEnv(image_size=(64, 64))
+
+
+@dataclass
+class Snap:
+    """One moment of an episode."""
+
+    t: float
+    q: np.ndarray
+    tip: np.ndarray
+    cubes: dict[str, np.ndarray]
+    frames: dict[str, np.ndarray]
+
+
+def _snap(env: SimEnv) -> Snap:
+    cubes = {c: env.cube_position(c) for c in CUBE_COLOURS}
+    return Snap(env.time, env.qpos(), env.tip_position(), cubes, env.render())
+
+
+def _episode(
+    env: SimEnv, seed: int, instruction: str, p: Perturbation | None
+) -> tuple[Snap, Snap, Snap]:
+    """Commands a move, steps past P_TIME, commands another; snapshots shortly before P_TIME,
+    at P_TIME and 1 s later."""
+    env.reset(seed, instruction, p)
+    q0 = env.qpos()
+    env.set_target(q0 + np.array([0.25, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    env.step(P_TIME - 0.05)
+    before = _snap(env)
+    env.step(0.05)
+    at = _snap(env)
+    env.set_target(q0 + np.array([-0.25, 0.0, 0.0, 0.2, 0.0, 0.0, -0.02]))
+    env.step(1.0)
+    return before, at, _snap(env)
+
+
+def _same_physics(a: Snap, b: Snap, cubes: bool = True) -> None:
+    np.testing.assert_array_equal(a.q, b.q)
+    if cubes:
+        for c in CUBE_COLOURS:
+            np.testing.assert_array_equal(a.cubes[c], b.cubes[c])
+
+
+def _same(a: Snap, b: Snap) -> None:
+    _same_physics(a, b)
+    for cam in CAMERA_NAMES:
+        np.testing.assert_array_equal(a.frames[cam], b.frames[cam])
+
+
+def test_perturbation_is_checked() -> None:
+    assert set(KINDS) == {
+        "cube_moved",
+        "cube_removed",
+        "arm_blocked",
+        "arm_pushed",
+        "camera_frozen",
+        "camera_occluded",
+        "camera_shifted",
+    }
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        Perturbation("cube_exploded", 1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        Perturbation("arm_pushed", -1.0)
+    with pytest.raises(ValueError, match="needs a camera"):
+        Perturbation("camera_frozen", 1.0, "")
+    assert Perturbation("arm_pushed", 1.0, "wrist") == Perturbation("arm_pushed", 1.0)
+    assert Perturbation.parse("", 3.0, "wrist") is None
+    assert Perturbation.parse("cube_moved", 2, "wrist") == Perturbation("cube_moved", 2.0)
+    rows, cols = occlusion_box(64, 64)
+    assert (rows.stop - rows.start) * (cols.stop - cols.start) == pytest.approx(64 * 64 / 2, 0.05)
+    assert rows.start + rows.stop == 64 and cols.start + cols.stop == 64  # centred
+
+
+def test_no_perturbation_changes_nothing(env: SimEnv, twin: SimEnv) -> None:
+    # A perturbation due after the episode's end, and none at all, after a perturbed episode that
+    # changed the model (colours, camera poses): the same episode as a twin that never had one.
+    _episode(env, 4, "touch the red cube", Perturbation("cube_removed", 0.0))
+    _episode(env, 4, "touch the red cube", Perturbation("camera_shifted", 0.0, "exterior"))
+    ref = _episode(twin, 4, "touch the red cube", None)
+    for p in (None, Perturbation("arm_blocked", 100.0)):
+        got = _episode(env, 4, "touch the red cube", p)
+        assert env.perturbation_applied_s is None
+        for a, b in zip(got, ref, strict=True):
+            _same(a, b)
+
+
+def test_perturbation_time_does_not_depend_on_the_step_size(env: SimEnv) -> None:
+    for chunk in (1, 7, 1000):
+        env.reset(2, None, Perturbation("arm_blocked", 0.123))
+        while env.time < 0.5:
+            env.step_physics(chunk)
+        assert env.perturbation_applied_s == pytest.approx(0.124, abs=1e-9)  # its step's end
+
+
+def test_cube_moved(env: SimEnv, twin: SimEnv) -> None:
+    colour = "green"
+    ref = _episode(twin, 6, f"touch the {colour} cube", None)
+    got = _episode(env, 6, f"touch the {colour} cube", Perturbation("cube_moved", P_TIME))
+    assert env.perturbation_applied_s == pytest.approx(P_TIME)
+    _same(got[0], ref[0])
+    for snap, r in zip(got[1:], ref[1:], strict=True):
+        moved = snap.cubes[colour] - r.cubes[colour]
+        assert np.linalg.norm(moved[:2]) >= CUBE_MOVE_MIN_M
+        assert abs(moved[2]) < 1e-3  # still on the table
+        np.testing.assert_array_equal(snap.q, r.q)  # the arm did not notice
+        for c in CUBE_COLOURS:
+            if c != colour:
+                np.testing.assert_array_equal(snap.cubes[c], r.cubes[c])
+    np.testing.assert_allclose(got[1].cubes[colour], got[2].cubes[colour], atol=1e-4)  # at rest
+    assert _colour_pixels(got[2].frames["exterior"])[colour] >= 3  # seen where it is now
+    assert not np.array_equal(got[2].frames["exterior"], ref[2].frames["exterior"])
+    # Any seed and family: a free spot at least CUBE_MOVE_MIN_M away, clear of the other cubes,
+    # the fingertips and the zone, and the same spot for the same seed.
+    for seed in range(12):
+        text = instructions()[seed % 6]
+        env.reset(seed, text)
+        old = env.cube_position()
+        env.reset(seed, text, Perturbation("cube_moved", 0.0))
+        new = env.cube_position()
+        assert np.linalg.norm(new[:2] - old[:2]) >= CUBE_MOVE_MIN_M, seed
+        for c in CUBE_COLOURS:
+            if c != env.colour:
+                assert np.linalg.norm(new[:2] - env.cube_position(c)[:2]) >= 0.1, seed
+        assert np.linalg.norm(new[:2] - env.tip_position()[:2]) >= 0.1, seed
+        if env.task_family == "push":
+            assert env.object_to_goal() > PUSH_THRESHOLD + 0.05 - 1e-9, seed
+        assert not env.success()
+        env.reset(seed, text, Perturbation("cube_moved", 0.0))
+        np.testing.assert_array_equal(env.cube_position(), new)
+
+
+def test_cube_removed(env: SimEnv, twin: SimEnv) -> None:
+    ref = _episode(twin, 1, "touch the red cube", None)
+    got = _episode(env, 1, "touch the red cube", Perturbation("cube_removed", P_TIME))
+    _same(got[0], ref[0])
+    assert _colour_pixels(ref[2].frames["exterior"])["red"] >= 3
+    for snap, r in zip(got[1:], ref[1:], strict=True):
+        np.testing.assert_array_equal(snap.q, r.q)
+        for cam in CAMERA_NAMES:
+            counts, counts_ref = _colour_pixels(snap.frames[cam]), _colour_pixels(r.frames[cam])
+            assert counts["red"] == 0, cam  # not rendered
+            assert {k: v for k, v in counts.items() if k != "red"} == {
+                k: v for k, v in counts_ref.items() if k != "red"
+            }
+        for c in ("green", "blue"):
+            np.testing.assert_array_equal(snap.cubes[c], r.cubes[c])
+    assert env.gripper_to_object() > 1.5  # out of reach
+    np.testing.assert_allclose(got[1].cubes["red"], got[2].cubes["red"], atol=1e-4)  # at rest
+    assert not env.success()
+
+
+def test_arm_blocked(env: SimEnv, twin: SimEnv) -> None:
+    ref = _episode(twin, 2, "touch the blue cube", None)
+    got = _episode(env, 2, "touch the blue cube", Perturbation("arm_blocked", P_TIME))
+    _same(got[0], ref[0])
+    np.testing.assert_array_equal(got[1].q, ref[1].q)  # braked where it was
+    assert np.abs(got[2].q - got[1].q).max() < 1e-3  # and held there, whatever was commanded
+    assert np.abs(ref[2].q - ref[1].q).max() > 0.2  # (the twin followed the command)
+    np.testing.assert_allclose(env.target(), got[1].q, atol=1e-6)
+    for c in CUBE_COLOURS:  # (one solver for all contacts: the arm's state reaches the last bit)
+        np.testing.assert_allclose(got[2].cubes[c], ref[2].cubes[c], rtol=0, atol=1e-8)
+
+
+def test_arm_pushed(env: SimEnv, twin: SimEnv) -> None:
+    seed, text = 3, "touch the green cube"
+    p = Perturbation("arm_pushed", P_TIME)
+    env.reset(seed, text, p)
+    twin.reset(seed, text)
+    gap: list[float] = []
+    for e in (env, twin):
+        e.set_target(e.qpos() + np.array([0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    while env.time < P_TIME + 1.5 - 1e-9:
+        env.step(0.01)
+        twin.step(0.01)
+        gap.append(float(np.linalg.norm(env.tip_position() - twin.tip_position())))
+        if env.time < P_TIME - 1e-9:
+            assert gap[-1] == 0.0
+    assert max(gap) > 0.04  # knocked aside
+    assert gap[-1] < 0.003  # once: the servos brought it back
+    assert not env.data.xfrc_applied.any()
+    for c in CUBE_COLOURS:
+        np.testing.assert_allclose(env.cube_position(c), twin.cube_position(c), atol=1e-6)
+
+
+@pytest.mark.parametrize("camera", CAMERA_NAMES)
+def test_camera_frozen(env: SimEnv, twin: SimEnv, camera: str) -> None:
+    ref = _episode(twin, 5, "touch the red cube", None)
+    got = _episode(env, 5, "touch the red cube", Perturbation("camera_frozen", P_TIME, camera))
+    other = next(c for c in CAMERA_NAMES if c != camera)
+    _same(got[0], ref[0])
+    for snap, r in zip(got[1:], ref[1:], strict=True):
+        _same_physics(snap, r)
+        np.testing.assert_array_equal(snap.frames[camera], got[0].frames[camera])  # last image
+        np.testing.assert_array_equal(snap.frames[other], r.frames[other])
+    assert not np.array_equal(ref[2].frames[camera], ref[0].frames[camera])  # (the view changed)
+
+
+@pytest.mark.parametrize("camera", CAMERA_NAMES)
+def test_camera_occluded(env: SimEnv, twin: SimEnv, camera: str) -> None:
+    ref = _episode(twin, 5, "touch the red cube", None)
+    got = _episode(env, 5, "touch the red cube", Perturbation("camera_occluded", P_TIME, camera))
+    other = next(c for c in CAMERA_NAMES if c != camera)
+    _same(got[0], ref[0])
+    rows, cols = occlusion_box(64, 64)
+    for snap, r in zip(got[1:], ref[1:], strict=True):
+        _same_physics(snap, r)
+        img, img_ref = snap.frames[camera], r.frames[camera].copy()
+        assert not img[rows, cols].any()  # black
+        assert img_ref[rows, cols].min() > 0  # (it was not before)
+        img_ref[rows, cols] = 0
+        np.testing.assert_array_equal(img, img_ref)  # and nothing else changed
+        np.testing.assert_array_equal(snap.frames[other], r.frames[other])
+
+
+@pytest.mark.parametrize("camera", CAMERA_NAMES)
+def test_camera_shifted(env: SimEnv, twin: SimEnv, camera: str) -> None:
+    ref = _episode(twin, 5, "push the red cube to the yellow zone", None)
+    p = Perturbation("camera_shifted", P_TIME, camera)
+    got = _episode(env, 5, "push the red cube to the yellow zone", p)
+    other = next(c for c in CAMERA_NAMES if c != camera)
+    _same(got[0], ref[0])
+    for snap, r in zip(got[1:], ref[1:], strict=True):
+        _same_physics(snap, r)
+        np.testing.assert_array_equal(snap.frames[other], r.frames[other])
+        diff = np.abs(snap.frames[camera].astype(int) - r.frames[camera].astype(int))
+        assert diff.mean() > 2.0, diff.mean()  # another view ...
+    if camera == "exterior":  # ... of the same scene: every cube and the zone still in view
+        assert all(n >= 3 for n in _colour_pixels(got[2].frames[camera]).values())
+    # Moved CAMERA_SHIFT_M and turned CAMERA_TILT_RAD.
+    cid = env.model.camera(camera).id
+    moved = env.data.cam_xpos[cid] - twin.data.cam_xpos[cid]
+    assert np.linalg.norm(moved) == pytest.approx(CAMERA_SHIFT_M, abs=1e-6)
+    turn = env.data.cam_xmat[cid].reshape(3, 3).T @ twin.data.cam_xmat[cid].reshape(3, 3)
+    angle = np.arccos(np.clip((np.trace(turn) - 1.0) / 2.0, -1.0, 1.0))
+    assert angle == pytest.approx(CAMERA_TILT_RAD, abs=1e-6)

@@ -7,15 +7,23 @@ longest time -> ``/wam_policy/enable false``. The record holds the sim's outcome
 own figures (deltas of ``/wam_policy/status``, chunk latencies from ``/wam_policy/action_chunk``)
 and the follower's measurements from ``/wam_sim/desired_state``.
 
+A perturbed episode (wam_sim.perturb) sets the sim's ``perturbation*`` parameters before the reset;
+the record's ``perturbation`` is what the sim published on ``/wam_sim/perturbation`` when it
+applied it (episode, /clock and ROS time), so a monitor's reaction can be timed against it.
+
 Usage::
 
     with ClosedLoop(bundle=Path("models/wam_sim"), domain_id=90) as loop:
         record = loop.run_episode(10000, "touch the red cube")
+        moved = loop.run_episode(
+            10001, "touch the red cube", perturbation=Perturbation("cube_moved", 2.0)
+        )
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
 from collections import deque
@@ -28,16 +36,20 @@ from typing import Any, TypeVar
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from rcl_interfaces.srv import SetParameters
 from rclpy.client import Client
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 from wam_policy.msg import ActionChunk, PolicyStatus
 from wam_policy.srv import GetEpisodeResult, ResetEpisode
+from wam_sim.client import perturbation_parameters
 from wam_sim.env import MAX_SECONDS, parse_instruction
+from wam_sim.perturb import Perturbation
 from wam_sim.scene import CAMERA_NAMES
 
 from .procs import (
@@ -52,7 +64,14 @@ from .procs import (
 )
 from .stats import TrajectoryKnots, boundary_velocity_jumps, follower_metrics, percentiles
 
-__all__ = ["ClosedLoop", "EpisodeRecord", "HarnessError", "policy_params", "stamp_seconds"]
+__all__ = [
+    "ClosedLoop",
+    "EpisodeRecord",
+    "HarnessError",
+    "Perturbation",
+    "policy_params",
+    "stamp_seconds",
+]
 
 T = TypeVar("T")
 # Seconds between two episode_result polls.
@@ -60,6 +79,8 @@ POLL_S = 0.1
 # After ~/enable false, the node publishes a one-point hold 0.1 s ahead: let it finish before the
 # sim is reset, so that it cannot pull the next episode's arm back.
 SETTLE_S = 0.3
+# How long to wait for the sim's record of a perturbation that was due before the episode ended.
+PERTURBATION_RECORD_TIMEOUT_S = 2.0
 
 
 class HarnessError(RuntimeError):
@@ -117,6 +138,10 @@ class EpisodeRecord:
     follower_idle_s: float
     follower_samples: int
     extra: dict[str, Any] = field(default_factory=dict)
+    # The episode's perturbation (None: none): kind, camera, time_s (requested, episode time),
+    # and from the sim's record when it was applied (None when the episode ended before):
+    # episode_time_s, sim_time_s (/clock), stamp_s (ROS time, the clock of the topics' stamps).
+    perturbation: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict (JSON-serialisable)."""
@@ -147,6 +172,7 @@ class Observer:
             c: [] for c in CAMERA_NAMES
         }
         self.predicted: dict[str, list[tuple[float, np.ndarray]]] = {c: [] for c in CAMERA_NAMES}
+        self.perturbations: list[dict[str, Any]] = []  # the sim's records, as published
         self.recording = False
         self.record_cameras = record_cameras
         self._stop = threading.Event()
@@ -165,6 +191,12 @@ class Observer:
         n.create_subscription(ActionChunk, "/wam_policy/action_chunk", self._on_chunk, reliable)
         n.create_subscription(JointTrajectory, "/joint_trajectory", self._on_trajectory, reliable)
         n.create_subscription(JointState, "/wam_sim/desired_state", self._on_desired, sensor)
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        n.create_subscription(String, "/wam_sim/perturbation", self._on_perturbation, latched)
         if record_cameras:
             for c in CAMERA_NAMES:
                 n.create_subscription(
@@ -183,6 +215,7 @@ class Observer:
         self.reset_client = n.create_client(Trigger, "/wam_policy/reset")
         self.sim_reset_client = n.create_client(ResetEpisode, "/wam_sim/reset_episode")
         self.sim_result_client = n.create_client(GetEpisodeResult, "/wam_sim/episode_result")
+        self.sim_params_client = n.create_client(SetParameters, "/wam_sim/set_parameters")
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(n)
         self._thread = threading.Thread(target=self._spin, name="wam_eval_spin", daemon=True)
@@ -229,6 +262,30 @@ class Observer:
                 self.desired_t.append(stamp_seconds(msg.header.stamp))
                 self.desired_q.append(tuple(msg.position))
                 self.desired_v.append(tuple(msg.velocity))
+
+    def _on_perturbation(self, msg: String) -> None:
+        with self.lock:
+            self.perturbations.append(json.loads(msg.data))
+
+    def perturbation_record(
+        self, p: Perturbation, seed: int, since: float, timeout: float
+    ) -> dict[str, Any] | None:
+        """The sim's record of ``p`` in the episode of ``seed`` started after ROS time ``since``
+        (waits up to ``timeout``)."""
+
+        def find() -> dict[str, Any] | None:
+            with self.lock:
+                for e in reversed(self.perturbations):
+                    if (e["kind"], e["camera"], e["time_s"], e["seed"]) == (
+                        p.kind,
+                        p.camera,
+                        p.time_s,
+                        seed,
+                    ) and e["stamp_s"] >= since:
+                        return e
+            return None
+
+        return wait_for(find, timeout)
 
     @staticmethod
     def _image(msg: Image) -> np.ndarray:
@@ -349,6 +406,12 @@ class ClosedLoop:
         self.policy: ManagedProcess | None = None
         self.observer: Observer | None = None
         self.enabled = False
+        # The perturbation the sim's parameters name now (set again only when it changes).
+        self._sim_perturbation = Perturbation.parse(
+            str(self.sim_params.get("perturbation", "")),
+            float(self.sim_params.get("perturbation_time_s", 0.0)),
+            str(self.sim_params.get("perturbation_camera", "exterior")),
+        )
 
     # -- lifetime ------------------------------------------------------------------------------
     def __enter__(self) -> ClosedLoop:
@@ -479,6 +542,19 @@ class ClosedLoop:
             raise self.fail(f"reset_episode({seed}, {instruction!r}): {res.message}")
         return str(res.instruction)
 
+    def set_perturbation(self, perturbation: Perturbation | None) -> None:
+        """Makes ``perturbation`` the option of the sim's next episodes (its ``perturbation*``
+        parameters; ResetEpisode has no field for it)."""
+        assert self.observer is not None
+        if perturbation == self._sim_perturbation:
+            return
+        request = SetParameters.Request(parameters=perturbation_parameters(perturbation))
+        res = self._call(self.observer.sim_params_client, request)
+        refused = [r.reason for r in res.results if not r.successful]
+        if refused:
+            raise self.fail(f"the sim refused perturbation {perturbation}: {refused}")
+        self._sim_perturbation = perturbation
+
     def result(self) -> GetEpisodeResult.Response:
         """``/wam_sim/episode_result``."""
         assert self.observer is not None
@@ -486,9 +562,18 @@ class ClosedLoop:
 
     # -- episodes ------------------------------------------------------------------------------
     def run_episode(
-        self, seed: int, instruction: str, max_seconds: float | None = None
+        self,
+        seed: int,
+        instruction: str,
+        max_seconds: float | None = None,
+        *,
+        perturbation: Perturbation | None = None,
+        stop_on_success: bool = True,
     ) -> EpisodeRecord:
-        """Runs one episode to success or the family's longest time (``max_seconds``)."""
+        """Runs one episode to success (unless ``stop_on_success`` is False) or the family's
+        longest time (``max_seconds``); ``perturbation`` happens ``perturbation.time_s``
+        simulated seconds after the episode's start (if it lasts that long). The success and its
+        time are the sim's, whatever the perturbation did."""
         obs = self.observer
         assert obs is not None, "not started"
         if self.enabled:
@@ -496,6 +581,8 @@ class ClosedLoop:
             time.sleep(SETTLE_S)
         family = parse_instruction(instruction)[0]
         limit = MAX_SECONDS[family] if max_seconds is None else float(max_seconds)
+        self.set_perturbation(perturbation)
+        t_reset = time.time()
         instruction = self.reset_sim(seed, instruction)
         time.sleep(0.1)  # frames rendered before the reset are out of the node's way
         self.reset_policy()
@@ -514,9 +601,10 @@ class ClosedLoop:
             self.check_alive()
             res = self.result()
             min_dist = min(min_dist, float(res.gripper_to_object_m))
-            if res.ever_succeeded:
+            if res.ever_succeeded and time_to_success is None:
                 time_to_success = float(res.elapsed_s)
-                break
+                if stop_on_success:
+                    break
             if res.elapsed_s >= limit:
                 break
             if time.monotonic() - wall0 > wall_cap:
@@ -530,7 +618,7 @@ class ClosedLoop:
         obs.stop_recording()
         s1 = obs.status_after(time.time(), 5.0) or obs.latest_status()
         time.sleep(SETTLE_S)
-        return self._record(
+        record = self._record(
             seed,
             instruction,
             family,
@@ -544,6 +632,36 @@ class ClosedLoop:
             t_end,
             wall,
         )
+        if perturbation is not None:
+            record.perturbation = self._perturbation_record(
+                perturbation, seed, t_reset, float(res.elapsed_s)
+            )
+        return record
+
+    def _perturbation_record(
+        self, p: Perturbation, seed: int, t_reset: float, elapsed_s: float
+    ) -> dict[str, Any]:
+        """What the record says about the episode's perturbation (see EpisodeRecord)."""
+        assert self.observer is not None
+        out: dict[str, Any] = {
+            "kind": p.kind,
+            "camera": p.camera,
+            "time_s": p.time_s,
+            "episode_time_s": None,
+            "sim_time_s": None,
+            "stamp_s": None,
+        }
+        # Due before the last poll: the sim applied it (its record may still be on the way).
+        # Not due: the sim may still have applied it between the last poll and now; look briefly.
+        wait = PERTURBATION_RECORD_TIMEOUT_S if p.time_s <= elapsed_s else 0.0
+        # The sim stamps with the same (system) clock; a little slack for the reset's own time.
+        event = self.observer.perturbation_record(p, seed, t_reset - 0.05, wait)
+        if event is None and wait > 0.0:
+            raise self.fail(f"episode {seed}: no /wam_sim/perturbation record of {p.describe()}")
+        if event is not None:
+            for k in ("episode_time_s", "sim_time_s", "stamp_s"):
+                out[k] = float(event[k])
+        return out
 
     def _record(
         self,

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import rclpy
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 from wam_policy.srv import GetEpisodeResult, ResetEpisode
+
+from .perturb import Perturbation
+
+
+def perturbation_parameters(perturbation: Perturbation | None) -> list[ParameterMsg]:
+    """The sim node's parameters that make ``perturbation`` (None: none) the option of the
+    episodes started from then on (ResetEpisode has no field for it)."""
+    if perturbation is None:
+        return [Parameter("perturbation", value="").to_parameter_msg()]
+    out = [
+        Parameter("perturbation", value=perturbation.kind).to_parameter_msg(),
+        Parameter("perturbation_time_s", value=float(perturbation.time_s)).to_parameter_msg(),
+    ]
+    if perturbation.camera:
+        out.append(Parameter("perturbation_camera", value=perturbation.camera).to_parameter_msg())
+    return out
 
 
 class EpisodeClient:
@@ -25,6 +45,7 @@ class EpisodeClient:
         self.spin = spin
         self._reset = node.create_client(ResetEpisode, f"{sim_node}/reset_episode")
         self._result = node.create_client(GetEpisodeResult, f"{sim_node}/episode_result")
+        self._params = node.create_client(SetParameters, f"{sim_node}/set_parameters")
 
     def wait_for_services(self, timeout_s: float | None = None) -> bool:
         """True once both services are available."""
@@ -43,6 +64,20 @@ class EpisodeClient:
     def result(self) -> GetEpisodeResult.Response:
         """The running episode's state; raises TimeoutError when no answer comes in time."""
         return self._call(self._result, GetEpisodeResult.Request())
+
+    def set_parameters(self, values: Mapping[str, object]) -> list[str]:
+        """Sets parameters of the sim node; returns the reasons of those refused ("" if set)."""
+        msgs = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+        res = self._call(self._params, SetParameters.Request(parameters=msgs))
+        return ["" if r.successful else r.reason or "refused" for r in res.results]
+
+    def set_perturbation(self, perturbation: Perturbation | None) -> None:
+        """Makes ``perturbation`` the option of the next episodes; ValueError if refused."""
+        request = SetParameters.Request(parameters=perturbation_parameters(perturbation))
+        res = self._call(self._params, request)
+        refused = [r.reason for r in res.results if not r.successful]
+        if refused:
+            raise ValueError(f"perturbation {perturbation} refused: {refused}")
 
     def _call(self, client, request):  # type: ignore[no-untyped-def]
         end = time.monotonic() + self.timeout_s

@@ -3,10 +3,23 @@
 Run with ``python -m wam_sim.node [--ros-args -p seed:=3 ...]`` (parameters: config/sim.yaml).
 Physics and joint states run in one thread paced by the wall clock; cameras render in another
 thread from a copy of the state, so rendering does not hold up the joint states.
+
+Perturbations (wam_sim.perturb): ResetEpisode has no field for them, so they are episode options
+given as parameters, read at every ``~/reset_episode`` (and for the first episode at start-up):
+``perturbation`` (a kind, "" for none), ``perturbation_time_s`` (simulated seconds after the
+episode's start) and ``perturbation_camera`` (for the camera kinds). Set them with
+``set_parameters`` before the reset; they apply to every later episode until changed. Applying them
+at a simulated time inside the physics step (rather than on a service call at some wall time) makes
+a perturbed episode reproducible. When one is applied the node logs it and publishes a JSON record
+(kind, camera, requested and actual episode time, /clock time, ROS stamp) on the latched topic
+``~/perturbation``.
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import math
 import sys
 import threading
 import time
@@ -16,8 +29,10 @@ import mujoco
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -28,6 +43,7 @@ from wam_policy.srv import GetEpisodeResult, ResetEpisode
 
 from .env import SceneRenderer, SimEnv, parse_instruction
 from .follower import TrajectoryFollower
+from .perturb import KINDS, FrameFilter, Perturbation
 from .scene import CAMERA_NAMES, JOINT_NAMES, TIMESTEP
 from .urdf import arm_urdf
 
@@ -39,7 +55,12 @@ DEFAULTS: dict[str, object] = {
     "seed": 0,
     "instruction": "",
     "publish_clock": False,
+    # Perturbation of every episode from the next reset on ("" = none; see the module's doc).
+    "perturbation": "",
+    "perturbation_time_s": 0.0,
+    "perturbation_camera": "exterior",
 }
+_TEXT_PARAMETERS = ("instruction", "publish_clock", "perturbation", "perturbation_camera")
 # Physics never catches up more than this many seconds at once (it drops the rest).
 _MAX_CATCH_UP = 0.1
 
@@ -68,7 +89,11 @@ class SimNode(Node):
         self.joint_rate = float(p["joint_state_rate_hz"])
         self.publish_clock = bool(p["publish_clock"])
         self.env = SimEnv(self.image_size)
-        self.env.reset(int(p["seed"]), str(p["instruction"]) or None)
+        self.env.reset(
+            int(p["seed"]),  # type: ignore[call-overload]
+            str(p["instruction"]) or None,
+            self._perturbation(),
+        )
         self.follower = TrajectoryFollower(self.env.qpos())
         self.lock = threading.Lock()
         self._wall0 = time.monotonic()
@@ -78,6 +103,7 @@ class SimNode(Node):
         self.joint_state_count = 0
         self.frame_count = 0
         self._last_warn = 0.0
+        self._announced_episode = 0  # the last episode whose perturbation was announced
 
         sensor = qos_profile_sensor_data
         self.pub_joints = self.create_publisher(JointState, "/joint_states", sensor)
@@ -95,6 +121,8 @@ class SimNode(Node):
         # its own), latched, published once.
         self.pub_description = self.create_publisher(String, "robot_description", latched)
         self.pub_description.publish(String(data=arm_urdf()))
+        self.pub_perturbation = self.create_publisher(String, "~/perturbation", latched)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.pub_clock = self.create_publisher(Clock, "/clock", 10) if self.publish_clock else None
         self.create_subscription(JointTrajectory, "/joint_trajectory", self._on_trajectory, 10)
         self.create_subscription(
@@ -127,7 +155,7 @@ class SimNode(Node):
         v: dict[str, float] = {
             k: float(out[k])  # type: ignore[arg-type]
             for k in DEFAULTS
-            if k not in ("instruction", "publish_clock")
+            if k not in _TEXT_PARAMETERS
         }
         checks = [
             ("image_width", 8 <= v["image_width"] <= 640, "must lie in 8..640"),
@@ -144,7 +172,27 @@ class SimNode(Node):
                 parse_instruction(str(out["instruction"]))
             except ValueError as e:
                 raise ParameterError(f"parameter instruction: {e}") from e
+        for name in ("perturbation", "perturbation_time_s", "perturbation_camera"):
+            why = _perturbation_parameter_error(name, out[name])
+            if why:
+                raise ParameterError(f"parameter {name}: {why}")
         return out
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Refuses bad perturbation parameters when they are set, not at the next reset."""
+        for param in params:
+            why = _perturbation_parameter_error(param.name, param.value)
+            if why:
+                return SetParametersResult(successful=False, reason=f"{param.name}: {why}")
+        return SetParametersResult(successful=True)
+
+    def _perturbation(self) -> Perturbation | None:
+        """The perturbation the parameters name now (checked when they were set)."""
+        return Perturbation.parse(
+            str(self.get_parameter("perturbation").value),
+            float(self.get_parameter("perturbation_time_s").value),
+            str(self.get_parameter("perturbation_camera").value),
+        )
 
     # -- callbacks -----------------------------------------------------------------------------
     def _now(self) -> float:
@@ -187,9 +235,10 @@ class SimNode(Node):
         except ValueError as e:
             res.success, res.message, res.instruction = False, str(e), ""
             return res
+        perturbation = self._perturbation()
         with self.lock:
             self._sim_offset += self.env.time
-            self.env.reset(int(req.seed), req.instruction or None)
+            self.env.reset(int(req.seed), req.instruction or None, perturbation)
             self.follower.reset(self.env.qpos())
             self._wall0 = time.monotonic()
             self.ever_succeeded = False
@@ -198,6 +247,8 @@ class SimNode(Node):
         res.success = True
         res.instruction = instruction
         res.message = f"episode with seed {req.seed}: {instruction}"
+        if perturbation is not None:
+            res.message += f"; perturbation {perturbation.describe()}"
         return res
 
     def _on_result(
@@ -261,6 +312,9 @@ class SimNode(Node):
                     self.ever_succeeded = True
                 q, qd = self.env.qpos(), self.env.qvel()
                 sim_time = self._sim_offset + self.env.time
+                event = self._perturbation_event(now)
+            if event is not None:
+                self._announce(event)
             stamp = _stamp(now)
             self.pub_joints.publish(self._joint_state(stamp, q, qd))
             self.pub_desired.publish(self._joint_state(stamp, des_pos, des_vel))
@@ -274,22 +328,53 @@ class SimNode(Node):
             elif wait < -0.25:  # far behind (machine overloaded): give up the missed ticks
                 deadline = time.monotonic()
 
+    def _perturbation_event(self, now: float) -> dict[str, object] | None:
+        """The record of the perturbation applied since the last tick, once per episode (under
+        the lock, after stepping: ``now`` is the tick's ROS time, whose simulated time is the
+        env's time after the step)."""
+        env = self.env
+        p, applied = env.perturbation, env.perturbation_applied_s
+        if p is None or applied is None or self._announced_episode == env.episode:
+            return None
+        self._announced_episode = env.episode
+        return {
+            "kind": p.kind,
+            "camera": p.camera,
+            "time_s": p.time_s,
+            "episode_time_s": applied,
+            "sim_time_s": self._sim_offset + applied,
+            "stamp_s": now - (env.time - applied),
+            "seed": env.seed,
+            "instruction": env.instruction,
+        }
+
+    def _announce(self, event: dict[str, object]) -> None:
+        self.pub_perturbation.publish(String(data=json.dumps(event)))
+        camera = f" ({event['camera']})" if event["camera"] else ""
+        self.get_logger().info(
+            f"perturbation {event['kind']}{camera} applied at episode time "
+            f"{event['episode_time_s']:.3f} s (requested {event['time_s']:.3f} s)"
+        )
+
     def _cameras(self) -> None:
-        renderer = SceneRenderer(self.env.model, self.image_size)
-        data = mujoco.MjData(self.env.model)
+        # A model of its own: perturbations change camera poses and colours in the env's model
+        # at a simulated time; copying them with the state keeps each frame consistent.
+        with self.lock:
+            model = copy.deepcopy(self.env.model)
+        renderer = SceneRenderer(model, self.image_size)
+        data = mujoco.MjData(model)
+        frame_filter = FrameFilter()
         period = 1.0 / self.camera_rate
         deadline = time.monotonic()
         h, w = self.image_size
         try:
             while self._running and rclpy.ok():
                 with self.lock:
-                    data.qpos[:] = self.env.data.qpos
-                    data.mocap_pos[:] = self.env.data.mocap_pos
-                    data.mocap_quat[:] = self.env.data.mocap_quat
+                    effect = self.env.copy_render_state(model, data)
                     now = self._now()
-                mujoco.mj_kinematics(self.env.model, data)
-                mujoco.mj_camlight(self.env.model, data)
-                frames = renderer.render(data)
+                mujoco.mj_kinematics(model, data)
+                mujoco.mj_camlight(model, data)
+                frames = frame_filter.apply(renderer.render(data), effect)
                 stamp = _stamp(now)
                 for name, img in frames.items():
                     msg = Image()
@@ -316,6 +401,20 @@ class SimNode(Node):
         self._running = False
         for t in self._threads:
             t.join(timeout=2.0)
+
+
+def _perturbation_parameter_error(name: str, value: object) -> str:
+    """Why ``value`` is no good for the perturbation parameter ``name`` ("" if fine or another
+    parameter)."""
+    if name == "perturbation" and value not in ("", *KINDS):
+        return f"{value!r} is not one of {['', *KINDS]}"
+    if name == "perturbation_camera" and value not in CAMERA_NAMES:
+        return f"{value!r} is not one of {CAMERA_NAMES}"
+    if name == "perturbation_time_s" and not (
+        isinstance(value, float) and math.isfinite(value) and value >= 0.0
+    ):
+        return f"{value!r} must be a finite double >= 0"
+    return ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

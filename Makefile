@@ -44,7 +44,8 @@ test-rust: setup
 
 test-ros: build
 	$(ENV) python -m pytest -q tests/test_node_ros.py tests/test_execution_ros.py tests/test_controller_ros.py \
-		tests/test_hostile_input_ros.py tests/test_faults_ros.py tests/test_stack_ros.py
+		tests/test_hostile_input_ros.py tests/test_faults_ros.py tests/test_stack_ros.py \
+		tests/test_monitor_ros.py
 
 test-colcon: setup
 	$(ENV) python -m pytest -q tests/test_colcon_build.py

@@ -85,6 +85,7 @@ fn bench_chunk_path(c: &mut Criterion) {
                     .push_joint_state(now, &[0.1; JOINTS])
                     .expect("increasing stamps");
             };
+            let mut stamps = vec![0.0; d.cameras * d.context_frames];
             add_inputs(&mut window, now);
             group.bench_function(
                 BenchmarkId::new(mode.name(), format!("{side}x{side}")),
@@ -93,7 +94,7 @@ fn bench_chunk_path(c: &mut Criterion) {
                         now += 0.2;
                         add_inputs(&mut window, now);
                         let meta = window
-                            .assemble(now, &mut frames, &mut state)
+                            .assemble(now, &mut frames, &mut stamps, &mut state)
                             .expect("complete observation");
                         let _known = executor.prefix(
                             meta.stamp,

@@ -456,11 +456,18 @@ impl Bundle {
             return Err(field_err("sampler.steps", "must be at least 1"));
         }
         if let Some(c) = &m.monitor {
-            for (field, v) in [("monitor.latent_mean", &c.latent_mean), ("monitor.latent_std", &c.latent_std)] {
+            for (field, v) in [
+                ("monitor.latent_mean", &c.latent_mean),
+                ("monitor.latent_std", &c.latent_std),
+            ] {
                 if v.len() != m.cameras.len() {
                     return Err(field_err(
                         field,
-                        format!("has {} entries, expected one per camera ({})", v.len(), m.cameras.len()),
+                        format!(
+                            "has {} entries, expected one per camera ({})",
+                            v.len(),
+                            m.cameras.len()
+                        ),
                     ));
                 }
             }

@@ -23,8 +23,8 @@ use crate::bad_input::{BadInputLog, Source};
 use crate::bundle::{Bundle, Dims};
 use crate::config::{NodeConfig, OutputMode};
 use crate::execution::{ChunkExecutor, ChunkShape, Refusal};
-use crate::obs_window::{joint_history_len, JointMapper, NotReady, ObsWindow};
 use crate::monitor::{ChunkScore, Monitor};
+use crate::obs_window::{joint_history_len, JointMapper, NotReady, ObsWindow};
 use crate::policy::{SetupError, Wiring};
 use crate::preprocess::{decode_compressed, Encoding, ImageView, Preprocessor};
 use crate::runtime::StageTimings;
@@ -844,15 +844,12 @@ impl Controller {
         if !self.executor.should_start(now, false, estimate) {
             return;
         }
-        match self
-            .window
-            .assemble(
-                now,
-                &mut job.input.frames,
-                &mut job.input.frame_stamps,
-                &mut job.input.state,
-            )
-        {
+        match self.window.assemble(
+            now,
+            &mut job.input.frames,
+            &mut job.input.frame_stamps,
+            &mut job.input.state,
+        ) {
             Ok(meta) => {
                 job.input.tokens.copy_from_slice(&self.tokens);
                 self.monitor.fill_job(

@@ -262,7 +262,8 @@ impl Monitor {
                 p.times[v * d.video_frames + f] = stamp + (f + 1) as f64 * self.video_dt;
             }
         }
-        p.latents.copy_from_slice(&video_latents[..d.video_latent_len()]);
+        p.latents
+            .copy_from_slice(&video_latents[..d.video_latent_len()]);
         if frames.len() == p.frames.len() {
             p.frames.copy_from_slice(frames);
         } else {
@@ -449,7 +450,8 @@ impl Monitor {
         }
         self.last_predicted.copy_from_slice(&p.frames);
         self.last_observed.copy_from_slice(&p.observed);
-        self.last_observed_stamps.copy_from_slice(&p.observed_stamps);
+        self.last_observed_stamps
+            .copy_from_slice(&p.observed_stamps);
         let calibrated = self.calibration.is_some();
         let score = cameras
             .iter()
@@ -507,7 +509,11 @@ impl Monitor {
     /// The last scored chunk's frames: predicted ([V, F, 3, H, W] in [0, 1]; NaN without decode),
     /// the real ones paired with them (normalized) and their stamps (NaN: none paired).
     pub fn last_frames(&self) -> (&[f32], &[f32], &[f64]) {
-        (&self.last_predicted, &self.last_observed, &self.last_observed_stamps)
+        (
+            &self.last_predicted,
+            &self.last_observed,
+            &self.last_observed_stamps,
+        )
     }
 }
 
@@ -664,7 +670,12 @@ mod tests {
             samples: 0,
         };
         let mut m = monitor(Some(cal));
-        let frames = [(0, 10.5, 2.0), (0, 11.0, 2.0), (1, 10.5, 4.0), (1, 11.0, 4.0)];
+        let frames = [
+            (0, 10.5, 2.0),
+            (0, 11.0, 2.0),
+            (1, 10.5, 4.0),
+            (1, 11.0, 4.0),
+        ];
         let same = run_once(&mut m, 10.0, [[2.0, 2.0], [4.0, 4.0]], &frames, 11.1);
         let mut m2 = monitor(Some(MonitorCalibration {
             latent_mean: vec![1.0, 1.0],

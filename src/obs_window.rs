@@ -458,7 +458,9 @@ mod tests {
         let mut frames = vec![0.0; 2 * 2 * 3];
         let mut state = [0.0; 2];
         let mut stamps = vec![0.0; 4];
-        let meta = w.assemble(1.25, &mut frames, &mut stamps, &mut state).unwrap();
+        let meta = w
+            .assemble(1.25, &mut frames, &mut stamps, &mut state)
+            .unwrap();
         // Observation stamp: the older of the two cameras' newest frames.
         assert_eq!(meta.stamp, 1.2);
         assert!(

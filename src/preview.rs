@@ -89,8 +89,8 @@ impl PreviewImages {
                 for y in 0..h {
                     for x in 0..w {
                         for c in 0..3 {
-                            let value = obs[c * plane + y * w + x] * self.image_std[c]
-                                + self.image_mean[c];
+                            let value =
+                                obs[c * plane + y * w + x] * self.image_std[c] + self.image_mean[c];
                             self.monitor_tiled[bottom + y * stride + x * 3 + c] =
                                 if paired { to_u8(value) } else { 0 };
                         }
@@ -194,6 +194,9 @@ mod tests {
         let observed = [1.0f32, 1.0, 1.0, 1.0, 1.0, 1.0];
         p.update_monitor(&predicted, &observed, &[10.0, f64::NAN]);
         assert_eq!(p.monitor_size(), (2, 2));
-        assert_eq!(p.monitor_tiled, [51, 51, 51, 153, 153, 153, 255, 255, 255, 0, 0, 0]);
+        assert_eq!(
+            p.monitor_tiled,
+            [51, 51, 51, 153, 153, 153, 255, 255, 255, 0, 0, 0]
+        );
     }
 }

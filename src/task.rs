@@ -192,7 +192,8 @@ impl TaskRunner {
         let ending = if status.monitor_done {
             Some((
                 Outcome::Done,
-                "the monitor estimates the task done (the model predicts no further change)".to_string(),
+                "the monitor estimates the task done (the model predicts no further change)"
+                    .to_string(),
             ))
         } else if status.monitor_holds > a.monitor_holds_at_start {
             Some((
@@ -245,7 +246,8 @@ impl TaskRunner {
         let (outcome, message) = ending?;
         let succeed_on_timeout = a.goal.succeed_on_timeout;
         let mut end = self.end(outcome, message, now, status)?;
-        end.succeeded = outcome == Outcome::Done || (outcome == Outcome::Timeout && succeed_on_timeout);
+        end.succeeded =
+            outcome == Outcome::Done || (outcome == Outcome::Timeout && succeed_on_timeout);
         Some(end)
     }
 
@@ -411,7 +413,10 @@ mod tests {
         t.start(goal(0.0, false), 2.0, &s);
         s.monitor_holds = 1;
         let end = t.check(3.0, &s, true).unwrap();
-        assert_eq!((end.outcome, end.succeeded), (Outcome::WorldMismatch, false));
+        assert_eq!(
+            (end.outcome, end.succeeded),
+            (Outcome::WorldMismatch, false)
+        );
         assert_eq!(Outcome::WorldMismatch.code(), 9);
     }
 

@@ -72,7 +72,12 @@ fn score_with(observed: &dyn Fn(usize) -> Vec<f32>) -> f64 {
     // The next inference encodes the monitor's frames (none is in its window).
     let now = dims.video_frames as f64 * bundle.video_dt() + 0.1;
     let stamps = input.frame_stamps.clone();
-    monitor.fill_job(now, &stamps, &mut input.monitor_frames, &mut input.monitor_used);
+    monitor.fill_job(
+        now,
+        &stamps,
+        &mut input.monitor_frames,
+        &mut input.monitor_used,
+    );
     assert!(input.monitor_used.iter().filter(|u| **u).count() >= dims.cameras);
     runtime.infer(&input, &mut sampler, &mut output).unwrap();
     let mut scores = Vec::new();

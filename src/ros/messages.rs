@@ -357,7 +357,13 @@ pub fn policy_status(controller: &Controller, s: &Status, ctx: &StatusContext<'_
 
 /// One chunk's monitor score as `~/monitor`.
 pub fn monitor_msg(controller: &Controller, m: &crate::monitor::ChunkScore) -> MonitorMsg {
-    let stamp = |t: &f64| if t.is_finite() { time_msg(*t) } else { Time::default() };
+    let stamp = |t: &f64| {
+        if t.is_finite() {
+            time_msg(*t)
+        } else {
+            Time::default()
+        }
+    };
     MonitorMsg {
         header: header(m.stamp, ""),
         chunk_id: m.chunk_id,

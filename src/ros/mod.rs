@@ -39,9 +39,9 @@ use crate::worker::{Done, Job, Worker};
 
 use markers::{MarkerArrayMsg, PlannedPath};
 use messages::{
-    action_chunk, diagnostics, monitor_msg, policy_status, rgb_image, MonitorMsg, seconds_of, CommandMessages, CommandMsg,
-    DiagnosticArrayMsg, Float64ArrayMsg, ImageMsg, JointStateMsg, StatusContext, StringMsg,
-    TrajectoryMsg,
+    action_chunk, diagnostics, monitor_msg, policy_status, rgb_image, seconds_of, CommandMessages,
+    CommandMsg, DiagnosticArrayMsg, Float64ArrayMsg, ImageMsg, JointStateMsg, MonitorMsg,
+    StatusContext, StringMsg, TrajectoryMsg,
 };
 use r2r::wam_policy::action::Run;
 use r2r::wam_policy::msg::{ActionChunk, PolicyStatus};
@@ -1296,7 +1296,13 @@ impl Pipeline {
             self.preview.update_monitor(predicted, observed, stamps);
             let (h, w) = self.preview.monitor_size();
             let stamp = scores.last().map_or(now, |s| s.stamp);
-            let msg = rgb_image(stamp, "wam_policy_monitor", w, h, &self.preview.monitor_tiled);
+            let msg = rgb_image(
+                stamp,
+                "wam_policy_monitor",
+                w,
+                h,
+                &self.preview.monitor_tiled,
+            );
             publish(&self.pubs.monitor_preview, &msg, "monitor preview");
         }
     }

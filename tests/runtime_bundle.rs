@@ -261,6 +261,21 @@ fn manifest_and_onnx_mismatches_name_stage_and_tensor() {
             Box::new(|s: &str| s.replace("kind: absolute_joint_position", "kind: delta_ee_pose")),
             vec!["wam.yaml", "delta_ee_pose"],
         ),
+        (
+            "monitor calibration of one camera",
+            Box::new(|s: &str| format!("{s}monitor:\n  latent_mean: [0.1]\n  latent_std: [0.1]\n")),
+            vec![
+                "monitor.latent_mean",
+                "has 1 entries, expected one per camera (2)",
+            ],
+        ),
+        (
+            "monitor calibration with std 0",
+            Box::new(|s: &str| {
+                format!("{s}monitor:\n  latent_mean: [0.1, 0.2]\n  latent_std: [0.1, 0.0]\n")
+            }),
+            vec!["monitor", "latent_std finite and > 0"],
+        ),
     ];
     for (what, edit, needles) in cases {
         let dir = edited_bundle(edit);
@@ -269,6 +284,26 @@ fn manifest_and_onnx_mismatches_name_stage_and_tensor() {
             assert!(msg.contains(needle), "{what}: `{needle}` not in: {msg}");
         }
     }
+}
+
+#[test]
+fn a_monitor_calibration_is_read() {
+    let dir = edited_bundle(|s| {
+        format!(
+            "{s}monitor:\n  latent_mean: [0.1, 0.2]\n  latent_std: [0.5, 0.25]\n  samples: 40\n"
+        )
+    });
+    let bundle = Bundle::load(dir.path()).unwrap();
+    let c = bundle.manifest.monitor.as_ref().unwrap();
+    assert_eq!(
+        (c.latent_mean.clone(), c.latent_std.clone(), c.samples),
+        (vec![0.1, 0.2], vec![0.5, 0.25], 40)
+    );
+    assert!(Bundle::load(bundle_dir())
+        .unwrap()
+        .manifest
+        .monitor
+        .is_none());
 }
 
 #[test]

@@ -158,7 +158,12 @@ class Observer:
     """An rclpy node in its own context and domain that records what the sim and the policy
     publish and calls their services; spun by a background thread."""
 
-    def __init__(self, domain_id: int, record_cameras: bool = False) -> None:
+    def __init__(
+        self,
+        domain_id: int,
+        record_cameras: bool = False,
+        record_topics: Mapping[str, type] | None = None,
+    ) -> None:
         self.lock = threading.Lock()
         self.statuses: deque[_Received] = deque(maxlen=2000)
         self.chunks: list[_Received] = []
@@ -173,6 +178,8 @@ class Observer:
         }
         self.predicted: dict[str, list[tuple[float, np.ndarray]]] = {c: [] for c in CAMERA_NAMES}
         self.perturbations: list[dict[str, Any]] = []  # the sim's records, as published
+        # Extra topics (``record_topics``: topic -> message type), recorded while recording.
+        self.topics: dict[str, list[_Received]] = {t: [] for t in record_topics or {}}
         self.recording = False
         self.record_cameras = record_cameras
         self._stop = threading.Event()
@@ -197,6 +204,10 @@ class Observer:
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
         )
         n.create_subscription(String, "/wam_sim/perturbation", self._on_perturbation, latched)
+        for topic, msg_type in (record_topics or {}).items():
+            n.create_subscription(
+                msg_type, topic, functools.partial(self._on_topic, topic), reliable
+            )
         if record_cameras:
             for c in CAMERA_NAMES:
                 n.create_subscription(
@@ -263,6 +274,11 @@ class Observer:
                 self.desired_q.append(tuple(msg.position))
                 self.desired_v.append(tuple(msg.velocity))
 
+    def _on_topic(self, topic: str, msg: Any) -> None:
+        if self.recording:
+            with self.lock:
+                self.topics[topic].append(_Received(time.time(), msg))
+
     def _on_perturbation(self, msg: String) -> None:
         with self.lock:
             self.perturbations.append(json.loads(msg.data))
@@ -318,6 +334,8 @@ class Observer:
                 v.clear()
             for v in self.predicted.values():
                 v.clear()
+            for r in self.topics.values():
+                r.clear()
         self.recording = True
 
     def stop_recording(self) -> None:
@@ -375,7 +393,10 @@ class ClosedLoop:
 
     ``overrides`` are merged over config/sim_policy.yaml (e.g. ``boundary_mode``,
     ``debug_extra_latency_s``). ``startup_timeout_s`` is generous: on a loaded 2-core machine
-    loading the bundle and the warm-up runs take a while.
+    loading the bundle and the warm-up runs take a while. ``record_topics`` (topic -> message
+    type) are recorded during each episode: ``recorded(topic)`` after it. ``polls`` holds the last
+    episode's ``/wam_sim/episode_result`` polls (wall time after the answer, elapsed_s, success,
+    ever_succeeded): the map from ROS time (the system clock) to episode time.
     """
 
     def __init__(
@@ -391,8 +412,11 @@ class ClosedLoop:
         rust_log: str = "info",
         keep_logs: bool = False,
         params_file: Path = SIM_POLICY_YAML,
+        record_topics: Mapping[str, type] | None = None,
     ) -> None:
         self.bundle = bundle
+        self.record_topics = dict(record_topics or {})
+        self.polls: list[tuple[float, float, bool, bool]] = []
         self.domain_id = domain_id
         self.params = policy_params(bundle, overrides, params_file)
         self.record_cameras = record_cameras
@@ -447,7 +471,7 @@ class ClosedLoop:
             self.policy = policy_process(
                 self.domain_id, self.workdir, self.params, rust_log=self.rust_log
             ).start()
-            self.observer = Observer(self.domain_id, self.record_cameras)
+            self.observer = Observer(self.domain_id, self.record_cameras, self.record_topics)
             self._wait_ready()
         except BaseException:
             self.close()
@@ -560,6 +584,13 @@ class ClosedLoop:
         assert self.observer is not None
         return self._call(self.observer.sim_result_client, GetEpisodeResult.Request())
 
+    def recorded(self, topic: str) -> list[tuple[float, Any]]:
+        """(wall time of arrival, message) of ``topic`` (one of ``record_topics``) in the last
+        episode."""
+        assert self.observer is not None, "not started"
+        with self.observer.lock:
+            return [(r.at, r.msg) for r in self.observer.topics[topic]]
+
     # -- episodes ------------------------------------------------------------------------------
     def run_episode(
         self,
@@ -569,11 +600,13 @@ class ClosedLoop:
         *,
         perturbation: Perturbation | None = None,
         stop_on_success: bool = True,
+        seconds_after_success: float | None = None,
     ) -> EpisodeRecord:
-        """Runs one episode to success (unless ``stop_on_success`` is False) or the family's
-        longest time (``max_seconds``); ``perturbation`` happens ``perturbation.time_s``
-        simulated seconds after the episode's start (if it lasts that long). The success and its
-        time are the sim's, whatever the perturbation did."""
+        """Runs one episode to success (unless ``stop_on_success`` is False; then, with
+        ``seconds_after_success``, that many simulated seconds past it) or the family's longest
+        time (``max_seconds``); ``perturbation`` happens ``perturbation.time_s`` simulated seconds
+        after the episode's start (if it lasts that long). The success and its time are the sim's,
+        whatever the perturbation did."""
         obs = self.observer
         assert obs is not None, "not started"
         if self.enabled:
@@ -587,6 +620,9 @@ class ClosedLoop:
         time.sleep(0.1)  # frames rendered before the reset are out of the node's way
         self.reset_policy()
         first = self.result()
+        self.polls = [
+            (time.time(), float(first.elapsed_s), bool(first.success), bool(first.ever_succeeded))
+        ]
         s0 = obs.status_after(time.time(), 5.0) or obs.latest_status()
         obs.start_recording()
         t_enable = time.time()
@@ -600,12 +636,21 @@ class ClosedLoop:
             time.sleep(POLL_S)
             self.check_alive()
             res = self.result()
+            self.polls.append(
+                (time.time(), float(res.elapsed_s), bool(res.success), bool(res.ever_succeeded))
+            )
             min_dist = min(min_dist, float(res.gripper_to_object_m))
             if res.ever_succeeded and time_to_success is None:
                 time_to_success = float(res.elapsed_s)
                 if stop_on_success:
                     break
             if res.elapsed_s >= limit:
+                break
+            if (
+                seconds_after_success is not None
+                and time_to_success is not None
+                and res.elapsed_s >= time_to_success + seconds_after_success
+            ):
                 break
             if time.monotonic() - wall0 > wall_cap:
                 raise self.fail(

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from . import flow
 from .dataset import load_split
+from .manifest import monitor_section_lines
 from .nets import AutoEncoder, Wam
 from .ort_runner import BundleRunner
 from .spec import (
@@ -184,6 +185,10 @@ def write_manifest(
             "    inputs: {latents: video_latents}",
             "    outputs: {frames: predicted_frames}",
         ]
+    # The monitor's calibration is measured in the simulator, not here: kept from the manifest being
+    # replaced (or eval/monitor_calibration.json). A retrained model needs a new
+    # `python -m wam_eval.monitor_bench --calibrate`.
+    lines += monitor_section_lines(path)
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -41,7 +41,7 @@ test: build test-rust test-ros test-colcon test-sim test-closed-loop
 test-rust: setup
 	$(ENV) cargo test
 	$(ENV) python -m pytest -q tests/wam_testmodel tests/test_wam_model_parity.py tests/test_launch_files.py \
-		tests/test_monitor_bench.py
+		tests/test_monitor_bench.py tests/test_sampler_reference.py
 
 test-ros: build
 	$(ENV) python -m pytest -q tests/test_node_ros.py tests/test_execution_ros.py tests/test_controller_ros.py \

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::sampler::Solver;
+
 pub const MANIFEST_FILE: &str = "wam.yaml";
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -136,6 +138,44 @@ pub struct VideoSpec {
 #[serde(deny_unknown_fields)]
 pub struct SamplerSpec {
     pub steps: usize,
+    /// Absent: `euler`, format 1's only solver.
+    #[serde(default)]
+    pub solver: SolverKind,
+    /// Time shift of the grid (docs/bundle_format.md, "Sampling"); absent: 1, no shift.
+    #[serde(default = "default_shift")]
+    pub shift: f64,
+    /// UniPC's order, 1 or 2; absent: 2. Only for `unipc`.
+    #[serde(default)]
+    pub order: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SolverKind {
+    #[default]
+    Euler,
+    Heun,
+    Unipc,
+}
+
+fn default_shift() -> f64 {
+    1.0
+}
+
+/// UniPC's order when the manifest names none: 2, as diffusers' and Wan's UniPC schedulers.
+pub const DEFAULT_UNIPC_ORDER: usize = 2;
+
+impl SamplerSpec {
+    /// The solver the manifest asks for (valid once the bundle is loaded).
+    pub fn solver(&self) -> Solver {
+        match self.solver {
+            SolverKind::Euler => Solver::Euler,
+            SolverKind::Heun => Solver::Heun,
+            SolverKind::Unipc => Solver::UniPc {
+                order: self.order.unwrap_or(DEFAULT_UNIPC_ORDER),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -454,6 +494,27 @@ impl Bundle {
         }
         if m.sampler.steps == 0 {
             return Err(field_err("sampler.steps", "must be at least 1"));
+        }
+        if !(m.sampler.shift.is_finite() && m.sampler.shift > 0.0) {
+            return Err(field_err(
+                "sampler.shift",
+                format!("is {}, must be a positive finite number", m.sampler.shift),
+            ));
+        }
+        match (m.sampler.solver, m.sampler.order) {
+            (SolverKind::Unipc, Some(order)) if !(1..=2).contains(&order) => {
+                return Err(field_err(
+                    "sampler.order",
+                    format!("is {order}; UniPC of order 1 or 2 is implemented"),
+                ));
+            }
+            (SolverKind::Euler | SolverKind::Heun, Some(_)) => {
+                return Err(field_err(
+                    "sampler.order",
+                    "applies to the `unipc` solver only (euler is of order 1, heun of order 2)",
+                ));
+            }
+            _ => {}
         }
         if let Some(c) = &m.monitor {
             for (field, v) in [

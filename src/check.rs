@@ -73,7 +73,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             " (no decode stage)"
         }
     );
-    println!("denoising   {} Euler steps", policy.sampler_steps());
+    let sampler = policy.sampler();
+    println!(
+        "denoising   {} steps, solver {}, shift {} ({} denoise runs per chunk)",
+        sampler.steps(),
+        sampler.solver(),
+        sampler.shift(),
+        sampler.evaluations()
+    );
     let mut input = policy.new_input();
     input
         .state

@@ -4,10 +4,10 @@
 //! Data flow, one module per stage:
 //! `config` (node parameters) and `bundle` (model manifest) -> `obs_window` (buffered camera frames and joint
 //! states) -> `preprocess` (encoding conversion, resize, normalization into preallocated NCHW buffers) ->
-//! `runtime` (ONNX Runtime sessions and execution providers) driven by `sampler` (flow-matching Euler) ->
-//! `trajectory` (action chunk -> timed joint trajectory) -> `safety` (limits, jumps, NaN) -> `ros` (the thin
-//! r2r layer: subscriptions, publishers, services, parameters). `policy` ties the plain-Rust stages together so
-//! that everything but `ros` is testable without a ROS graph.
+//! `runtime` (ONNX Runtime sessions and execution providers) driven by `sampler` (flow matching: Euler,
+//! Heun or UniPC) -> `trajectory` (action chunk -> timed joint trajectory) -> `safety` (limits, jumps,
+//! NaN) -> `ros` (the thin r2r layer: subscriptions, publishers, services, parameters). `policy` ties the
+//! plain-Rust stages together so that everything but `ros` is testable without a ROS graph.
 
 pub mod bad_input;
 pub mod bundle;

@@ -201,7 +201,9 @@ impl Policy {
         };
         let mut policy = Policy {
             runtime,
-            sampler: FlowSampler::new(steps, cfg.seed),
+            sampler: FlowSampler::new(steps, cfg.seed)
+                .with_solver(m.sampler.solver())
+                .with_shift(m.sampler.shift),
             model_id: m.model_id.clone(),
         };
         let mut input = policy.new_input();
@@ -228,6 +230,11 @@ impl Policy {
 
     pub fn sampler_steps(&self) -> usize {
         self.sampler.steps()
+    }
+
+    /// The sampler as configured: the bundle's solver and shift, the steps of the bundle or the parameter.
+    pub fn sampler(&self) -> &FlowSampler {
+        &self.sampler
     }
 
     pub fn new_input(&self) -> ModelInput {

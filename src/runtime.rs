@@ -1,6 +1,7 @@
 //! Model runtime: one ONNX Runtime environment, one session per bundle stage, execution providers tried in
 //! the configured order, the manifest checked against every stage's real inputs and outputs, and one
-//! inference (encode -> context once -> K denoise steps -> decode) into preallocated buffers.
+//! inference (encode -> context once -> the sampler's denoise evaluations -> decode) into preallocated
+//! buffers.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::bundle::{self, Bundle, BundleError, Dims, ElemType, StageTensors, TensorInfo};
 use crate::config::{Provider, RuntimeConfig};
-use crate::sampler::{FlowSampler, Inpaint};
+use crate::sampler::{FlowSampler, Inpaint, Workspace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -283,8 +284,8 @@ pub struct ModelRuntime {
     cache: Vec<CacheTensor>,
     x_actions: Vec<f32>,
     x_video: Vec<f32>,
-    v_actions: Vec<f32>,
-    v_video: Vec<f32>,
+    /// The sampler's velocities and solver state (sized by the first chunk, reused by every later one).
+    work: Workspace<f32>,
     /// Initial action noise and the normalized prefix, for inpainting.
     noise_actions: Vec<f32>,
     prefix_norm: Vec<f32>,
@@ -423,8 +424,7 @@ impl ModelRuntime {
             cache,
             x_actions: vec![0.0; d.action_len()],
             x_video: vec![0.0; d.video_latent_len()],
-            v_actions: vec![0.0; d.action_len()],
-            v_video: vec![0.0; d.video_latent_len()],
+            work: Workspace::new(d.action_len(), d.video_latent_len()),
             noise_actions: vec![0.0; d.action_len()],
             prefix_norm: vec![0.0; d.action_len()],
             prefix_weight: vec![0.0; d.action_len()],
@@ -623,8 +623,7 @@ impl ModelRuntime {
                 prefix_weight,
                 x_actions,
                 x_video,
-                v_actions,
-                v_video,
+                work,
                 ..
             } = self;
             let inpaint = (known > 0).then(|| Inpaint {
@@ -635,8 +634,7 @@ impl ModelRuntime {
             sampler.integrate_inpainting(
                 x_actions,
                 x_video,
-                v_actions,
-                v_video,
+                work,
                 inpaint,
                 |t, xa, xv, va, vv| {
                     let time = [t];

@@ -9,6 +9,7 @@ use wam_policy::config::{NodeConfig, ParamValue, Params, Provider};
 use wam_policy::policy::{Policy, Wiring};
 use wam_policy::preprocess::{ImageView, Preprocessor};
 use wam_policy::runtime::{ModelInput, ModelRuntime, RuntimeError};
+use wam_policy::sampler::Solver;
 use wam_policy::tokenizer::InstructionEncoder;
 
 fn bundle_dir() -> PathBuf {
@@ -172,6 +173,61 @@ fn sampler_steps_parameter_overrides_the_bundle() {
     assert_eq!(policy.sampler_steps(), 7);
 }
 
+#[test]
+fn every_solver_reproduces_the_test_model_and_keeps_the_prefix() {
+    // The test model's flow is a straight line to its known chunk, on which every solver is exact (the
+    // data prediction is the chunk at every evaluation): each solver and shift of the manifest must give
+    // the Euler answer, and keep a weight-1 prefix exactly.
+    let bundle = Bundle::load(bundle_dir()).unwrap();
+    let mut euler = Policy::start(&bundle, &config(&[])).unwrap();
+    assert_eq!(euler.sampler().solver(), Solver::Euler);
+    assert_eq!(euler.sampler().shift(), 1.0);
+    let mut input = reach_input(&bundle, &euler);
+    let mut expected = euler.new_output();
+    euler.process(&input, &mut expected).unwrap();
+    let prefix: Vec<f64> = (0..input.prefix.len())
+        .map(|k| -0.3 + 0.01 * k as f64)
+        .collect();
+    for (sampler, solver, evaluations) in [
+        ("solver: heun", Solver::Heun, 7),
+        ("solver: unipc\n  shift: 3.0", Solver::UniPc { order: 2 }, 4),
+        (
+            "solver: unipc\n  order: 1\n  shift: 0.5",
+            Solver::UniPc { order: 1 },
+            4,
+        ),
+        ("solver: euler\n  shift: 5.0", Solver::Euler, 4),
+    ] {
+        let dir = edited_bundle(|s| s.replace("steps: 4", &format!("steps: 4\n  {sampler}")));
+        let b = Bundle::load(dir.path()).unwrap();
+        let mut policy = Policy::start(&b, &config(&[])).unwrap();
+        assert_eq!(policy.sampler().solver(), solver, "{sampler}");
+        assert_eq!(policy.sampler().evaluations(), evaluations, "{sampler}");
+        let mut output = policy.new_output();
+        input.prefix_steps = 0;
+        policy.process(&input, &mut output).unwrap();
+        for (k, (got, want)) in output.actions.iter().zip(&expected.actions).enumerate() {
+            assert!(
+                (got - want).abs() < 1e-5,
+                "{sampler}: entry {k}: {got} vs {want}"
+            );
+        }
+        input.prefix.copy_from_slice(&prefix);
+        input.prefix_weights[0] = 1.0;
+        input.prefix_steps = 1;
+        policy.process(&input, &mut output).unwrap();
+        for (j, (got, want)) in output.actions.iter().zip(&prefix).take(7).enumerate() {
+            assert!((got - want).abs() < 1e-5, "{sampler}: prefix joint {j}");
+        }
+    }
+    // The node parameter still overrides the steps; the solver stays the bundle's.
+    let dir = edited_bundle(|s| s.replace("steps: 4", "steps: 4\n  solver: heun"));
+    let b = Bundle::load(dir.path()).unwrap();
+    let policy = Policy::start(&b, &config(&[("sampler_steps", ParamValue::Integer(6))])).unwrap();
+    assert_eq!(policy.sampler_steps(), 6);
+    assert_eq!(policy.sampler().evaluations(), 11);
+}
+
 /// A manifest edit, and the words the resulting error must contain.
 type MismatchCase = (&'static str, Box<dyn Fn(&str) -> String>, Vec<&'static str>);
 
@@ -260,6 +316,31 @@ fn manifest_and_onnx_mismatches_name_stage_and_tensor() {
             "unknown kind",
             Box::new(|s: &str| s.replace("kind: absolute_joint_position", "kind: delta_ee_pose")),
             vec!["wam.yaml", "delta_ee_pose"],
+        ),
+        (
+            "unknown solver",
+            Box::new(|s: &str| s.replace("steps: 4", "steps: 4\n  solver: dpmpp")),
+            vec!["sampler.solver", "`dpmpp`", "euler", "heun", "unipc"],
+        ),
+        (
+            "shift 0",
+            Box::new(|s: &str| s.replace("steps: 4", "steps: 4\n  shift: 0.0")),
+            vec!["sampler.shift", "positive finite"],
+        ),
+        (
+            "shift NaN",
+            Box::new(|s: &str| s.replace("steps: 4", "steps: 4\n  shift: .nan")),
+            vec!["sampler.shift", "positive finite"],
+        ),
+        (
+            "UniPC order 3",
+            Box::new(|s: &str| s.replace("steps: 4", "steps: 4\n  solver: unipc\n  order: 3")),
+            vec!["sampler.order", "is 3", "1 or 2"],
+        ),
+        (
+            "order for heun",
+            Box::new(|s: &str| s.replace("steps: 4", "steps: 4\n  solver: heun\n  order: 2")),
+            vec!["sampler.order", "`unipc` solver only"],
         ),
         (
             "monitor calibration of one camera",

@@ -936,7 +936,8 @@ def test_every_rviz_topic_is_published() -> None:
         pytest.skip(f"{RVIZ_CONFIG} not written yet")
     displays = rviz_topics(RVIZ_CONFIG)
     assert displays, f"no display with a topic in {RVIZ_CONFIG}"
-    with running(URDF_PARAMS) as (node, peer):
+    # The monitor's preview is published with the monitor on.
+    with running({**URDF_PARAMS, "monitor": True}) as (node, peer):
         logs = {
             topic: TopicLog(peer.node, message_class(DISPLAY_TYPES[cls]), topic, ANY_RELIABILITY)
             for cls, topic in displays

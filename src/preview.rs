@@ -1,7 +1,7 @@
 //! Predicted frames as RGB8 images for rviz: one image per camera and predicted step, one tiled preview
-//! (per camera row: the newest observed frame, then the predicted ones), and the monitor's preview
-//! (per camera, the last scored chunk's predicted frames above the real frames taken at their times:
-//! imagination against reality). Buffers are sized once.
+//! (per camera row: the newest observed frame, then the predicted ones; with the monitor on, below
+//! them per camera the last scored chunk's predicted frames above the real frames taken at their
+//! times: imagination against reality), and the monitor's pairs alone. Buffers are sized once.
 
 use crate::bundle::Dims;
 
@@ -28,7 +28,7 @@ pub struct PreviewImages {
     dims: Dims,
     /// [V * F] RGB8 frames of H x W.
     pub predicted: Vec<Vec<u8>>,
-    /// V rows x (1 + F) columns of H x W tiles.
+    /// V rows x (1 + F) columns of H x W tiles, then (monitor) 2V rows of the pairs from column 1.
     pub tiled: Vec<u8>,
     /// 2V rows (predicted, then observed, per camera) x F columns of H x W tiles.
     pub monitor_tiled: Vec<u8>,
@@ -43,7 +43,7 @@ impl PreviewImages {
             predicted: (0..dims.cameras * dims.video_frames)
                 .map(|_| vec![0; frame])
                 .collect(),
-            tiled: vec![0; dims.cameras * (1 + dims.video_frames) * frame],
+            tiled: vec![0; 3 * dims.cameras * (1 + dims.video_frames) * frame],
             monitor_tiled: vec![0; 2 * dims.cameras * dims.video_frames * frame],
             dims,
             image_mean,
@@ -51,11 +51,19 @@ impl PreviewImages {
         }
     }
 
-    pub fn tiled_size(&self) -> (usize, usize) {
+    /// (height, width) of the tiled preview; `monitor`: with the monitor's rows.
+    pub fn tiled_size(&self, monitor: bool) -> (usize, usize) {
+        let rows = if monitor { 3 } else { 1 } * self.dims.cameras;
         (
-            self.dims.cameras * self.dims.height,
+            rows * self.dims.height,
             (1 + self.dims.video_frames) * self.dims.width,
         )
+    }
+
+    /// The tiled preview's bytes (`tiled_size(monitor)`).
+    pub fn tiled(&self, monitor: bool) -> &[u8] {
+        let (h, w) = self.tiled_size(monitor);
+        &self.tiled[..h * w * 3]
     }
 
     pub fn monitor_size(&self) -> (usize, usize) {
@@ -97,6 +105,14 @@ impl PreviewImages {
                     }
                 }
             }
+        }
+        // The same pairs under the preview's rows, from its column 1 (under the predicted frames).
+        let tiled_stride = (1 + nf) * w * 3;
+        let first_row = d.cameras * h;
+        for row in 0..2 * d.cameras * h {
+            let src = &self.monitor_tiled[row * stride..(row + 1) * stride];
+            let dst = (first_row + row) * tiled_stride + w * 3;
+            self.tiled[dst..dst + stride].copy_from_slice(src);
         }
     }
 
@@ -163,13 +179,13 @@ mod tests {
         let observed: Vec<f32> = [vec![1.0; 6], vec![-1.0; 6]].concat();
         let predicted: Vec<f32> = [vec![0.2; 6], vec![0.6; 6]].concat();
         p.update(&predicted, &observed);
-        assert_eq!(p.tiled_size(), (2, 4));
+        assert_eq!(p.tiled_size(false), (2, 4));
         assert_eq!(
-            &p.tiled[..12],
+            &p.tiled(false)[..12],
             &[255, 255, 255, 255, 255, 255, 51, 51, 51, 51, 51, 51]
         );
         assert_eq!(
-            &p.tiled[12..],
+            &p.tiled(false)[12..],
             &[0, 0, 0, 0, 0, 0, 153, 153, 153, 153, 153, 153]
         );
         assert_eq!(p.frame(1, 0), &[153; 6]);
@@ -198,5 +214,11 @@ mod tests {
             p.monitor_tiled,
             [51, 51, 51, 153, 153, 153, 255, 255, 255, 0, 0, 0]
         );
+        // In the preview: rows 1 and 2 (under the camera's row), from column 1.
+        assert_eq!(p.tiled_size(true), (3, 3));
+        let t = p.tiled(true);
+        assert_eq!(&t[9 + 3..9 + 9], &[51, 51, 51, 153, 153, 153]);
+        assert_eq!(&t[18 + 3..18 + 9], &[255, 255, 255, 0, 0, 0]);
+        assert_eq!(&t[9..12], &[0, 0, 0], "column 0 stays blank");
     }
 }

@@ -29,8 +29,11 @@ from wam_policy.msg import Monitor  # noqa: E402
 
 TOLERANCE = 0.05
 CAMERAS = ["exterior", "wrist"]
-# The test bundle: 2 cameras, 2 predicted frames of 32 x 32.
+# The test bundle: 2 cameras, 2 predicted frames of 32 x 32. The monitor's preview: per camera the
+# predicted row above the observed row; ~/preview gains those rows under its own (a blank column
+# under the newest observed frame).
 PREVIEW_SIZE = (2 * 2 * 32, 2 * 32)
+PREVIEW_WITH_MONITOR = (3 * 2 * 32, 3 * 32)
 
 pytestmark = pytest.mark.skipif(
     not NODE_BIN.exists(), reason=f"node binary {NODE_BIN} not built (cargo build --release)"
@@ -52,6 +55,7 @@ def test_monitor_pairs_predicted_and_observed_frames_by_time() -> None:
     with running(MONITOR_ON) as (node, peer):
         monitors = TopicLog(peer.node, Monitor, "/wam_policy/monitor")
         previews = TopicLog(peer.node, Image, "/wam_policy/monitor/preview", ANY_RELIABILITY)
+        main_previews = TopicLog(peer.node, Image, "/wam_policy/preview", ANY_RELIABILITY)
         diags = TopicLog(peer.node, DiagnosticArray, "/diagnostics")
         start_constant(peer, node)
         wait_chunk_after(peer, 0.0, 15.0)
@@ -74,6 +78,22 @@ def test_monitor_pairs_predicted_and_observed_frames_by_time() -> None:
         assert any(sum(m.paired) == 4 for m in msgs), [list(m.paired) for m in msgs]
         image = previews.wait_count(1, timeout=10.0)[-1]
         assert (image.height, image.width) == PREVIEW_SIZE
+        # ~/preview: its rows, then the same pairs (the last scored chunk's) under them, from column 1.
+        main = main_previews.wait_count(1, timeout=10.0)[-1]
+        assert (main.height, main.width) == PREVIEW_WITH_MONITOR
+        row = 3 * 32 * 3
+
+        def embedded(p: Image) -> bytes:
+            data = bytes(p.data)
+            return b"".join(
+                data[(2 * 32 + y) * row + 32 * 3 : (2 * 32 + y + 1) * row] for y in range(4 * 32)
+            )
+
+        def carries_pairs() -> bool:
+            pairs = {bytes(m.data) for m in previews.since()}
+            return any(embedded(p) in pairs for p in main_previews.since())
+
+        assert peer.wait_for(carries_pairs, 10.0), "no ~/preview carries the monitor's pairs"
         status = wait_status(
             peer, lambda s: not math.isnan(s.monitor_score), "monitor_score", 5.0, 0.0
         )

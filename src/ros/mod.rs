@@ -1331,8 +1331,15 @@ impl Pipeline {
                 publish(publisher, &msg, "predicted frame");
             }
         }
-        let (h, w) = self.preview.tiled_size();
-        let msg = rgb_image(job.stamp, "wam_policy_preview", w, h, &self.preview.tiled);
+        let monitor = self.controller.config().monitor.enabled;
+        let (h, w) = self.preview.tiled_size(monitor);
+        let msg = rgb_image(
+            job.stamp,
+            "wam_policy_preview",
+            w,
+            h,
+            self.preview.tiled(monitor),
+        );
         publish(&self.pubs.preview, &msg, "preview");
     }
 

@@ -80,6 +80,16 @@ pub enum Transition {
 }
 
 impl Transition {
+    pub const ALL: [Transition; 7] = [
+        Transition::Configure,
+        Transition::Cleanup,
+        Transition::Activate,
+        Transition::Deactivate,
+        Transition::UnconfiguredShutdown,
+        Transition::InactiveShutdown,
+        Transition::ActiveShutdown,
+    ];
+
     pub fn id(self) -> u8 {
         match self {
             Transition::Configure => 1,
@@ -124,16 +134,7 @@ impl Transition {
     /// The transition of `state` that a request names: by id, or (id 0) by label; `shutdown` is
     /// the shutdown transition of the current state.
     pub fn requested(state: State, id: u8, label: &str) -> Option<Transition> {
-        let all = [
-            Transition::Configure,
-            Transition::Cleanup,
-            Transition::Activate,
-            Transition::Deactivate,
-            Transition::UnconfiguredShutdown,
-            Transition::InactiveShutdown,
-            Transition::ActiveShutdown,
-        ];
-        all.into_iter().find(|t| {
+        Transition::ALL.into_iter().find(|t| {
             t.states().0 == state
                 && if id != 0 {
                     t.id() == id
@@ -145,21 +146,13 @@ impl Transition {
 
     /// The transitions available from `state`.
     pub fn available(state: State) -> impl Iterator<Item = (Transition, State, State)> {
-        [
-            Transition::Configure,
-            Transition::Cleanup,
-            Transition::Activate,
-            Transition::Deactivate,
-            Transition::UnconfiguredShutdown,
-            Transition::InactiveShutdown,
-            Transition::ActiveShutdown,
-        ]
-        .into_iter()
-        .filter(move |t| t.states().0 == state)
-        .map(|t| {
-            let (start, middle, _) = t.states();
-            (t, start, middle)
-        })
+        Transition::ALL
+            .into_iter()
+            .filter(move |t| t.states().0 == state)
+            .map(|t| {
+                let (start, middle, _) = t.states();
+                (t, start, middle)
+            })
     }
 
     /// The id of the callback's outcome transition (lifecycle_msgs/Transition ON_*_SUCCESS etc.).

@@ -128,8 +128,6 @@ pub struct Monitor {
     mean: [f32; 3],
     std: [f32; 3],
     pending: Vec<Pending>,
-    /// Per monitor slot of the job being filled: (pending, v * F + f).
-    slot_owner: Vec<Option<(usize, usize)>>,
     consecutive_high: u32,
     consecutive_done: u32,
     holds: u64,
@@ -177,7 +175,6 @@ impl Monitor {
             mean,
             std,
             pending,
-            slot_owner: vec![None; dims.cameras * dims.context_frames],
             dims,
             consecutive_high: 0,
             consecutive_done: 0,
@@ -312,7 +309,6 @@ impl Monitor {
         slot_used: &mut [bool],
     ) {
         slot_used.fill(false);
-        self.slot_owner.fill(None);
         if !self.params.enabled {
             return;
         }
@@ -323,7 +319,7 @@ impl Monitor {
         );
         let tol = self.params.pair_tolerance_s;
         let mut next_slot = 0;
-        for (pi, p) in self.pending.iter_mut().enumerate() {
+        for p in self.pending.iter_mut() {
             if !p.active {
                 continue;
             }
@@ -340,7 +336,6 @@ impl Monitor {
                     slot_frames[next_slot * fl..(next_slot + 1) * fl]
                         .copy_from_slice(&p.observed[i * fl..(i + 1) * fl]);
                     slot_used[next_slot] = true;
-                    self.slot_owner[next_slot] = Some((pi, i));
                     p.source[i] = LatentSource::Slot(next_slot);
                     next_slot += 1;
                 }
@@ -380,7 +375,6 @@ impl Monitor {
                 p.source[i] = LatentSource::Done;
             }
         }
-        self.slot_owner.fill(None);
         let tol = self.params.pair_tolerance_s;
         for pi in 0..PENDING {
             let p = &self.pending[pi];

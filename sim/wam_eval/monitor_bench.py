@@ -33,7 +33,6 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from wam_model.manifest import CALIBRATION_COMMENT, section_span
 
 from .procs import REPO
 from .report import machine_info, write_json, write_section
@@ -66,7 +66,6 @@ AFTER_SUCCESS_S = 5.0
 FALSE_ALARM_RATE = 0.05
 SEED0 = {"calibration": 40000, "normal": 50000, "perturbed": 60000}
 DONE_CHUNKS = (1, 2, 3, 4)
-CALIBRATION_COMMENT = "# Monitor calibration"
 
 
 # -- metrics (pure; tests/test_monitor_bench.py) -------------------------------------------------
@@ -293,25 +292,11 @@ def monitor_section(calibration: Mapping[str, Any], note: str) -> str:
     )
 
 
-def _section_span(lines: Sequence[str]) -> tuple[int, int] | None:
-    """Lines [k, j) of the manifest's ``monitor:`` section with its comment lines, if any."""
-    for i, line in enumerate(lines):
-        if re.match(r"monitor\s*:", line):
-            j = i + 1
-            while j < len(lines) and lines[j][:1] in (" ", "\t"):
-                j += 1
-            k = i
-            while k > 0 and lines[k - 1].startswith(CALIBRATION_COMMENT):
-                k -= 1
-            return k, j
-    return None
-
-
 def insert_monitor_section(text: str, section: str) -> str:
     """``text`` (a wam.yaml) with ``section`` in place of its ``monitor:`` section, or appended
     when it has none; every other byte stays."""
     lines = text.splitlines(keepends=True)
-    span = _section_span(lines)
+    span = section_span(lines)
     if span is not None:
         k, j = span
         return "".join(lines[:k]) + section + "".join(lines[j:])

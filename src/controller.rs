@@ -1133,7 +1133,7 @@ impl Controller {
             reaction_latency_p95_s: self.reaction.percentile(95.0),
             monitor_score: self.monitor.last().map_or(f64::NAN, |m| m.score),
             monitor_calibrated: self.monitor.is_calibrated(),
-            monitor_done: self.monitor.last().is_some_and(|m| m.done),
+            monitor_done: self.monitor.done_now(),
             monitor_holds: self.monitor.holds(),
         }
     }

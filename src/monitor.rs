@@ -209,6 +209,12 @@ impl Monitor {
         self.holds
     }
 
+    /// The done estimate now: the streak of still chunks (reset by `clear`, i.e. every new epoch) is
+    /// long enough. Not the last score's flag, which outlives the goal it ended.
+    pub fn done_now(&self) -> bool {
+        self.params.done_chunks > 0 && self.consecutive_done >= self.params.done_chunks
+    }
+
     /// Forgets every pending prediction and the streaks (a new epoch: what was predicted no longer
     /// applies).
     pub fn clear(&mut self) {
@@ -749,8 +755,12 @@ mod tests {
         let s2 = run_once(&mut m, 12.0, [[0.0, 0.0], [0.0, 0.0]], &frames(12.0), 13.1);
         assert!(s2[0].done);
         // A moving prediction ends it.
+        assert!(m.done_now());
+        // A new epoch forgets the streak (the last score's flag stays what it was).
+        m.clear();
+        assert!(!m.done_now() && m.last().is_some_and(|s| s.done));
         let s3 = run_once(&mut m, 14.0, [[0.0, 1.0], [0.0, 0.0]], &frames(14.0), 15.1);
-        assert!(!s3[0].done);
+        assert!(!s3[0].done && !m.done_now());
     }
 
     #[test]

@@ -172,4 +172,10 @@ def test_done_estimate_ends_a_goal_done() -> None:
         done = [m for m in monitors.since(t0) if m.done]
         assert done and done[0].done_confidence == 1.0, [m.done for m in monitors.since(t0)]
         wait_hold(peer, t0, Q, "hold after DONE", 5.0)
+        # The next goal starts a new streak: it is not done before two chunks of its own are scored.
+        t1 = peer.mark()
+        second = run.send(INSTRUCTION)
+        end2 = second.result(30.0)
+        outcome_is(end2, RESULT.OUTCOME_DONE, "DONE", GoalStatus.STATUS_SUCCEEDED)
+        assert len(monitors.since(t1)) >= 2, "the second goal ended on the first goal's streak"
         assert node.running()

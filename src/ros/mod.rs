@@ -660,6 +660,7 @@ impl App {
         };
         // A running goal hands the gate over to the new one.
         p.flush_canceled();
+        let preempted = p.tasks.is_active();
         p.end_goal(
             Outcome::Preempted,
             "preempted by a new goal".into(),
@@ -681,7 +682,13 @@ impl App {
                     p.set_enabled(true, now);
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot accept a ~/run goal"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a ~/run goal");
+                // No goal took the preempted one's gate over: close it, as every other end does.
+                if preempted && p.controller.is_enabled() {
+                    p.set_enabled(false, now);
+                }
+            }
         }
     }
 }

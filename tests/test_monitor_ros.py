@@ -16,15 +16,13 @@ import time
 from typing import Any
 
 import pytest
-
-from test_controller_ros import wait_chunk_after, wait_hold  # noqa: E402
-from test_node_ros import NODE_BIN, INSTRUCTION, Q, running, start_constant, wait_status  # noqa: E402
-from test_stack_ros import RESULT, outcome_is  # noqa: E402
-from wam_peer.stack import ANY_RELIABILITY, RunClient, TopicLog  # noqa: E402
-
 from action_msgs.msg import GoalStatus  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
+from test_controller_ros import wait_chunk_after, wait_hold  # noqa: E402
+from test_node_ros import INSTRUCTION, NODE_BIN, Q, running, start_constant, wait_status  # noqa: E402
+from test_stack_ros import RESULT, outcome_is, with_run  # noqa: E402
+from wam_peer.stack import ANY_RELIABILITY, TopicLog  # noqa: E402
 from wam_policy.msg import Monitor  # noqa: E402
 
 TOLERANCE = 0.05
@@ -68,7 +66,10 @@ def test_monitor_pairs_predicted_and_observed_frames_by_time() -> None:
             for p, o in zip(m.predicted_stamps, m.observed_stamps):
                 if seconds(o) > 0.0:
                     # Paired with the real frame nearest to the predicted time.
-                    assert abs(seconds(o) - seconds(p)) <= TOLERANCE + 1e-9, (seconds(o), seconds(p))
+                    assert abs(seconds(o) - seconds(p)) <= TOLERANCE + 1e-9, (
+                        seconds(o),
+                        seconds(p),
+                    )
                     assert seconds(p) > seconds(m.header.stamp)
             finite = [s for s in m.latent_score if not math.isnan(s)]
             assert finite and all(s >= 0.0 for s in finite), m
@@ -125,11 +126,8 @@ def test_hold_rule_holds_closes_the_gate_and_ends_a_goal_as_world_mismatch() -> 
         "monitor_warn_score": -1.0,
         "monitor_hold_chunks": 2,
     }
-    with running(params) as (node, peer):
+    with with_run(params) as (node, peer, run):
         monitors = TopicLog(peer.node, Monitor, "/wam_policy/monitor")
-        run = RunClient(peer.node)
-        start_constant(peer, node)
-        assert run.wait_for_server(15.0)
         t0 = peer.mark()
         goal = run.send(INSTRUCTION)
         assert goal.accepted
@@ -160,11 +158,8 @@ def test_done_estimate_ends_a_goal_done() -> None:
         "monitor_done_motion": 1e9,
         "monitor_done_change": 1e9,
     }
-    with running(params) as (node, peer):
+    with with_run(params) as (node, peer, run):
         monitors = TopicLog(peer.node, Monitor, "/wam_policy/monitor")
-        run = RunClient(peer.node)
-        start_constant(peer, node)
-        assert run.wait_for_server(15.0)
         t0 = peer.mark()
         goal = run.send(INSTRUCTION)
         end = goal.result(30.0)

@@ -1288,7 +1288,6 @@ impl Pipeline {
 
     /// The monitor's new scores on `~/monitor`, and the last one's frames on `~/monitor/preview`.
     fn publish_monitor(&mut self, now: f64) {
-        let mut scored = false;
         let scores: Vec<_> = self.controller.take_monitor_scores().collect();
         for score in &scores {
             let msg = monitor_msg(&self.controller, score);
@@ -1296,9 +1295,8 @@ impl Pipeline {
             if let Some(r) = &self.recorder {
                 r.message(recording::MONITOR, now, msg);
             }
-            scored = true;
         }
-        if scored {
+        if !scores.is_empty() {
             let (predicted, observed, stamps) = self.controller.monitor().last_frames();
             self.preview.update_monitor(predicted, observed, stamps);
             let (h, w) = self.preview.monitor_size();

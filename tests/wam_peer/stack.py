@@ -47,10 +47,9 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
-
 from wam_policy.action import Run
 
-from .peer import PeerTopics, Received
+from .peer import Peer, PeerTopics, Received
 
 __all__ = [
     "ANY_RELIABILITY",
@@ -106,15 +105,8 @@ def call(client: Client, request: Any, timeout: float) -> Any:
         raise
 
 
-def _poll(predicate: Callable[[], T], timeout: float, interval: float = 0.01) -> T | None:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(interval)
+# Polling as the peer does it.
+_poll = Peer.wait_for
 
 
 # -------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::preprocess::ResizePolicy;
 use crate::sampler::Solver;
 
 pub const MANIFEST_FILE: &str = "wam.yaml";
@@ -37,6 +38,9 @@ pub enum BundleError {
     },
 }
 
+/// Largest `frame_dt` accepted: the window keeps `(T - 1) frame_dt` seconds of frames per camera.
+const MAX_FRAME_DT_S: f64 = 10.0;
+
 /// Largest wam.yaml accepted.
 const MAX_MANIFEST_BYTES: usize = 64 << 10;
 
@@ -58,6 +62,10 @@ pub struct Manifest {
     pub model_id: String,
     pub cameras: Vec<CameraSpec>,
     pub context_frames: usize,
+    /// Seconds between the context frames fed to the model; absent: the T newest frames, whatever the
+    /// cameras' rate.
+    #[serde(default)]
+    pub frame_dt: Option<f64>,
     pub image: ImageNorm,
     pub state: StateSpec,
     pub action: ActionSpec,
@@ -90,6 +98,9 @@ pub struct CameraSpec {
     pub name: String,
     pub height: usize,
     pub width: usize,
+    /// How images of another size or aspect ratio are brought to `height` x `width`.
+    #[serde(default)]
+    pub resize: ResizePolicy,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,7 +121,22 @@ pub struct StateSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
+    /// Each step is the joint position to reach.
     AbsoluteJointPosition,
+    /// Each step is relative to the joint state of the observation: `q_i = q_obs + a_i`.
+    DeltaJointPosition,
+    /// Each step is a joint velocity held for `action.dt`: `q_i = q_{i-1} + a_i dt`, `q_{-1} = q_obs`.
+    JointVelocity,
+}
+
+impl ActionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionKind::AbsoluteJointPosition => "absolute_joint_position",
+            ActionKind::DeltaJointPosition => "delta_joint_position",
+            ActionKind::JointVelocity => "joint_velocity",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -268,6 +294,26 @@ pub struct DecodeIn {
 #[serde(deny_unknown_fields)]
 pub struct DecodeOut {
     pub frames: String,
+}
+
+impl Manifest {
+    /// For each action joint, its index among the state joints. Every action joint must be measured:
+    /// the safety checks compare commands with the joint's position, and delta and velocity actions
+    /// start from it.
+    pub fn action_to_state(&self) -> Result<Vec<usize>, BundleError> {
+        self.action
+            .joints
+            .iter()
+            .map(|name| {
+                self.state.joints.iter().position(|s| s == name).ok_or_else(|| {
+                    field_err(
+                        "action.joints",
+                        format!("`{name}` is not a state joint: commands need the joint's measured position for the safety checks (and delta or velocity actions start from it)"),
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 /// A loaded and self-consistent bundle.
@@ -451,6 +497,14 @@ impl Bundle {
                 ));
             }
         }
+        if let Some(dt) = m.frame_dt {
+            if !(dt.is_finite() && dt > 0.0 && dt <= MAX_FRAME_DT_S) {
+                return Err(field_err(
+                    "frame_dt",
+                    format!("is {dt}, must be a positive number of seconds up to {MAX_FRAME_DT_S}"),
+                ));
+            }
+        }
         // Every buffer the node allocates from these sizes must fit: a product that overflows would
         // size a buffer wrongly (found by fuzzing).
         let first = &m.cameras[0];
@@ -468,6 +522,16 @@ impl Bundle {
             (
                 "video.frames",
                 product(&[cams, frames, 3, first.height, first.width]),
+            ),
+            (
+                "frame_dt",
+                product(&[
+                    cams,
+                    crate::obs_window::frame_slots(m.context_frames, m.frame_dt),
+                    3,
+                    first.height,
+                    first.width,
+                ]),
             ),
             (
                 "video.latent_shape",

@@ -62,6 +62,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "inputs      {} cameras x {} frames of {}x{}, {} state joints, {} instruction tokens",
         d.cameras, d.context_frames, d.height, d.width, d.state, d.tokens
     );
+    let m = &bundle.manifest;
+    let resize: Vec<String> = m
+        .cameras
+        .iter()
+        .map(|c| format!("{} {}", c.name, c.resize.name()))
+        .collect();
+    println!(
+        "frames      {}, resize: {}",
+        m.frame_dt
+            .map_or("the newest T, as published".to_string(), |dt| format!(
+                "{dt} s apart (frame_dt)"
+            )),
+        resize.join(", ")
+    );
+    println!("actions     {}, dt {} s", m.action.kind.name(), m.action.dt);
     println!(
         "outputs     {} steps x {} joints, {} predicted frames per camera{}",
         d.horizon,
@@ -95,7 +110,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .map(|_| LatencyWindow::new(runs.max(1)))
         .collect();
     for _ in 0..runs.max(1) {
-        let t = policy.process(&input, &mut output)?;
+        let t = policy.process(&mut input, &mut output)?;
         for (w, v) in
             windows
                 .iter_mut()

@@ -148,6 +148,8 @@ pub struct NodeConfig {
     pub sampler_steps: usize,
     pub seed: u64,
     pub publish_predicted_frames: bool,
+    /// When the decode stage runs.
+    pub video_decode: VideoDecode,
     pub limits: Option<JointLimits>,
     pub runtime: RuntimeConfig,
     pub execution: ExecutionParams,
@@ -457,6 +459,16 @@ pub const PARAMETERS: &[ParamSpec] = &[
         doc: "bool: publish predicted frames and the preview image",
     },
     ParamSpec {
+        name: "video_decode",
+        default: ParamDefault::Str("always"),
+        doc: "string: when the decode stage runs: `always` (every chunk) or `on_demand` (only when ~/predicted_frames or ~/preview has a subscriber, a recording runs, or every video_decode_every-th chunk); the monitor needs no decoding",
+    },
+    ParamSpec {
+        name: "video_decode_every",
+        default: ParamDefault::Integer(0),
+        doc: "integer >= 0: with video_decode on_demand, also decode every N-th chunk (0: only on demand)",
+    },
+    ParamSpec {
         name: "joint_limits.lower",
         default: ParamDefault::Unset,
         doc: "double array: lower position limit per joint of joint_names",
@@ -681,6 +693,8 @@ pub const RUNTIME_PARAMETERS: &[&str] = &[
     "velocity_scaling",
     "dry_run",
     "status_period_s",
+    "video_decode",
+    "video_decode_every",
     "run_preemption",
     "run_watchdog_s",
     "run_stale_tolerance_s",
@@ -766,6 +780,27 @@ pub struct CommandGroup {
     pub output_mode: OutputMode,
     pub topic: String,
     pub stream_message: StreamMessage,
+}
+
+/// When the decode stage (predicted frames) runs: decoding is pure cost when nobody looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoDecode {
+    Always,
+    /// When someone subscribes to the frames, a recording runs, or every `every`-th chunk (0: never
+    /// for that reason).
+    OnDemand {
+        every: u64,
+    },
+}
+
+impl VideoDecode {
+    /// Whether chunk number `chunk` (counted from 0) is decoded, given whether its frames are wanted.
+    pub fn decodes(self, chunk: u64, wanted: bool) -> bool {
+        match self {
+            VideoDecode::Always => true,
+            VideoDecode::OnDemand { every } => wanted || (every > 0 && chunk.is_multiple_of(every)),
+        }
+    }
 }
 
 /// The `~/run` action's policy.
@@ -1139,6 +1174,18 @@ impl NodeConfig {
             sampler_steps: r.count("sampler_steps")? as usize,
             seed: r.count("seed")?,
             publish_predicted_frames: r.boolean("publish_predicted_frames")?,
+            video_decode: match r.string("video_decode")?.as_str() {
+                "always" => VideoDecode::Always,
+                "on_demand" => VideoDecode::OnDemand {
+                    every: r.count("video_decode_every")?,
+                },
+                other => {
+                    return Err(perr(
+                        "video_decode",
+                        format!("expected `always` or `on_demand`, got `{other}`"),
+                    ))
+                }
+            },
             command_groups: {
                 let groups = read_command_groups(&r, &execution, params)?;
                 if groups.len() > 1 && !r.string("record_path")?.is_empty() {
@@ -1905,5 +1952,33 @@ mod tests {
             "no wam_policy params file in {}",
             dir.display()
         );
+    }
+
+    #[test]
+    fn video_decode_on_demand_decodes_when_watched_or_every_nth_chunk() {
+        let cfg = |extra: &[(&str, ParamValue)]| {
+            let mut p = Params::new();
+            p.insert("bundle_path".into(), ParamValue::String("b".into()));
+            p.insert("dry_run".into(), ParamValue::Bool(true));
+            for (k, v) in extra {
+                p.insert(k.to_string(), v.clone());
+            }
+            NodeConfig::from_params(&p)
+        };
+        assert_eq!(cfg(&[]).unwrap().video_decode, VideoDecode::Always);
+        let on_demand = cfg(&[
+            ("video_decode", ParamValue::String("on_demand".into())),
+            ("video_decode_every", ParamValue::Integer(3)),
+        ])
+        .unwrap()
+        .video_decode;
+        assert_eq!(on_demand, VideoDecode::OnDemand { every: 3 });
+        let decoded: Vec<bool> = (0..7).map(|c| on_demand.decodes(c, false)).collect();
+        assert_eq!(decoded, [true, false, false, true, false, false, true]);
+        assert!((0..7).all(|c| on_demand.decodes(c, true)));
+        assert!(!VideoDecode::OnDemand { every: 0 }.decodes(0, false));
+        assert!(VideoDecode::Always.decodes(5, false));
+        let err = cfg(&[("video_decode", ParamValue::String("sometimes".into()))]).unwrap_err();
+        assert!(err.to_string().contains("video_decode") && err.to_string().contains("on_demand"));
     }
 }

@@ -145,6 +145,8 @@ pub struct Status {
     pub stale_observations: u64,
     pub safety_rejections: u64,
     pub discarded_chunks: u64,
+    /// Published chunks whose predicted frames were decoded (parameter `video_decode`).
+    pub decoded_chunks: u64,
     /// Times the node's clock went backwards.
     pub clock_jumps: u64,
     pub dropped_steps: u64,
@@ -225,10 +227,13 @@ pub struct Controller {
     chunk_rate: RateMeter,
     chunks_published: u64,
     inferences: u64,
+    /// Someone watches the predicted frames (`video_decode: on_demand` decodes then).
+    frames_wanted: bool,
     inference_errors: u64,
     stale_observations: u64,
     safety_rejections: u64,
     discarded_chunks: u64,
+    decoded_chunks: u64,
     last_error: Option<String>,
     /// The last chunk came after its last step was due (its latency); cleared by a chunk in time.
     too_late: Option<f64>,
@@ -293,15 +298,20 @@ impl Controller {
             monitor,
             monitor_hold: None,
             monitor_scores: Vec::with_capacity(4),
-            window: ObsWindow::new(
+            window: ObsWindow::with_frame_dt(
                 dims,
+                m.frame_dt,
                 cfg.sync_slop_s,
                 cfg.max_image_age_s,
                 cfg.max_joint_state_age_s,
                 joint_history,
             ),
-            preprocessors: (0..dims.cameras)
-                .map(|_| Preprocessor::new(dims.width, dims.height, mean, std))
+            preprocessors: m
+                .cameras
+                .iter()
+                .map(|cam| {
+                    Preprocessor::with_resize(dims.width, dims.height, mean, std, cam.resize)
+                })
                 .collect(),
             camera_sizes: vec![CameraSize::default(); dims.cameras],
             compressed_rgb: Vec::new(),
@@ -324,10 +334,12 @@ impl Controller {
             chunk_rate: RateMeter::new(32),
             chunks_published: 0,
             inferences: 0,
+            frames_wanted: true,
             inference_errors: 0,
             stale_observations: 0,
             safety_rejections: 0,
             discarded_chunks: 0,
+            decoded_chunks: 0,
             last_error: None,
             too_late: None,
             last_timings: StageTimings::default(),
@@ -852,6 +864,10 @@ impl Controller {
         ) {
             Ok(meta) => {
                 job.input.tokens.copy_from_slice(&self.tokens);
+                job.input.decode = self
+                    .cfg
+                    .video_decode
+                    .decodes(self.inferences, self.frames_wanted);
                 self.monitor.fill_job(
                     now,
                     &job.input.frame_stamps,
@@ -876,6 +892,11 @@ impl Controller {
             }
             Err(reason) => self.not_ready = Some(reason),
         }
+    }
+
+    /// Whether the predicted frames are watched (a subscriber, a recording): the ROS layer tells.
+    pub fn set_frames_wanted(&mut self, wanted: bool) {
+        self.frames_wanted = wanted;
     }
 
     /// A high percentile of recent chunk latencies (warm-up runs are never recorded). Before the first
@@ -995,12 +1016,17 @@ impl Controller {
             chunk_id: self.chunk_id,
             stamp: job.stamp,
         });
+        self.decoded_chunks += u64::from(job.output.frames_decoded);
         let evicted = self.monitor.on_prediction(
             self.chunk_id,
             job.stamp,
             &job.output.actions,
             &job.output.video_latents,
-            &job.output.frames,
+            if job.output.frames_decoded {
+                &job.output.frames
+            } else {
+                &[]
+            },
             &job.output.observed_latents,
         );
         if let Some(score) = evicted {
@@ -1116,6 +1142,7 @@ impl Controller {
             stale_observations: self.stale_observations,
             safety_rejections: self.safety_rejections,
             discarded_chunks: self.discarded_chunks,
+            decoded_chunks: self.decoded_chunks,
             clock_jumps: self.clock_jumps,
             dropped_steps: metrics.dropped_steps,
             truncated_steps: metrics.truncated_steps,

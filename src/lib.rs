@@ -9,6 +9,7 @@
 //! NaN) -> `ros` (the thin r2r layer: subscriptions, publishers, services, parameters). `policy` ties the
 //! plain-Rust stages together so that everything but `ros` is testable without a ROS graph.
 
+pub mod action_space;
 pub mod bad_input;
 pub mod bundle;
 pub mod cdr;

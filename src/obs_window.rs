@@ -6,6 +6,22 @@ use std::fmt;
 
 use crate::bundle::Dims;
 
+/// The fastest camera a `frame_dt` window is sized for: it keeps `(T - 1) frame_dt` seconds of frames at
+/// this rate (a faster camera is reported, not silently fed at the wrong spacing).
+pub const MAX_CAMERA_RATE_HZ: f64 = 60.0;
+
+/// Frames a camera ring keeps (the spare slot included): T + 1 for the T newest frames, or enough to span
+/// `(T - 1) frame_dt` at [`MAX_CAMERA_RATE_HZ`].
+pub fn frame_slots(context_frames: usize, frame_dt: Option<f64>) -> usize {
+    match frame_dt {
+        Some(dt) if context_frames > 1 => {
+            let span = ((context_frames - 1) as f64 * dt * MAX_CAMERA_RATE_HZ).ceil();
+            (span as usize + 2).max(context_frames + 1)
+        }
+        _ => context_frames + 1,
+    }
+}
+
 /// Joint-state samples the history holds at least.
 const MIN_JOINT_HISTORY: usize = 16;
 
@@ -140,6 +156,13 @@ pub enum NotReady {
     NoJointStateNearFrames {
         gap: f64,
     },
+    /// A `frame_dt` window needs frames back to `need` seconds before the newest; the camera's ring
+    /// is full and reaches back only `span` seconds (it publishes faster than the ring is sized for).
+    CameraTooFast {
+        camera: usize,
+        span: f64,
+        need: f64,
+    },
 }
 
 impl NotReady {
@@ -163,6 +186,10 @@ impl NotReady {
             NotReady::NoJointStateNearFrames { gap } => {
                 format!("no joint state within sync slop of the frames (nearest {gap:.3} s away)")
             }
+            NotReady::CameraTooFast { camera, span, need } => format!(
+                "camera '{}' holds {span:.2} s of frames, the window needs {need:.2} s (frame_dt): it publishes faster than {MAX_CAMERA_RATE_HZ} Hz",
+                cam(camera)
+            ),
         }
     }
 }
@@ -174,8 +201,8 @@ impl fmt::Display for NotReady {
 }
 
 struct CameraRing {
-    /// T + 1 slots: a new frame is written into the spare slot and only then becomes part of the window, so
-    /// a frame that fails preprocessing never replaces a good one.
+    /// [`frame_slots`] slots: a new frame is written into the spare slot and only then becomes part of the
+    /// window, so a frame that fails preprocessing never replaces a good one.
     frames: Vec<f32>,
     stamps: Vec<f64>,
     /// Slot index of the newest committed frame.
@@ -185,6 +212,10 @@ struct CameraRing {
 
 pub struct ObsWindow {
     dims: Dims,
+    /// Seconds between the window's frames (`frame_dt`); `None`: the T newest frames.
+    frame_dt: Option<f64>,
+    /// Slots per camera ring, the spare included.
+    slots: usize,
     cameras: Vec<CameraRing>,
     joint_stamps: Vec<f64>,
     joint_positions: Vec<f64>,
@@ -211,8 +242,28 @@ impl ObsWindow {
         max_joint_state_age_s: f64,
         joint_history: usize,
     ) -> Self {
+        Self::with_frame_dt(
+            dims,
+            None,
+            sync_slop_s,
+            max_image_age_s,
+            max_joint_state_age_s,
+            joint_history,
+        )
+    }
+
+    /// A window whose frames are `frame_dt` apart (the bundle's `frame_dt`): per camera, the frames
+    /// nearest to `stamp - k frame_dt`, `k = T-1..0`, whatever rate the camera publishes at.
+    pub fn with_frame_dt(
+        dims: Dims,
+        frame_dt: Option<f64>,
+        sync_slop_s: f64,
+        max_image_age_s: f64,
+        max_joint_state_age_s: f64,
+        joint_history: usize,
+    ) -> Self {
         let joint_history = joint_history.max(MIN_JOINT_HISTORY);
-        let slots = dims.context_frames + 1;
+        let slots = frame_slots(dims.context_frames, frame_dt);
         let cameras = (0..dims.cameras)
             .map(|_| CameraRing {
                 frames: vec![0.0; slots * dims.frame_len()],
@@ -223,6 +274,8 @@ impl ObsWindow {
             .collect();
         ObsWindow {
             dims,
+            frame_dt,
+            slots,
             cameras,
             joint_stamps: vec![f64::NEG_INFINITY; joint_history],
             joint_positions: vec![0.0; joint_history * dims.state],
@@ -256,7 +309,7 @@ impl ObsWindow {
     }
 
     fn spare_slot(&self, camera: usize) -> usize {
-        (self.cameras[camera].newest + 1) % (self.dims.context_frames + 1)
+        (self.cameras[camera].newest + 1) % self.slots
     }
 
     /// The spare slot of `camera` to preprocess a new frame into; it joins the window on [`Self::commit_frame`].
@@ -291,7 +344,7 @@ impl ObsWindow {
         let c = &mut self.cameras[camera];
         c.stamps[slot] = stamp;
         c.newest = slot;
-        c.count = (c.count + 1).min(self.dims.context_frames);
+        c.count = (c.count + 1).min(self.slots - 1);
     }
 
     pub fn push_joint_state(
@@ -346,6 +399,24 @@ impl ObsWindow {
         best
     }
 
+    /// The slot `back` frames before the newest.
+    fn slot_back(&self, c: &CameraRing, back: usize) -> usize {
+        (c.newest + self.slots - back) % self.slots
+    }
+
+    /// The slot of the committed frame nearest to `target` (the newer one on a tie).
+    fn nearest_frame(&self, c: &CameraRing, target: f64) -> usize {
+        let mut best = (c.newest, f64::INFINITY);
+        for back in 0..c.count {
+            let slot = self.slot_back(c, back);
+            let gap = (c.stamps[slot] - target).abs();
+            if gap < best.1 {
+                best = (slot, gap);
+            }
+        }
+        best.0
+    }
+
     /// Checks completeness and freshness at time `now` without copying anything.
     pub fn readiness(&self, now: f64) -> Result<ObsMeta, NotReady> {
         let t = self.dims.context_frames;
@@ -364,6 +435,27 @@ impl ObsWindow {
                 return Err(NotReady::CameraStale { camera: i, age });
             }
             stamp = stamp.min(newest);
+        }
+        if let Some(dt) = self.frame_dt {
+            // Every camera must reach back to the oldest target (within half a spacing).
+            let need_back = (t - 1) as f64 * dt;
+            for (i, c) in self.cameras.iter().enumerate() {
+                let oldest = c.stamps[self.slot_back(c, c.count - 1)];
+                if oldest > stamp - need_back + 0.5 * dt {
+                    if c.count < self.slots - 1 {
+                        return Err(NotReady::CameraFilling {
+                            camera: i,
+                            have: c.count,
+                            need: t,
+                        });
+                    }
+                    return Err(NotReady::CameraTooFast {
+                        camera: i,
+                        span: c.stamps[c.newest] - oldest,
+                        need: need_back,
+                    });
+                }
+            }
         }
         let Some((joint_stamp, _)) = self.latest_joint_state() else {
             return Err(NotReady::NoJointState);
@@ -391,11 +483,14 @@ impl ObsWindow {
     ) -> Result<ObsMeta, NotReady> {
         let meta = self.readiness(now)?;
         let (t, len) = (self.dims.context_frames, self.dims.frame_len());
-        let slots = t + 1;
         for (v, c) in self.cameras.iter().enumerate() {
             for k in 0..t {
-                // k = 0 is the oldest of the T newest frames.
-                let slot = (c.newest + slots - (t - 1 - k)) % slots;
+                // k = 0 is the oldest frame of the window.
+                let back = t - 1 - k;
+                let slot = match self.frame_dt {
+                    None => self.slot_back(c, back),
+                    Some(dt) => self.nearest_frame(c, meta.stamp - back as f64 * dt),
+                };
                 let dst = (v * t + k) * len;
                 frames[dst..dst + len].copy_from_slice(&c.frames[slot * len..(slot + 1) * len]);
                 stamps[v * t + k] = c.stamps[slot];
@@ -507,6 +602,71 @@ mod tests {
             w.readiness(1.65),
             Err(NotReady::CameraFilling { .. })
         ));
+    }
+
+    #[test]
+    fn frame_dt_picks_the_frames_nearest_to_the_spacing_at_any_camera_rate() {
+        // T = 2, frame_dt = 0.2 s: the frames nearest to stamp - 0.2 and stamp.
+        let mut w = ObsWindow::with_frame_dt(dims(), Some(0.2), 0.02, 0.5, 0.1, 64);
+        assert_eq!(frame_slots(2, Some(0.2)), 14);
+        // Camera 0 at 30 Hz, camera 1 at 10 Hz; the value of a frame is its index.
+        for i in 0..8 {
+            frame(&mut w, 0, 1.0 + i as f64 / 30.0, i as f32);
+        }
+        frame(&mut w, 1, 1.05, 100.0);
+        frame(&mut w, 1, 1.1, 101.0);
+        w.push_joint_state(1.2, &[0.0, 0.0]).unwrap();
+        // Camera 1's two frames reach back to 1.05, not within half a spacing of 1.1 - 0.2: filling.
+        assert!(
+            matches!(
+                w.readiness(1.25),
+                Err(NotReady::CameraFilling { camera: 1, .. })
+            ),
+            "{:?}",
+            w.readiness(1.25)
+        );
+        frame(&mut w, 1, 1.2, 102.0);
+        for i in 8..9 {
+            frame(&mut w, 0, 1.0 + i as f64 / 30.0, i as f32);
+        }
+        // Observation stamp: min(1 + 8/30, 1.2) = 1.2. Camera 0: nearest to 1.0 is frame 0, to 1.2 frame
+        // 6 (1.2); camera 1: 1.05 and 1.2.
+        let mut frames = vec![0.0; 2 * 2 * 3];
+        let mut stamps = vec![0.0; 4];
+        let mut state = [0.0; 2];
+        let meta = w
+            .assemble(1.28, &mut frames, &mut stamps, &mut state)
+            .unwrap();
+        assert!((meta.stamp - 1.2).abs() < 1e-12);
+        assert_eq!(
+            frames,
+            [0., 0., 0., 6., 6., 6., 100., 100., 100., 102., 102., 102.]
+        );
+        assert!(
+            (stamps[1] - 1.2).abs() < 1e-12 && stamps[2] == 1.05,
+            "{stamps:?}"
+        );
+    }
+
+    #[test]
+    fn frame_dt_reports_a_camera_faster_than_the_ring() {
+        let mut w = ObsWindow::with_frame_dt(dims(), Some(0.2), 0.02, 0.5, 0.1, 64);
+        // 200 Hz: the 13 frames the ring holds span 0.06 s, less than 0.2 s.
+        for i in 0..40 {
+            let t = 1.0 + i as f64 / 200.0;
+            frame(&mut w, 0, t, 0.0);
+            frame(&mut w, 1, t, 0.0);
+        }
+        w.push_joint_state(1.195, &[0.0, 0.0]).unwrap();
+        let r = w.readiness(1.2);
+        assert!(
+            matches!(r, Err(NotReady::CameraTooFast { camera: 0, .. })),
+            "{r:?}"
+        );
+        assert!(r
+            .unwrap_err()
+            .describe(&["ext".into()])
+            .contains("faster than 60 Hz"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The policy's life in one place: start-up (resolve cameras and joints against the bundle, load and check
 //! the model, warm up), the steady state (one chunk per call into preallocated buffers), and shutdown (drop).
 
+use crate::action_space::ActionSpace;
 use crate::bundle::{Bundle, BundleError, Dims};
 use crate::config::{JointLimits, NodeConfig};
 use crate::runtime::{ModelInput, ModelOutput, ModelRuntime, RuntimeError, StageTimings};
@@ -96,16 +97,7 @@ impl Wiring {
         } else {
             cfg.joint_names.clone()
         };
-        let mut action_to_state = Vec::new();
-        for name in &m.action.joints {
-            let i = m.state.joints.iter().position(|s| s == name).ok_or_else(|| {
-                SetupError::Bundle(BundleError::Field {
-                    field: "action.joints".into(),
-                    problem: format!("`{name}` is not a state joint: absolute position commands need the joint's measured position for the safety checks"),
-                })
-            })?;
-            action_to_state.push(i);
-        }
+        let action_to_state = m.action_to_state()?;
         let action_joint_names: Vec<String> = action_to_state
             .iter()
             .map(|&i| state_joint_names[i].clone())
@@ -185,6 +177,7 @@ fn resolve_groups(
 pub struct Policy {
     runtime: ModelRuntime,
     sampler: FlowSampler,
+    action_space: ActionSpace,
     pub model_id: String,
 }
 
@@ -204,6 +197,7 @@ impl Policy {
             sampler: FlowSampler::new(steps, cfg.seed)
                 .with_solver(m.sampler.solver())
                 .with_shift(m.sampler.shift),
+            action_space: ActionSpace::new(m.action.kind, m.action.dt, m.action_to_state()?),
             model_id: m.model_id.clone(),
         };
         let mut input = policy.new_input();
@@ -214,7 +208,7 @@ impl Policy {
             .for_each(|(q, mean)| *q = f64::from(*mean));
         let mut output = policy.new_output();
         for _ in 0..cfg.runtime.warmup_runs {
-            policy.process(&input, &mut output)?;
+            policy.process(&mut input, &mut output)?;
         }
         policy.sampler.reseed();
         Ok(policy)
@@ -253,23 +247,41 @@ impl Policy {
         self.sampler.reseed();
     }
 
+    /// One chunk. `input.prefix` holds absolute joint positions; it is converted into the model's action
+    /// space (`action.kind`) here, and `output.actions` comes back as absolute positions.
     pub fn process(
         &mut self,
-        input: &ModelInput,
+        input: &mut ModelInput,
         output: &mut ModelOutput,
     ) -> Result<StageTimings, RuntimeError> {
-        self.runtime.infer(input, &mut self.sampler, output)
+        self.action_space
+            .from_absolute(&input.state, &mut input.prefix, input.prefix_steps);
+        let timings = self.runtime.infer(input, &mut self.sampler, output)?;
+        self.action_space
+            .to_absolute(&input.state, &mut output.actions);
+        Ok(timings)
     }
 
-    /// One chunk from given initial noise instead of the seeded generator (export parity checks).
+    /// One chunk from given initial noise instead of the seeded generator (export parity checks); the
+    /// actions as [`Self::process`] returns them.
     pub fn process_with_noise(
         &mut self,
-        input: &ModelInput,
+        input: &mut ModelInput,
         noise_actions: &[f32],
         noise_video: &[f32],
         output: &mut ModelOutput,
     ) -> Result<StageTimings, RuntimeError> {
-        self.runtime
-            .infer_with_noise(input, &self.sampler, noise_actions, noise_video, output)
+        self.action_space
+            .from_absolute(&input.state, &mut input.prefix, input.prefix_steps);
+        let timings = self.runtime.infer_with_noise(
+            input,
+            &self.sampler,
+            noise_actions,
+            noise_video,
+            output,
+        )?;
+        self.action_space
+            .to_absolute(&input.state, &mut output.actions);
+        Ok(timings)
     }
 }

@@ -124,33 +124,92 @@ impl<'a> ImageView<'a> {
     }
 }
 
+/// How an image of another size or aspect ratio becomes the model's size (`cameras[i].resize`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizePolicy {
+    /// Scale each axis on its own to the model's size (the aspect ratio changes when they differ).
+    #[default]
+    Squash,
+    /// Scale to fit inside the model's size keeping the aspect ratio, centred, the borders black.
+    Letterbox,
+    /// Crop the largest centred region with the model's aspect ratio, then scale it.
+    CenterCrop,
+}
+
+impl ResizePolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            ResizePolicy::Squash => "squash",
+            ResizePolicy::Letterbox => "letterbox",
+            ResizePolicy::CenterCrop => "center_crop",
+        }
+    }
+}
+
+/// The size a `width` x `height` image is scaled to when letterboxed into `out_w` x `out_h`: the axis
+/// that limits fills the output, the other is rounded to the nearest pixel (at least 1).
+pub fn letterbox_size(width: usize, height: usize, out_w: usize, out_h: usize) -> (usize, usize) {
+    // Compare width / height with out_w / out_h without floating point.
+    if width * out_h >= height * out_w {
+        let h = ((height * out_w) as f64 / width as f64).round() as usize;
+        (out_w, h.clamp(1, out_h))
+    } else {
+        let w = ((width * out_h) as f64 / height as f64).round() as usize;
+        (w.clamp(1, out_w), out_h)
+    }
+}
+
 pub struct Preprocessor {
     out_width: usize,
     out_height: usize,
+    resize: ResizePolicy,
     /// Per channel, the normalized value of each u8 level: (v / 255 - mean) / std.
     lut: [[f32; 256]; 3],
     rgb: Vec<u8>,
     resized: Vec<u8>,
+    /// The letterboxed image (black borders), out_width x out_height.
+    canvas: Vec<u8>,
     resizer: Resizer,
     options: ResizeOptions,
 }
 
 impl Preprocessor {
     pub fn new(out_width: usize, out_height: usize, mean: [f32; 3], std: [f32; 3]) -> Self {
+        Self::with_resize(out_width, out_height, mean, std, ResizePolicy::Squash)
+    }
+
+    pub fn with_resize(
+        out_width: usize,
+        out_height: usize,
+        mean: [f32; 3],
+        std: [f32; 3],
+        resize: ResizePolicy,
+    ) -> Self {
         let mut lut = [[0.0f32; 256]; 3];
         for (c, table) in lut.iter_mut().enumerate() {
             for (v, slot) in table.iter_mut().enumerate() {
                 *slot = (v as f32 / 255.0 - mean[c]) / std[c];
             }
         }
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
         Preprocessor {
             out_width,
             out_height,
+            resize,
             lut,
             rgb: Vec::new(),
             resized: vec![0; out_width * out_height * 3],
+            canvas: if resize == ResizePolicy::Letterbox {
+                vec![0; out_width * out_height * 3]
+            } else {
+                Vec::new()
+            },
             resizer: Resizer::new(),
-            options: ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+            options: match resize {
+                ResizePolicy::CenterCrop => options.fit_into_destination(Some((0.5, 0.5))),
+                _ => options,
+            },
         }
     }
 
@@ -173,6 +232,12 @@ impl Preprocessor {
         let rgb: &[u8] = if (img.width, img.height) == (self.out_width, self.out_height) {
             &self.rgb
         } else {
+            let (w, h) = match self.resize {
+                ResizePolicy::Letterbox => {
+                    letterbox_size(img.width, img.height, self.out_width, self.out_height)
+                }
+                _ => (self.out_width, self.out_height),
+            };
             let src = ImageRef::new(
                 img.width as u32,
                 img.height as u32,
@@ -181,16 +246,29 @@ impl Preprocessor {
             )
             .map_err(|e| ImageError::Decode(e.to_string()))?;
             let mut dst = Image::from_slice_u8(
-                self.out_width as u32,
-                self.out_height as u32,
-                &mut self.resized,
+                w as u32,
+                h as u32,
+                &mut self.resized[..w * h * 3],
                 PixelType::U8x3,
             )
             .map_err(|e| ImageError::Decode(e.to_string()))?;
             self.resizer
                 .resize(&src, &mut dst, &self.options)
                 .map_err(|e| ImageError::Decode(e.to_string()))?;
-            &self.resized
+            if self.resize == ResizePolicy::Letterbox {
+                // Centred on a black canvas (cleared each time: an image of another aspect ratio
+                // leaves other borders).
+                self.canvas.fill(0);
+                let (x0, y0) = ((self.out_width - w) / 2, (self.out_height - h) / 2);
+                let row = self.out_width * 3;
+                for (y, src_row) in self.resized[..w * h * 3].chunks_exact(w * 3).enumerate() {
+                    let start = (y0 + y) * row + x0 * 3;
+                    self.canvas[start..start + w * 3].copy_from_slice(src_row);
+                }
+                &self.canvas
+            } else {
+                &self.resized
+            }
         };
         let plane = self.out_width * self.out_height;
         let (r_plane, rest) = out.split_at_mut(plane);
@@ -382,6 +460,103 @@ mod tests {
             (out[0] - 1.0).abs() < 1e-6 && (out[1] + 2.0).abs() < 1e-6 && out[2].abs() < 1e-5,
             "{out:?}"
         );
+    }
+
+    /// An RGB image whose left half is red and right half blue (width even), rows all alike.
+    fn halves(w: usize, h: usize) -> Vec<u8> {
+        (0..w * h)
+            .flat_map(|i| {
+                if i % w < w / 2 {
+                    [255u8, 0, 0]
+                } else {
+                    [0, 0, 255]
+                }
+            })
+            .collect()
+    }
+
+    /// Red channel of an output pixel (identity normalization).
+    fn red(out: &[f32], out_w: usize, x: usize, y: usize) -> f32 {
+        out[y * out_w + x]
+    }
+
+    #[test]
+    fn letterbox_keeps_the_aspect_ratio_with_black_borders() {
+        assert_eq!(letterbox_size(40, 20, 8, 8), (8, 4));
+        assert_eq!(letterbox_size(20, 40, 8, 8), (4, 8));
+        assert_eq!(letterbox_size(30, 20, 6, 4), (6, 4));
+        // A 40x20 image into 8x8: scaled to 8x4, rows 2..6, rows 0-1 and 6-7 black.
+        let data = halves(40, 20);
+        let view = ImageView::new(40, 20, 120, "rgb8", &data).unwrap();
+        let mut p = Preprocessor::with_resize(8, 8, ID_MEAN, ID_STD, ResizePolicy::Letterbox);
+        let mut out = vec![0.5; p.output_len()];
+        p.process(&view, &mut out).unwrap();
+        let plane = 64;
+        for y in [0, 1, 6, 7] {
+            for x in 0..8 {
+                let px = [
+                    out[y * 8 + x],
+                    out[plane + y * 8 + x],
+                    out[2 * plane + y * 8 + x],
+                ];
+                assert_eq!(px, [0.0; 3], "border pixel {x},{y}");
+            }
+        }
+        for y in 2..6 {
+            assert_eq!(red(&out, 8, 0, y), 1.0, "left edge of row {y} is red");
+            assert_eq!(red(&out, 8, 7, y), 0.0, "right edge of row {y} is blue");
+            assert_eq!(out[2 * plane + y * 8 + 7], 1.0);
+        }
+        // A portrait image next: its own borders (left and right), none left over from the first.
+        let tall: Vec<u8> = [0u8, 255, 0].repeat(20 * 40);
+        let view = ImageView::new(20, 40, 60, "rgb8", &tall).unwrap();
+        p.process(&view, &mut out).unwrap();
+        for y in 0..8 {
+            for x in 0..8 {
+                let green = out[plane + y * 8 + x];
+                let expected = if (2..6).contains(&x) { 1.0 } else { 0.0 };
+                assert_eq!(green, expected, "pixel {x},{y}");
+            }
+        }
+    }
+
+    #[test]
+    fn center_crop_drops_the_sides_and_squash_keeps_them() {
+        // 40x20, the left 5 columns red, the rest blue: a centred square crop (x 10..30, its filter
+        // reaching 2.5 pixels out) sees only blue; squash keeps the red at the left edge.
+        let (w, h) = (40usize, 20usize);
+        let data: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                if i % w < 5 {
+                    [255u8, 0, 0]
+                } else {
+                    [0, 0, 255]
+                }
+            })
+            .collect();
+        let view = ImageView::new(w, h, w * 3, "rgb8", &data).unwrap();
+        let mut crop = Preprocessor::with_resize(8, 8, ID_MEAN, ID_STD, ResizePolicy::CenterCrop);
+        let mut squash = Preprocessor::new(8, 8, ID_MEAN, ID_STD);
+        let (mut a, mut b) = (vec![0.0; 192], vec![0.0; 192]);
+        crop.process(&view, &mut a).unwrap();
+        squash.process(&view, &mut b).unwrap();
+        for y in 0..8 {
+            assert_eq!(
+                red(&a, 8, 0, y),
+                0.0,
+                "the crop starts in the blue part (row {y})"
+            );
+            assert!(
+                red(&b, 8, 0, y) > 0.5,
+                "squash starts in the red part (row {y})"
+            );
+        }
+        // Same size in and out: every policy is the identity.
+        let small = halves(8, 8);
+        let view = ImageView::new(8, 8, 24, "rgb8", &small).unwrap();
+        crop.process(&view, &mut a).unwrap();
+        squash.process(&view, &mut b).unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -217,6 +217,9 @@ pub struct ModelInput {
     pub prefix: Vec<f64>,
     pub prefix_weights: Vec<f32>,
     pub prefix_steps: usize,
+    /// Run the decode stage for this chunk (parameter `video_decode`); the predicted video latents are
+    /// computed either way.
+    pub decode: bool,
 }
 
 impl ModelInput {
@@ -231,6 +234,7 @@ impl ModelInput {
             prefix: vec![0.0; dims.action_len()],
             prefix_weights: vec![0.0; dims.horizon],
             prefix_steps: 0,
+            decode: true,
         }
     }
 }
@@ -248,6 +252,7 @@ impl ModelOutput {
             } else {
                 Vec::new()
             },
+            frames_decoded: false,
         }
     }
 }
@@ -264,6 +269,9 @@ pub struct ModelOutput {
     pub monitor_latents: Vec<f32>,
     /// [V, F, 3, H, W] RGB in [0, 1]; empty when the bundle has no decode stage.
     pub frames: Vec<f32>,
+    /// `frames` hold this chunk's prediction (false: no decode stage, or `ModelInput::decode` was off and
+    /// they hold an older chunk's).
+    pub frames_decoded: bool,
 }
 
 pub struct ModelRuntime {
@@ -672,13 +680,15 @@ impl ModelRuntime {
         }
 
         output.video_latents.copy_from_slice(&self.x_video);
-        if let Some(decode) = &mut self.decode {
+        output.frames_decoded = false;
+        if let Some(decode) = self.decode.as_mut().filter(|_| input.decode) {
             let outputs = decode
                 .run(ort::inputs![
                     self.names.dec_in.as_str() => TensorRef::from_array_view((self.shapes.video.as_slice(), self.x_video.as_slice())).map_err(|e| run_err("decode", e))?
                 ])
                 .map_err(|e| run_err("decode", e))?;
             copy_output("decode", &outputs, &self.names.dec_out, &mut output.frames)?;
+            output.frames_decoded = true;
         }
         let end = Instant::now();
         timings.decode_s = (end - t_denoise).as_secs_f64();

@@ -76,7 +76,7 @@ impl Worker {
                         Request::Reset => policy.reset(),
                         Request::Infer(mut job) => {
                             let result = policy
-                                .process(&job.input, &mut job.output)
+                                .process(&mut job.input, &mut job.output)
                                 .map_err(|e| e.to_string());
                             if !extra_latency.is_zero() {
                                 std::thread::sleep(extra_latency);

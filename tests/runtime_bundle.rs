@@ -104,10 +104,10 @@ fn test_model_function_is_reproduced_exactly() {
     let cfg = config(&[]);
     let mut policy = Policy::start(&bundle, &cfg).unwrap();
     assert_eq!(policy.provider_name(), "cpu");
-    let input = reach_input(&bundle, &policy);
+    let mut input = reach_input(&bundle, &policy);
     let mut output = policy.new_output();
     assert_eq!(input.tokens, [2, 5, 6, 10, 0, 0, 0, 0]);
-    let t = policy.process(&input, &mut output).unwrap();
+    let t = policy.process(&mut input, &mut output).unwrap();
     assert!(t.total_s > 0.0 && t.denoise_s > 0.0);
     let (b0, b1) = (191.0 / 255.0, 64.0 / 255.0);
     for i in 0..8 {
@@ -136,6 +136,62 @@ fn test_model_function_is_reproduced_exactly() {
 }
 
 #[test]
+fn delta_and_velocity_actions_come_back_as_absolute_positions_and_keep_the_prefix() {
+    // The same ONNX files declared as another action kind: the model's numbers are then deltas or
+    // velocities, and the node must integrate them from the observed state.
+    let bundle = Bundle::load(bundle_dir()).unwrap();
+    let cfg = config(&[]);
+    let mut absolute = Policy::start(&bundle, &cfg).unwrap();
+    let mut input = reach_input(&bundle, &absolute);
+    let mut raw = absolute.new_output();
+    absolute.process(&mut input, &mut raw).unwrap();
+    let (h, a, dt) = (8, 7, bundle.manifest.action.dt);
+    for kind in ["delta_joint_position", "joint_velocity"] {
+        let dir =
+            edited_bundle(|s| s.replace("kind: absolute_joint_position", &format!("kind: {kind}")));
+        let b = Bundle::load(dir.path()).unwrap();
+        let mut policy = Policy::start(&b, &config(&[])).unwrap();
+        let mut input = reach_input(&b, &policy);
+        let mut out = policy.new_output();
+        policy.process(&mut input, &mut out).unwrap();
+        for (j, &qj) in Q.iter().enumerate() {
+            let mut q = qj;
+            for i in 0..h {
+                let m = raw.actions[i * a + j];
+                let expected = if kind == "delta_joint_position" {
+                    qj + m
+                } else {
+                    q += m * dt;
+                    q
+                };
+                let got = out.actions[i * a + j];
+                assert!(
+                    (got - expected).abs() < 1e-9,
+                    "{kind} step {i} joint {j}: {got} vs {expected}"
+                );
+            }
+        }
+        // A prefix given in absolute positions is converted into the model's space before inpainting:
+        // a step kept with weight 1 comes back as the same absolute position.
+        let mut input = reach_input(&b, &policy);
+        let kept: Vec<f64> = (0..2 * a)
+            .map(|k| Q[k % a] + 0.05 * (1 + k / a) as f64)
+            .collect();
+        input.prefix[..2 * a].copy_from_slice(&kept);
+        input.prefix_weights[..2].copy_from_slice(&[1.0, 1.0]);
+        input.prefix_steps = 2;
+        policy.process(&mut input, &mut out).unwrap();
+        for (k, want) in kept.iter().enumerate() {
+            assert!(
+                (out.actions[k] - want).abs() < 1e-5,
+                "{kind}: kept entry {k}: {} vs {want}",
+                out.actions[k]
+            );
+        }
+    }
+}
+
+#[test]
 fn prefix_steps_are_kept_by_their_weights() {
     // The test model's flow lands exactly on its known chunk, so a kept step must come out as
     // (1 - w) * chunk + w * prefix: all prefix at weight 1, halfway at 0.5, untouched after the prefix.
@@ -143,14 +199,14 @@ fn prefix_steps_are_kept_by_their_weights() {
     let mut policy = Policy::start(&bundle, &config(&[])).unwrap();
     let mut input = reach_input(&bundle, &policy);
     let mut output = policy.new_output();
-    policy.process(&input, &mut output).unwrap();
+    policy.process(&mut input, &mut output).unwrap();
     let free = output.actions.clone();
     for (k, p) in input.prefix.iter_mut().enumerate() {
         *p = -0.3 + 0.01 * k as f64;
     }
     input.prefix_weights[..2].copy_from_slice(&[1.0, 0.5]);
     input.prefix_steps = 2;
-    policy.process(&input, &mut output).unwrap();
+    policy.process(&mut input, &mut output).unwrap();
     for j in 0..7 {
         let (p0, p1) = (input.prefix[j], input.prefix[7 + j]);
         assert!((output.actions[j] - p0).abs() < 1e-5, "step 0 joint {j}");
@@ -184,7 +240,7 @@ fn every_solver_reproduces_the_test_model_and_keeps_the_prefix() {
     assert_eq!(euler.sampler().shift(), 1.0);
     let mut input = reach_input(&bundle, &euler);
     let mut expected = euler.new_output();
-    euler.process(&input, &mut expected).unwrap();
+    euler.process(&mut input, &mut expected).unwrap();
     let prefix: Vec<f64> = (0..input.prefix.len())
         .map(|k| -0.3 + 0.01 * k as f64)
         .collect();
@@ -205,7 +261,7 @@ fn every_solver_reproduces_the_test_model_and_keeps_the_prefix() {
         assert_eq!(policy.sampler().evaluations(), evaluations, "{sampler}");
         let mut output = policy.new_output();
         input.prefix_steps = 0;
-        policy.process(&input, &mut output).unwrap();
+        policy.process(&mut input, &mut output).unwrap();
         for (k, (got, want)) in output.actions.iter().zip(&expected.actions).enumerate() {
             assert!(
                 (got - want).abs() < 1e-5,
@@ -215,7 +271,7 @@ fn every_solver_reproduces_the_test_model_and_keeps_the_prefix() {
         input.prefix.copy_from_slice(&prefix);
         input.prefix_weights[0] = 1.0;
         input.prefix_steps = 1;
-        policy.process(&input, &mut output).unwrap();
+        policy.process(&mut input, &mut output).unwrap();
         for (j, (got, want)) in output.actions.iter().zip(&prefix).take(7).enumerate() {
             assert!((got - want).abs() < 1e-5, "{sampler}: prefix joint {j}");
         }
@@ -253,6 +309,30 @@ fn manifest_and_onnx_mismatches_name_stage_and_tensor() {
             "latent shape",
             Box::new(|s: &str| s.replace("latent_shape: [3, 8, 8]", "latent_shape: [4, 8, 8]")),
             vec!["`latents`", "dimension 3 is 3", "expected 4"],
+        ),
+        (
+            "frame spacing",
+            Box::new(|s: &str| s.replace("context_frames: 2", "context_frames: 2\nframe_dt: -0.1")),
+            vec!["field `frame_dt`", "is -0.1", "positive number of seconds"],
+        ),
+        (
+            "resize policy",
+            Box::new(|s: &str| s.replacen("width: 32}", "width: 32, resize: stretch}", 1)),
+            vec![
+                "unknown variant `stretch`",
+                "squash",
+                "letterbox",
+                "center_crop",
+            ],
+        ),
+        (
+            "action kind",
+            Box::new(|s: &str| s.replace("kind: absolute_joint_position", "kind: torque")),
+            vec![
+                "unknown variant `torque`",
+                "delta_joint_position",
+                "joint_velocity",
+            ],
         ),
         (
             "horizon",

@@ -336,6 +336,37 @@ def test_happy_path_trajectory_chunk_frames_preview_status() -> None:
         assert node.running()
 
 
+def test_video_decode_on_demand_decodes_only_while_frames_are_watched() -> None:
+    """`video_decode: on_demand`: nobody subscribes to the predicted frames or the preview, so no
+    chunk is decoded (the actions still come); a subscriber appears, and the chunks after it are
+    decoded and their frames published with the model's values."""
+    exp = expected_for(Q, [ext_image(), wrist_image()], INSTRUCTION)
+    topics = PeerTopics(watch_frames=False)
+    params = {"instruction": INSTRUCTION, "video_decode": "on_demand", "video_decode_every": 0}
+    with running(params, topics) as (node, peer):
+        start_constant(peer, node)
+        assert peer.enable(True).success
+        s = wait_status(peer, lambda s: s.chunks_published >= 3, "3 chunks", CHUNK_TIMEOUT)
+        assert s.decoded_chunks == 0, s
+        peer.watch_frames()
+        s = wait_status(peer, lambda s: s.decoded_chunks >= 2, "decoded chunks", CHUNK_TIMEOUT)
+        t0 = peer.mark()
+        peer.wait_for(lambda: len(peer.chunks_since(t0)) >= 1, CHUNK_TIMEOUT)
+        check_predicted(peer, peer.chunks_since(t0)[-1], exp)
+        assert s.decoded_chunks < s.chunks_published
+
+
+def test_video_decode_every_nth_chunk_without_watchers() -> None:
+    topics = PeerTopics(watch_frames=False)
+    params = {"instruction": INSTRUCTION, "video_decode": "on_demand", "video_decode_every": 2}
+    with running(params, topics) as (node, peer):
+        start_constant(peer, node)
+        assert peer.enable(True).success
+        s = wait_status(peer, lambda s: s.chunks_published >= 6, "6 chunks", 3 * CHUNK_TIMEOUT)
+        # Every second inference decodes; published chunks are a subset of the inferences.
+        assert 1 <= s.decoded_chunks <= (s.inferences + 1) // 2, s
+
+
 def test_instruction_topic_changes_actions() -> None:
     ext, wrist = ext_image(), wrist_image()
     first = expected_for(Q, [ext, wrist], INSTRUCTION)

@@ -27,7 +27,7 @@ use r2r::{QosProfile, WrappedTypesupport};
 use crate::bundle::Bundle;
 use crate::config::{
     updated_params, CameraTransport, CommandGroup, NodeConfig, OutputMode, ParamValue, Params,
-    StreamMessage, RUNTIME_PARAMETERS,
+    StreamMessage, VideoDecode, RUNTIME_PARAMETERS,
 };
 use crate::controller::{Command, Controller, Outbox, Status};
 use crate::lifecycle::{CallbackResult, Lifecycle, State as LifecycleState, Transition};
@@ -129,6 +129,18 @@ struct Publishers {
 }
 
 impl Publishers {
+    /// Whether anyone subscribes to the predicted frames or the preview (a failed graph query
+    /// counts as watched: decoding is the safe side).
+    fn frames_watched(&self) -> bool {
+        self.predicted
+            .iter()
+            .chain(std::iter::once(&self.preview))
+            .any(|p| {
+                p.get_inter_process_subscription_count()
+                    .map_or(true, |n| n > 0)
+            })
+    }
+
     fn destroy(self, node: &mut r2r::Node) {
         for g in self.groups {
             g.live.destroy(node);
@@ -1071,6 +1083,15 @@ impl Pipeline {
 
     fn tick(&mut self, now: f64) {
         self.event(now, Event::Tick);
+        if matches!(
+            self.controller.config().video_decode,
+            VideoDecode::OnDemand { .. }
+        ) {
+            let wanted = self.recorder.is_some()
+                || (self.controller.config().publish_predicted_frames
+                    && self.pubs.frames_watched());
+            self.controller.set_frames_wanted(wanted);
+        }
         self.controller
             .tick(now, self.worker.free_job(), &mut self.out);
     }
@@ -1254,7 +1275,7 @@ impl Pipeline {
                         r.message(recording::ACTION_CHUNK, now, chunk);
                     }
                     if self.controller.config().publish_predicted_frames
-                        && !job.output.frames.is_empty()
+                        && job.output.frames_decoded
                     {
                         self.publish_frames(job);
                     }

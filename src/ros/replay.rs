@@ -171,7 +171,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     inferences += 1;
                     in_flight = Some(
                         policy
-                            .process(&job.input, &mut job.output)
+                            .process(&mut job.input, &mut job.output)
                             .map_err(|e| e.to_string()),
                     );
                 }

@@ -123,6 +123,8 @@ class PeerTopics:
     instruction: str = "/instruction"
     trajectory: str = "joint_trajectory"
     node: str = "/wam_policy"
+    # Subscribe to the predicted frames and the preview from the start (else: `Peer.watch_frames`).
+    watch_frames: bool = True
 
     def node_params(self) -> dict[str, object]:
         """The node parameters that select these topics."""
@@ -222,14 +224,8 @@ class Peer:
             JointTrajectory, self._resolve(self.topics.trajectory), self._on_trajectory, reliable
         )
         n.create_subscription(ActionChunk, f"{node_ns}/action_chunk", self._on_chunk, reliable)
-        for cam in self.topics.cameras:
-            n.create_subscription(
-                Image,
-                f"{node_ns}/predicted/{cam}",
-                functools.partial(self._on_predicted, cam),
-                reliable,
-            )
-        n.create_subscription(Image, f"{node_ns}/preview", self._on_preview, reliable)
+        if self.topics.watch_frames:
+            self.watch_frames()
         n.create_subscription(PolicyStatus, f"{node_ns}/status", self._on_status, reliable)
         self._enable_client = n.create_client(SetBool, f"{node_ns}/enable")
         self._reset_client = n.create_client(Trigger, f"{node_ns}/reset")
@@ -270,6 +266,21 @@ class Peer:
             self.node.destroy_node()
             self.context.try_shutdown()
             self._spin_thread.join(timeout=5.0)
+
+    def watch_frames(self) -> None:
+        """Subscribes to the node's predicted frames and preview (a node with `video_decode:
+        on_demand` decodes while someone does)."""
+        reliable = QoSProfile(depth=100)
+        node_ns = self.topics.node
+        with self.lock:
+            for cam in self.topics.cameras:
+                self.node.create_subscription(
+                    Image,
+                    f"{node_ns}/predicted/{cam}",
+                    functools.partial(self._on_predicted, cam),
+                    reliable,
+                )
+            self.node.create_subscription(Image, f"{node_ns}/preview", self._on_preview, reliable)
 
     def _spin(self) -> None:
         try:

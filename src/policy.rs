@@ -4,7 +4,7 @@
 use crate::bundle::{Bundle, BundleError, Dims};
 use crate::config::{JointLimits, NodeConfig};
 use crate::runtime::{ModelInput, ModelOutput, ModelRuntime, RuntimeError, StageTimings};
-use crate::sampler::FlowSampler;
+use crate::sampler::{FlowSampler, SamplerError};
 use crate::tokenizer::TokenizerError;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +17,8 @@ pub enum SetupError {
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error("sampler (bundle `sampler` with parameter `sampler_steps`): {0}")]
+    Sampler(#[from] SamplerError),
 }
 
 fn param(name: &str, problem: impl Into<String>) -> SetupError {
@@ -199,11 +201,15 @@ impl Policy {
         } else {
             m.sampler.steps
         };
+        let sampler = FlowSampler::new(steps, cfg.seed)
+            .with_solver(m.sampler.solver())
+            .with_shift(m.sampler.shift)
+            .with_guidance(m.sampler.guidance())
+            .with_reuse(m.sampler.reuse.as_deref().unwrap_or_default());
+        sampler.validate()?;
         let mut policy = Policy {
             runtime,
-            sampler: FlowSampler::new(steps, cfg.seed)
-                .with_solver(m.sampler.solver())
-                .with_shift(m.sampler.shift),
+            sampler,
             model_id: m.model_id.clone(),
         };
         let mut input = policy.new_input();
@@ -216,7 +222,7 @@ impl Policy {
         for _ in 0..cfg.runtime.warmup_runs {
             policy.process(&input, &mut output)?;
         }
-        policy.sampler.reseed();
+        policy.reset();
         Ok(policy)
     }
 
@@ -249,8 +255,20 @@ impl Policy {
         self.runtime.has_decoder()
     }
 
+    /// `~/reset`: reseeds the sampler and forgets the state carried across chunks.
     pub fn reset(&mut self) {
         self.sampler.reseed();
+        self.runtime.clear_state();
+    }
+
+    /// Forgets the state carried across chunks (format 2 `stages.context.state`; nothing without it).
+    pub fn clear_model_state(&mut self) {
+        self.runtime.clear_state();
+    }
+
+    /// The runtime (its carried state, whether guidance is batched).
+    pub fn runtime(&self) -> &ModelRuntime {
+        &self.runtime
     }
 
     pub fn process(

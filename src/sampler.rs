@@ -1158,6 +1158,104 @@ mod tests {
     }
 
     #[test]
+    fn solver_none_runs_once_at_t_1_on_zeros_and_returns_the_outputs() {
+        let s = FlowSampler::new(1, 0).with_solver(Solver::Direct);
+        s.validate().unwrap();
+        let (mut a, mut v) = (vec![0.3f32, -0.7], vec![2.0f32]);
+        let mut work = Workspace::new(2, 1);
+        let mut seen = Vec::new();
+        s.integrate_inpainting(
+            &mut a,
+            &mut v,
+            &mut work,
+            Some(Inpaint {
+                noise: &[0.5],
+                target: &[0.25],
+                weight: &[0.5],
+            }),
+            |t, xa, xv, va, vv| {
+                seen.push((t, xa.to_vec(), xv.to_vec()));
+                va.copy_from_slice(&[1.5, -2.5]);
+                vv[0] = 4.0;
+                Ok::<(), Infallible>(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, vec![(1.0, vec![0.0, 0.0], vec![0.0])]);
+        // The outputs are the result; the known entry is pulled halfway to its target at the end.
+        assert_eq!(a, [1.5 + 0.5 * (0.25 - 1.5), -2.5]);
+        assert_eq!(v, [4.0]);
+        assert_eq!(
+            FlowSampler::new(3, 0)
+                .with_solver(Solver::Direct)
+                .validate(),
+            Err(SamplerError::DirectSteps { steps: 3 })
+        );
+    }
+
+    #[test]
+    fn reuse_skips_the_model_and_keeps_its_last_outputs() {
+        let s = sampler(4, Solver::Euler, 1.0).with_reuse(&[1, 3]);
+        s.validate().unwrap();
+        assert_eq!(s.model_runs(), 2);
+        let (mut a, mut v) = (vec![0.0f64], vec![0.0f64]);
+        let mut work = Workspace::new(1, 1);
+        let mut times = Vec::new();
+        s.integrate(&mut a, &mut v, &mut work, |t, _, _, va, vv| {
+            times.push(t);
+            va[0] = t + 1.0;
+            vv[0] = 0.0;
+            Ok::<(), Infallible>(())
+        })
+        .unwrap();
+        assert_eq!(times, [0.0, 0.5]);
+        // Velocities 1, 1 (reused), 1.5, 1.5 (reused), each for a quarter.
+        assert_eq!(a[0], 0.25 * (1.0 + 1.0 + 1.5 + 1.5));
+        for (reuse, problem) in [(vec![0], "no previous"), (vec![4], "4 evaluations")] {
+            let e = sampler(4, Solver::Euler, 1.0)
+                .with_reuse(&reuse)
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(problem), "{e}");
+        }
+    }
+
+    #[test]
+    fn guidance_combines_the_branches_on_the_chosen_outputs() {
+        let g = Guidance {
+            scale: 3.0,
+            actions: false,
+            video: true,
+        };
+        let s = sampler(1, Solver::Euler, 1.0).with_guidance(Some(g));
+        let (mut a, mut v) = (vec![0.0f64], vec![0.0f64]);
+        let mut work = Workspace::new(1, 1);
+        s.integrate_guided(&mut a, &mut v, &mut work, None, |_, _, _, out| {
+            out.actions[0] = 2.0;
+            out.video[0] = 2.0;
+            let (ua, uv) = out
+                .uncond
+                .expect("guided: the unconditional outputs are asked for");
+            ua[0] = 1.0;
+            uv[0] = 1.0;
+            Ok::<(), Infallible>(())
+        })
+        .unwrap();
+        // Actions keep the conditional output; video is 1 + 3 (2 - 1) = 4.
+        assert_eq!((a[0], v[0]), (2.0, 4.0));
+        // One field for both branches (integrate): guidance changes nothing.
+        let (mut a, mut v) = (vec![0.0f64], vec![0.0f64]);
+        s.integrate(&mut a, &mut v, &mut work, |_, _, _, va, vv| {
+            va[0] = 2.0;
+            vv[0] = 2.0;
+            Ok::<(), Infallible>(())
+        })
+        .unwrap();
+        assert_eq!((a[0], v[0]), (2.0, 2.0));
+    }
+
+    #[test]
     fn a_reused_workspace_carries_nothing_between_integrations() {
         // The workspace of a run that ended in non-finite values must not leak into the next one.
         let s = sampler(6, Solver::UniPc { order: 2 }, 3.0);

@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::preprocess::ResizePolicy;
-use crate::sampler::Solver;
+use crate::sampler::{FlowSampler, Guidance, Solver};
 
 pub const MANIFEST_FILE: &str = "wam.yaml";
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format version this node reads; every version from 1 up to it loads.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -173,6 +174,27 @@ pub struct SamplerSpec {
     /// UniPC's order, 1 or 2; absent: 2. Only for `unipc`.
     #[serde(default)]
     pub order: Option<usize>,
+    /// Format 2: classifier-free guidance.
+    #[serde(default)]
+    pub guidance: Option<GuidanceSpec>,
+    /// Format 2: evaluation indices at which the denoise stage is not run (its previous outputs reused).
+    #[serde(default)]
+    pub reuse: Option<Vec<usize>>,
+}
+
+/// `sampler.guidance` (format 2).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuidanceSpec {
+    pub scale: f64,
+    pub apply_to: Vec<GuidanceTarget>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuidanceTarget {
+    Video,
+    Actions,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -182,6 +204,8 @@ pub enum SolverKind {
     Euler,
     Heun,
     Unipc,
+    /// One run, its outputs are the result (`sampler::Solver::Direct`).
+    None,
 }
 
 fn default_shift() -> f64 {
@@ -200,7 +224,17 @@ impl SamplerSpec {
             SolverKind::Unipc => Solver::UniPc {
                 order: self.order.unwrap_or(DEFAULT_UNIPC_ORDER),
             },
+            SolverKind::None => Solver::Direct,
         }
+    }
+
+    /// The guidance the manifest asks for.
+    pub fn guidance(&self) -> Option<Guidance> {
+        self.guidance.as_ref().map(|g| Guidance {
+            scale: g.scale,
+            actions: g.apply_to.contains(&GuidanceTarget::Actions),
+            video: g.apply_to.contains(&GuidanceTarget::Video),
+        })
     }
 }
 
@@ -253,6 +287,33 @@ pub struct ContextStage {
     pub inputs: ContextIn,
     /// Named tensors passed on to `denoise` inputs of the same names.
     pub outputs: Vec<String>,
+    /// Format 2: tensors carried from one chunk's context run to the next (a KV cache).
+    #[serde(default)]
+    pub state: Option<ContextState>,
+}
+
+/// `stages.context.state` (format 2): docs/bundle_format.md, "Format 2", state across chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextState {
+    pub tensors: Vec<StatePair>,
+    /// The position axis of every state tensor; its size is the maximum length M.
+    pub axis: usize,
+    /// Positions the context stage appends per chunk (B).
+    pub block: usize,
+    /// i64 [1] input: the valid positions in the past tensors.
+    pub length: String,
+    /// Optional i64 [1] input: chunks since the last clear.
+    #[serde(default)]
+    pub position: Option<String>,
+}
+
+/// One carried tensor: the context input that gets the past, the output that returns the present.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatePair {
+    pub input: String,
+    pub output: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -419,10 +480,13 @@ impl Bundle {
 
     fn validate(&self) -> Result<(), BundleError> {
         let m = &self.manifest;
-        if m.format_version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&m.format_version) {
             return Err(field_err(
                 "format_version",
-                format!("is {}, this node reads {FORMAT_VERSION}", m.format_version),
+                format!(
+                    "is {}, this node reads 1 to {FORMAT_VERSION}",
+                    m.format_version
+                ),
             ));
         }
         if m.cameras.is_empty() {
@@ -572,7 +636,7 @@ impl Bundle {
                     format!("is {order}; UniPC of order 1 or 2 is implemented"),
                 ));
             }
-            (SolverKind::Euler | SolverKind::Heun, Some(_)) => {
+            (SolverKind::Euler | SolverKind::Heun | SolverKind::None, Some(_)) => {
                 return Err(field_err(
                     "sampler.order",
                     "applies to the `unipc` solver only (euler is of order 1, heun of order 2)",
@@ -629,6 +693,102 @@ impl Bundle {
                     format!("`{out}` collides with a denoise input of another role"),
                 ));
             }
+        }
+        self.validate_format2()?;
+        Ok(())
+    }
+
+    /// The format-2 fields on their own (their tensors are checked against the ONNX files by
+    /// [`check_context_state`]).
+    fn validate_format2(&self) -> Result<(), BundleError> {
+        let m = &self.manifest;
+        let sp = &m.sampler;
+        if sp.solver == SolverKind::None && sp.steps != 1 {
+            return Err(field_err(
+                "sampler.steps",
+                format!("is {}; solver `none` runs the model once: 1", sp.steps),
+            ));
+        }
+        if let Some(g) = &sp.guidance {
+            if m.format_version < 2 {
+                return Err(field_err("sampler.guidance", "needs format_version 2"));
+            }
+            if !(g.scale.is_finite() && g.scale > 0.0) {
+                return Err(field_err(
+                    "sampler.guidance.scale",
+                    format!("is {}, must be a positive finite number", g.scale),
+                ));
+            }
+            if g.apply_to.is_empty() {
+                return Err(field_err(
+                    "sampler.guidance.apply_to",
+                    "must name video, actions or both",
+                ));
+            }
+            if g.apply_to.len() == 2 && g.apply_to[0] == g.apply_to[1] {
+                return Err(field_err(
+                    "sampler.guidance.apply_to",
+                    "names the same tensor twice",
+                ));
+            }
+        }
+        if let Some(reuse) = &sp.reuse {
+            if m.format_version < 2 {
+                return Err(field_err("sampler.reuse", "needs format_version 2"));
+            }
+            let probe = FlowSampler::new(sp.steps, 0)
+                .with_solver(sp.solver())
+                .with_reuse(reuse);
+            if let Err(e) = probe.validate() {
+                return Err(field_err("sampler.reuse", e.to_string()));
+            }
+            if probe.reuse().len() != reuse.len() {
+                return Err(field_err("sampler.reuse", "lists an index twice"));
+            }
+        }
+        let Some(st) = &m.stages.context.state else {
+            return Ok(());
+        };
+        let field = "stages.context.state";
+        if m.format_version < 2 {
+            return Err(field_err(field, "needs format_version 2"));
+        }
+        if st.tensors.is_empty() {
+            return Err(field_err(
+                format!("{field}.tensors"),
+                "must list at least one {input, output} pair",
+            ));
+        }
+        if st.block == 0 {
+            return Err(field_err(format!("{field}.block"), "must be at least 1"));
+        }
+        let ci = &m.stages.context.inputs;
+        let mut inputs: Vec<&str> = vec![&ci.latents, &ci.state, &ci.tokens];
+        let mut outputs: Vec<&str> = Vec::new();
+        for (i, pair) in st.tensors.iter().enumerate() {
+            for (role, name, seen) in [
+                ("input", &pair.input, &mut inputs),
+                ("output", &pair.output, &mut outputs),
+            ] {
+                if name.is_empty() || seen.contains(&name.as_str()) {
+                    return Err(field_err(
+                        format!("{field}.tensors[{i}].{role}"),
+                        format!("`{name}` is empty or names another context {role} too"),
+                    ));
+                }
+                seen.push(name);
+            }
+        }
+        for (key, name) in std::iter::once(("length", &st.length))
+            .chain(st.position.as_ref().map(|p| ("position", p)))
+        {
+            if name.is_empty() || inputs.contains(&name.as_str()) {
+                return Err(field_err(
+                    format!("{field}.{key}"),
+                    format!("`{name}` is empty or names another context input too"),
+                ));
+            }
+            inputs.push(name);
         }
         Ok(())
     }
@@ -774,6 +934,8 @@ fn check_norm(prefix: &str, mean: &[f32], std: &[f32], len: usize) -> Result<(),
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElemType {
+    /// An expected type only (format 2): float32 or float16.
+    Float,
     F32,
     F16,
     F64,
@@ -787,6 +949,7 @@ pub enum ElemType {
 impl fmt::Display for ElemType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
+            ElemType::Float => "float32 or float16",
             ElemType::F32 => "float32",
             ElemType::F16 => "float16",
             ElemType::F64 => "float64",
@@ -816,6 +979,35 @@ impl TensorInfo {
             shape,
         }
     }
+}
+
+impl StageTensors {
+    /// Format 2 accepts float16 wherever float32 is expected.
+    pub fn accept_f16(&mut self) {
+        for t in self.inputs.iter_mut().chain(&mut self.outputs) {
+            if t.elem == ElemType::F32 {
+                t.elem = ElemType::Float;
+            }
+        }
+    }
+
+    /// Batched guidance: the first dimension of every tensor is the batch (the file's is dynamic or 2).
+    pub fn any_batch(&mut self) {
+        for t in self.inputs.iter_mut().chain(&mut self.outputs) {
+            if let Some(d) = t.shape.first_mut() {
+                *d = -1;
+            }
+        }
+    }
+}
+
+/// Whether every input and output of a stage has a first dimension that takes a batch of 2 (dynamic or 2).
+pub fn takes_batch_of_two(stage: &StageTensors) -> bool {
+    stage
+        .inputs
+        .iter()
+        .chain(&stage.outputs)
+        .all(|t| matches!(t.shape.first(), Some(-1) | Some(2)))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -857,7 +1049,10 @@ pub fn compare_tensor(
             names.join(", ")
         )));
     };
-    if found.elem != expected.elem {
+    let elem_ok = found.elem == expected.elem
+        || (expected.elem == ElemType::Float
+            && matches!(found.elem, ElemType::F32 | ElemType::F16));
+    if !elem_ok {
         return Err(err(format!(
             "element type is {} in the ONNX file, expected {}",
             found.elem, expected.elem
@@ -941,11 +1136,11 @@ pub fn check_context_outputs(
                 ),
             ));
         }
-        if out.elem != ElemType::F32 && out.elem != ElemType::I64 {
+        if !matches!(out.elem, ElemType::F32 | ElemType::F16 | ElemType::I64) {
             return Err(err(
                 "context",
                 format!(
-                    "element type {} is not supported (float32 or int64)",
+                    "element type {} is not supported (float32, float16 or int64)",
                     out.elem
                 ),
             ));
@@ -954,6 +1149,207 @@ pub fn check_context_outputs(
         resolved.push(out.clone());
     }
     Ok(resolved)
+}
+
+/// One carried state tensor as the context file declares it (resolved by [`check_context_state`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateTensorInfo {
+    pub input: String,
+    pub output: String,
+    /// F32 or F16 (past and present the same).
+    pub elem: ElemType,
+    /// Fully fixed, the same for past and present.
+    pub shape: Vec<i64>,
+}
+
+/// The carried state after checking it against the context file: per tensor its type and shape, the
+/// position axis, the maximum length M and the block B.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedState {
+    pub tensors: Vec<StateTensorInfo>,
+    pub axis: usize,
+    pub max_len: usize,
+    pub block: usize,
+    pub length: String,
+    pub position: Option<String>,
+}
+
+/// Checks `stages.context.state` against the context file's declared inputs and outputs: each past input
+/// and present output exists, both are float32 or float16 of the same type and the same fixed shape, the
+/// position axis exists and has the same size M in every tensor, B <= M and M % B == 0, and `length`
+/// (and `position`) are int64 [1] inputs. Errors name the stage, the tensor and the field.
+pub fn check_context_state(
+    state: &ContextState,
+    context: &StageTensors,
+) -> Result<ResolvedState, BundleError> {
+    let err = |tensor: &str, problem: String| BundleError::Tensor {
+        stage: "context".into(),
+        tensor: tensor.to_string(),
+        problem,
+    };
+    let names = |list: &[TensorInfo]| {
+        list.iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut tensors = Vec::with_capacity(state.tensors.len());
+    let mut max_len: Option<(usize, &str)> = None;
+    for (i, pair) in state.tensors.iter().enumerate() {
+        let field = format!("stages.context.state.tensors[{i}]");
+        let Some(past) = context.inputs.iter().find(|t| t.name == pair.input) else {
+            return Err(err(
+                &pair.input,
+                format!(
+                    "{field}.input names this input but the ONNX file has no such input (it has: {})",
+                    names(&context.inputs)
+                ),
+            ));
+        };
+        let Some(present) = context.outputs.iter().find(|t| t.name == pair.output) else {
+            return Err(err(
+                &pair.output,
+                format!(
+                    "{field}.output names this output but the ONNX file has no such output (it has: {})",
+                    names(&context.outputs)
+                ),
+            ));
+        };
+        if !matches!(past.elem, ElemType::F32 | ElemType::F16) {
+            return Err(err(
+                &pair.input,
+                format!(
+                    "{field}.input: element type {} is not supported (float32 or float16)",
+                    past.elem
+                ),
+            ));
+        }
+        if present.elem != past.elem {
+            return Err(err(
+                &pair.output,
+                format!(
+                    "{field}.output: element type {} differs from its input `{}` ({})",
+                    present.elem, pair.input, past.elem
+                ),
+            ));
+        }
+        if past.shape.iter().any(|d| *d < 0) {
+            return Err(err(
+                &pair.input,
+                format!(
+                    "{field}.input: shape {} has a dynamic dimension; state tensors must be fixed",
+                    shape_str(&past.shape)
+                ),
+            ));
+        }
+        if present.shape != past.shape {
+            return Err(err(
+                &pair.output,
+                format!(
+                    "{field}.output: shape {} differs from its input `{}` ({})",
+                    shape_str(&present.shape),
+                    pair.input,
+                    shape_str(&past.shape)
+                ),
+            ));
+        }
+        let Some(&m) = past.shape.get(state.axis) else {
+            return Err(err(
+                &pair.input,
+                format!(
+                    "stages.context.state.axis {} is out of range for shape {} (rank {})",
+                    state.axis,
+                    shape_str(&past.shape),
+                    past.shape.len()
+                ),
+            ));
+        };
+        let m = m as usize;
+        match max_len {
+            Some((first, first_name)) if first != m => {
+                return Err(err(
+                    &pair.input,
+                    format!(
+                        "stages.context.state.axis {}: size {m} differs from `{first_name}` ({first}); \
+                         every state tensor has the same maximum length",
+                        state.axis
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => max_len = Some((m, &pair.input)),
+        }
+        tensors.push(StateTensorInfo {
+            input: pair.input.clone(),
+            output: pair.output.clone(),
+            elem: past.elem,
+            shape: past.shape.clone(),
+        });
+    }
+    let (max_len, first) = max_len.unwrap_or((0, ""));
+    if state.block > max_len || max_len % state.block != 0 {
+        return Err(err(
+            first,
+            format!(
+                "stages.context.state.block {} must divide the maximum length M = {max_len} \
+                 (the size of axis {})",
+                state.block, state.axis
+            ),
+        ));
+    }
+    for (key, name) in std::iter::once(("length", &state.length))
+        .chain(state.position.as_ref().map(|p| ("position", p)))
+    {
+        let expected = TensorInfo {
+            name: name.clone(),
+            elem: ElemType::I64,
+            shape: vec![1],
+        };
+        compare_tensor("context", "input", &expected, &context.inputs).map_err(|e| match e {
+            BundleError::Tensor {
+                stage,
+                tensor,
+                problem,
+            } => BundleError::Tensor {
+                stage,
+                tensor,
+                problem: format!("stages.context.state.{key}: {problem}"),
+            },
+            other => other,
+        })?;
+    }
+    Ok(ResolvedState {
+        tensors,
+        axis: state.axis,
+        max_len,
+        block: state.block,
+        length: state.length.clone(),
+        position: state.position.clone(),
+    })
+}
+
+impl ResolvedState {
+    /// What the context file must declare for the state: the past inputs and `length`/`position`
+    /// (added to the stage's expected inputs, so they count as fed).
+    pub fn context_inputs(&self) -> Vec<TensorInfo> {
+        let mut out: Vec<TensorInfo> = self
+            .tensors
+            .iter()
+            .map(|t| TensorInfo {
+                name: t.input.clone(),
+                elem: t.elem,
+                shape: t.shape.clone(),
+            })
+            .collect();
+        for name in std::iter::once(&self.length).chain(self.position.as_ref()) {
+            out.push(TensorInfo {
+                name: name.clone(),
+                elem: ElemType::I64,
+                shape: vec![1],
+            });
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -88,14 +88,59 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             " (no decode stage)"
         }
     );
+    let m = &bundle.manifest;
+    println!("format      {}", m.format_version);
+    println!("action      {:?}", m.action.kind);
     let sampler = policy.sampler();
     println!(
-        "denoising   {} steps, solver {}, shift {} ({} denoise runs per chunk)",
+        "denoising   {} steps, solver {}, shift {} ({} evaluations per chunk)",
         sampler.steps(),
         sampler.solver(),
         sampler.shift(),
         sampler.evaluations()
     );
+    let guidance = match sampler.guidance() {
+        Some(g) => format!(
+            "{g}, {}",
+            if policy.runtime().guidance_batched() {
+                "both branches in one denoise run (batch 2)"
+            } else {
+                "two denoise runs per evaluation"
+            }
+        ),
+        None => "none".into(),
+    };
+    println!("guidance    {guidance}");
+    println!(
+        "reuse       {} ({} model runs per chunk)",
+        if sampler.reuse().is_empty() {
+            "none".to_string()
+        } else {
+            format!("{:?}", sampler.reuse())
+        },
+        sampler.model_runs()
+    );
+    match (&m.stages.context.state, policy.runtime().state()) {
+        (Some(spec), Some(state)) => {
+            let pairs: Vec<String> = spec
+                .tensors
+                .iter()
+                .map(|t| format!("{} -> {}", t.input, t.output))
+                .collect();
+            println!(
+                "state       {} (axis {}, M = {}, B = {}, length `{}`, position {})",
+                pairs.join(", "),
+                spec.axis,
+                state.max_len(),
+                state.block(),
+                spec.length,
+                spec.position
+                    .as_deref()
+                    .map_or("none".to_string(), |p| format!("`{p}`"))
+            );
+        }
+        _ => println!("state       none (no state carried across chunks)"),
+    }
     let mut input = policy.new_input();
     input
         .state

@@ -1174,12 +1174,14 @@ impl NodeConfig {
             sampler_steps: r.count("sampler_steps")? as usize,
             seed: r.count("seed")?,
             publish_predicted_frames: r.boolean("publish_predicted_frames")?,
-            video_decode: match r.string("video_decode")?.as_str() {
-                "always" => VideoDecode::Always,
-                "on_demand" => VideoDecode::OnDemand {
-                    every: r.count("video_decode_every")?,
-                },
-                other => {
+            // `video_decode_every` is checked whatever the mode: a bad value is refused, not ignored.
+            video_decode: match (
+                r.string("video_decode")?.as_str(),
+                r.count("video_decode_every")?,
+            ) {
+                ("always", _) => VideoDecode::Always,
+                ("on_demand", every) => VideoDecode::OnDemand { every },
+                (other, _) => {
                     return Err(perr(
                         "video_decode",
                         format!("expected `always` or `on_demand`, got `{other}`"),

@@ -218,6 +218,11 @@ pub struct Controller {
     bad: BadInputLog,
     enabled: bool,
     epoch: u64,
+    // --- model state hook (format 2 state across chunks) ---
+    /// The next inference forgets the model's carried state (`Job::clear_model_state`): set by a reset,
+    /// a new instruction, a stale hold or clock jump (the window is forgotten), an enable and a new goal.
+    clear_model_state: bool,
+    // --- end model state hook ---
     executor: ChunkExecutor,
     safety: SafetyFilter,
     latency: LatencyWindow,
@@ -325,6 +330,7 @@ impl Controller {
             bad: BadInputLog::default(),
             enabled: cfg.enabled_at_start,
             epoch: 0,
+            clear_model_state: false,
             executor,
             safety,
             latency: LatencyWindow::new(64),
@@ -635,6 +641,7 @@ impl Controller {
                     }
                     std::mem::swap(&mut self.tokens, &mut self.tokens_scratch);
                     self.new_epoch();
+                    self.clear_model_state = true;
                 }
                 true
             }
@@ -655,6 +662,11 @@ impl Controller {
 
     pub fn monitor(&self) -> &Monitor {
         &self.monitor
+    }
+
+    /// The next inference starts the model's carried state afresh (a new `~/run` goal).
+    pub fn forget_model_state(&mut self) {
+        self.clear_model_state = true;
     }
 
     /// The monitor's scores since the last call (after `on_result` pushed `Command::Monitor`).
@@ -693,6 +705,7 @@ impl Controller {
         self.new_epoch();
         if enable {
             self.enabled = true;
+            self.clear_model_state = true;
             self.monitor_hold = None;
             // Frames from before the disable are not a window with the ones to come.
             for cam in 0..self.dims.cameras {
@@ -726,6 +739,7 @@ impl Controller {
         }
         self.new_epoch();
         self.window.clear();
+        self.clear_model_state = true;
         self.was_running = false;
         self.not_ready = None;
         out.push(Command::ResetSampler);
@@ -821,6 +835,7 @@ impl Controller {
             self.executor.clear();
         }
         self.window.clear();
+        self.clear_model_state = true;
         self.camera_stats.iter_mut().for_each(StreamStats::restart);
         self.joint_stats.restart();
         self.new_epoch();
@@ -840,6 +855,7 @@ impl Controller {
                     );
                     self.hold(now, out);
                     self.new_epoch();
+                    self.clear_model_state = true;
                     self.was_running = false;
                 }
                 // A sync gap (joint states just stopped) is not stale yet: keep `was_running` so the hold
@@ -885,6 +901,7 @@ impl Controller {
                 job.stamp = meta.stamp;
                 job.started = now;
                 job.epoch = self.epoch;
+                job.clear_model_state = std::mem::take(&mut self.clear_model_state);
                 self.executor.started(now);
                 self.inferences += 1;
                 self.was_running = true;
@@ -1363,6 +1380,46 @@ mod tests {
         r.until_started();
         let _ = r.c.on_instruction("push the green cube", r.t);
         assert!(!has_trajectory(&r.finish()));
+    }
+
+    #[test]
+    fn the_model_state_is_cleared_after_a_reset_a_new_instruction_and_a_goal_only() {
+        // model state hook: the job of the first inference after each forgets the carried state, the
+        // ones after it keep it.
+        let mut r = Rig::new(&[]);
+        r.until_started();
+        assert!(
+            r.job.clear_model_state,
+            "the first inference after the enable"
+        );
+        r.job.clear_model_state = false;
+        r.finish();
+        r.until_started();
+        assert!(
+            !r.job.clear_model_state,
+            "a chunk like any other keeps the state"
+        );
+        r.finish();
+        let _ = r.cmd(|c, t, o| c.reset(t, o));
+        r.until_started();
+        assert!(r.job.clear_model_state, "after ~/reset");
+        r.job.clear_model_state = false;
+        r.finish();
+        let _ = r.c.on_instruction("push the green cube", r.t);
+        r.until_started();
+        assert!(r.job.clear_model_state, "after a new instruction");
+        r.job.clear_model_state = false;
+        r.finish();
+        let _ = r.c.on_instruction("push the green cube", r.t);
+        r.until_started();
+        assert!(
+            !r.job.clear_model_state,
+            "the same instruction again keeps the state"
+        );
+        r.finish();
+        r.c.forget_model_state();
+        r.until_started();
+        assert!(r.job.clear_model_state, "after a new goal");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod controller;
 pub mod execution;
 pub mod kinematics;
 pub mod lifecycle;
+pub mod model_state;
 pub mod monitor;
 pub mod obs_window;
 pub mod policy;

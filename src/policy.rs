@@ -5,7 +5,7 @@ use crate::action_space::ActionSpace;
 use crate::bundle::{Bundle, BundleError, Dims};
 use crate::config::{JointLimits, NodeConfig};
 use crate::runtime::{ModelInput, ModelOutput, ModelRuntime, RuntimeError, StageTimings};
-use crate::sampler::FlowSampler;
+use crate::sampler::{FlowSampler, SamplerError};
 use crate::tokenizer::TokenizerError;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +18,8 @@ pub enum SetupError {
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error("sampler (bundle `sampler` with parameter `sampler_steps`): {0}")]
+    Sampler(#[from] SamplerError),
 }
 
 fn param(name: &str, problem: impl Into<String>) -> SetupError {
@@ -192,11 +194,15 @@ impl Policy {
         } else {
             m.sampler.steps
         };
+        let sampler = FlowSampler::new(steps, cfg.seed)
+            .with_solver(m.sampler.solver())
+            .with_shift(m.sampler.shift)
+            .with_guidance(m.sampler.guidance())
+            .with_reuse(m.sampler.reuse.as_deref().unwrap_or_default());
+        sampler.validate()?;
         let mut policy = Policy {
             runtime,
-            sampler: FlowSampler::new(steps, cfg.seed)
-                .with_solver(m.sampler.solver())
-                .with_shift(m.sampler.shift),
+            sampler,
             action_space: ActionSpace::new(m.action.kind, m.action.dt, m.action_to_state()?),
             model_id: m.model_id.clone(),
         };
@@ -210,7 +216,7 @@ impl Policy {
         for _ in 0..cfg.runtime.warmup_runs {
             policy.process(&mut input, &mut output)?;
         }
-        policy.sampler.reseed();
+        policy.reset();
         Ok(policy)
     }
 
@@ -243,8 +249,20 @@ impl Policy {
         self.runtime.has_decoder()
     }
 
+    /// `~/reset`: reseeds the sampler and forgets the state carried across chunks.
     pub fn reset(&mut self) {
         self.sampler.reseed();
+        self.runtime.clear_state();
+    }
+
+    /// Forgets the state carried across chunks (format 2 `stages.context.state`; nothing without it).
+    pub fn clear_model_state(&mut self) {
+        self.runtime.clear_state();
+    }
+
+    /// The runtime (its carried state, whether guidance is batched).
+    pub fn runtime(&self) -> &ModelRuntime {
+        &self.runtime
     }
 
     /// One chunk. `input.prefix` holds absolute joint positions; it is converted into the model's action

@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use ort::session::{Session, SessionInputValue};
+use half::f16;
+use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::bundle::{self, Bundle, BundleError, Dims, ElemType, StageTensors, TensorInfo};
 use crate::config::{Provider, RuntimeConfig};
+use crate::model_state::CarriedState;
 use crate::sampler::{FlowSampler, Inpaint, Workspace};
 
 #[derive(Debug, thiserror::Error)]
@@ -177,18 +179,6 @@ fn session_tensors(session: &Session) -> StageTensors {
     }
 }
 
-/// A context output kept between the context stage and the denoise steps.
-enum CacheData {
-    F32(Vec<f32>),
-    I64(Vec<i64>),
-}
-
-struct CacheTensor {
-    name: String,
-    shape: Vec<i64>,
-    data: CacheData,
-}
-
 /// Wall-clock seconds spent per stage in one inference.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StageTimings {
@@ -274,6 +264,138 @@ pub struct ModelOutput {
     pub frames_decoded: bool,
 }
 
+/// A context output kept between the context stage and the denoise steps, in the file's element type.
+enum CacheData {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    I64(Vec<i64>),
+}
+
+impl CacheData {
+    fn zeroed(elem: ElemType, len: usize) -> Self {
+        match elem {
+            ElemType::I64 => CacheData::I64(vec![0; len]),
+            ElemType::F16 => CacheData::F16(vec![f16::ZERO; len]),
+            _ => CacheData::F32(vec![0.0; len]),
+        }
+    }
+
+    fn copy_from(
+        &mut self,
+        stage: &str,
+        outputs: &SessionOutputs<'_>,
+        name: &str,
+    ) -> Result<(), RuntimeError> {
+        match self {
+            CacheData::F32(b) => copy_output(stage, outputs, name, b),
+            CacheData::F16(b) => copy_output(stage, outputs, name, b),
+            CacheData::I64(b) => copy_output(stage, outputs, name, b),
+        }
+    }
+
+    fn value<'a>(&'a self, shape: &'a [i64]) -> Result<SessionInputValue<'a>, RuntimeError> {
+        match self {
+            CacheData::F32(b) => feed("denoise", shape, b),
+            CacheData::F16(b) => feed("denoise", shape, b),
+            CacheData::I64(b) => feed("denoise", shape, b),
+        }
+    }
+
+    /// Copies `cond` into the first half and `uncond` into the second (batched guidance).
+    fn stack(&mut self, cond: &CacheData, uncond: &CacheData) {
+        fn two<T: Copy>(dst: &mut [T], a: &[T], b: &[T]) {
+            let (x, y) = dst.split_at_mut(a.len());
+            x.copy_from_slice(a);
+            y.copy_from_slice(b);
+        }
+        match (self, cond, uncond) {
+            (CacheData::F32(d), CacheData::F32(a), CacheData::F32(b)) => two(d, a, b),
+            (CacheData::F16(d), CacheData::F16(a), CacheData::F16(b)) => two(d, a, b),
+            (CacheData::I64(d), CacheData::I64(a), CacheData::I64(b)) => two(d, a, b),
+            // All three are made from one element type at load.
+            _ => {}
+        }
+    }
+}
+
+/// A float input the runtime computes in f32: fed as it is, or converted into a preallocated f16 buffer
+/// when the ONNX file declares float16.
+struct Port {
+    name: String,
+    shape: Vec<i64>,
+    half: Option<Vec<f16>>,
+}
+
+impl Port {
+    fn new(name: &str, shape: Vec<i64>, elem: ElemType) -> Self {
+        let len = shape.iter().map(|d| (*d).max(0) as usize).product();
+        Port {
+            name: name.to_string(),
+            half: (elem == ElemType::F16).then(|| vec![f16::ZERO; len]),
+            shape,
+        }
+    }
+
+    fn feed<'a>(
+        &'a mut self,
+        stage: &str,
+        data: &'a [f32],
+    ) -> Result<(Cow<'a, str>, SessionInputValue<'a>), RuntimeError> {
+        let name = Cow::from(self.name.as_str());
+        let Port { shape, half, .. } = self;
+        let value = match half {
+            Some(half) => {
+                for (h, x) in half.iter_mut().zip(data) {
+                    *h = f16::from_f32(*x);
+                }
+                feed(stage, shape, half)?
+            }
+            None => feed(stage, shape, data)?,
+        };
+        Ok((name, value))
+    }
+}
+
+/// What one branch (conditional, or guidance's unconditional) keeps per chunk: the context outputs passed
+/// to denoise and its carried state.
+struct Branch {
+    cache: Vec<CacheData>,
+    state: Option<CarriedState>,
+}
+
+/// The context stage's inputs beyond the per-branch data.
+struct ContextPorts {
+    latents: Port,
+    state: Port,
+    tokens: String,
+    tokens_shape: Vec<i64>,
+    /// One per state tensor (shared by the branches: they run one after the other).
+    past: Vec<Port>,
+    length: String,
+    position: Option<String>,
+}
+
+/// The denoise stage's inputs; with batched guidance their shapes have a batch of 2.
+struct DenoisePorts {
+    actions: Port,
+    video: Port,
+    time: Port,
+    out_actions: String,
+    out_video: String,
+    /// Context outputs fed by name, with their shapes (batched: the first dimension doubled).
+    caches: Vec<(String, Vec<i64>)>,
+}
+
+/// Buffers of a batched guidance run (cond at batch index 0, uncond at 1).
+struct Batch {
+    actions: Vec<f32>,
+    video: Vec<f32>,
+    time: [f32; 2],
+    out_actions: Vec<f32>,
+    out_video: Vec<f32>,
+    cache: Vec<CacheData>,
+}
+
 pub struct ModelRuntime {
     dims: Dims,
     provider: Provider,
@@ -281,15 +403,26 @@ pub struct ModelRuntime {
     context: Session,
     denoise: Session,
     decode: Option<Session>,
-    names: StageNames,
-    shapes: Shapes,
+    frames_port: Port,
+    latents_out: String,
+    context_ports: ContextPorts,
+    denoise_ports: DenoisePorts,
+    decode_port: Option<Port>,
+    dec_out: String,
     state_mean: Vec<f32>,
     state_std: Vec<f32>,
     action_mean: Vec<f32>,
     action_std: Vec<f32>,
     latents: Vec<f32>,
     state_norm: Vec<f32>,
-    cache: Vec<CacheTensor>,
+    /// The conditional branch (the only one without guidance).
+    cond: Branch,
+    /// Guidance's unconditional branch: the context on an all-pad instruction, its own state.
+    uncond: Option<Branch>,
+    /// The all-pad instruction of the unconditional branch.
+    pad_tokens: Vec<i64>,
+    /// Batched guidance (one denoise run with a batch of 2); None: two runs per evaluation.
+    batch: Option<Batch>,
     x_actions: Vec<f32>,
     x_video: Vec<f32>,
     /// The sampler's velocities and solver state (sized by the first chunk, reused by every later one).
@@ -301,28 +434,25 @@ pub struct ModelRuntime {
     prefix_weight: Vec<f32>,
 }
 
-struct StageNames {
-    frames: String,
-    latents_out: String,
-    ctx_latents: String,
-    ctx_state: String,
-    ctx_tokens: String,
-    dn_actions: String,
-    dn_video: String,
-    dn_time: String,
-    dn_out_actions: String,
-    dn_out_video: String,
-    dec_in: String,
-    dec_out: String,
+/// The element type the file declares for `name` among `list` (float32 when absent: the checks have
+/// refused a missing tensor already).
+fn elem_in(list: &[TensorInfo], name: &str) -> ElemType {
+    list.iter()
+        .find(|t| t.name == name)
+        .map_or(ElemType::F32, |t| t.elem)
 }
 
-struct Shapes {
-    frames: Vec<i64>,
-    latents: Vec<i64>,
-    state: Vec<i64>,
-    tokens: Vec<i64>,
-    actions: Vec<i64>,
-    video: Vec<i64>,
+fn numel(shape: &[i64]) -> usize {
+    shape.iter().map(|d| (*d).max(0) as usize).product()
+}
+
+/// `shape` with its first dimension doubled (a batch of cond and uncond).
+fn doubled(shape: &[i64]) -> Vec<i64> {
+    let mut s = shape.to_vec();
+    if let Some(d) = s.first_mut() {
+        *d *= 2;
+    }
+    s
 }
 
 impl ModelRuntime {
@@ -349,13 +479,24 @@ impl ModelRuntime {
         };
 
         // The manifest against what the files really declare.
-        let expected = bundle.expected_tensors();
+        let format2 = m.format_version >= 2;
+        let mut expected = bundle.expected_tensors();
+        if format2 {
+            expected.values_mut().for_each(StageTensors::accept_f16);
+        }
+        let actual_context = session_tensors(&context);
         let actual_denoise = session_tensors(&denoise);
         let cache_infos = bundle::check_context_outputs(
             &m.stages.context.outputs,
-            &session_tensors(&context).outputs,
+            &actual_context.outputs,
             &actual_denoise.inputs,
         )?;
+        let state = match &m.stages.context.state {
+            Some(st) => Some(bundle::check_context_state(st, &actual_context)?),
+            None => None,
+        };
+        let guidance = m.sampler.guidance();
+        let batched = guidance.is_some() && bundle::takes_batch_of_two(&actual_denoise);
         for (stage, session) in [
             ("encode", &encode),
             ("context", &context),
@@ -367,52 +508,117 @@ impl ModelRuntime {
             let mut exp = expected.get(stage).cloned().unwrap_or_default();
             if stage == "denoise" {
                 exp.inputs.extend(cache_infos.iter().cloned());
+                if batched {
+                    exp.any_batch();
+                }
+            }
+            if stage == "context" {
+                if let Some(s) = &state {
+                    exp.inputs.extend(s.context_inputs());
+                }
             }
             bundle::check_stage(stage, &exp, &session_tensors(session))?;
         }
 
         let d = bundle.dims();
-        let cache = cache_infos
-            .into_iter()
-            .map(|info| {
-                let len = info.shape.iter().product::<i64>() as usize;
-                CacheTensor {
-                    data: if info.elem == ElemType::I64 {
-                        CacheData::I64(vec![0; len])
-                    } else {
-                        CacheData::F32(vec![0.0; len])
-                    },
-                    name: info.name,
-                    shape: info.shape,
-                }
-            })
-            .collect();
-        let s = &m.stages;
-        let dec = s.decode.as_ref();
-        let names = StageNames {
-            frames: s.encode.inputs.frames.clone(),
-            latents_out: s.encode.outputs.latents.clone(),
-            ctx_latents: s.context.inputs.latents.clone(),
-            ctx_state: s.context.inputs.state.clone(),
-            ctx_tokens: s.context.inputs.tokens.clone(),
-            dn_actions: s.denoise.inputs.actions.clone(),
-            dn_video: s.denoise.inputs.video.clone(),
-            dn_time: s.denoise.inputs.time.clone(),
-            dn_out_actions: s.denoise.outputs.actions.clone(),
-            dn_out_video: s.denoise.outputs.video.clone(),
-            dec_in: dec.map(|x| x.inputs.latents.clone()).unwrap_or_default(),
-            dec_out: dec.map(|x| x.outputs.frames.clone()).unwrap_or_default(),
+        let new_branch = || Branch {
+            cache: cache_infos
+                .iter()
+                .map(|info| CacheData::zeroed(info.elem, numel(&info.shape)))
+                .collect(),
+            state: state.as_ref().map(CarriedState::new),
         };
+        let cond = new_branch();
+        let uncond = guidance.map(|_| new_branch());
+        let s = &m.stages;
         let enc = expected.get("encode").cloned().unwrap_or_default();
         let dn = expected.get("denoise").cloned().unwrap_or_default();
         let ctx = expected.get("context").cloned().unwrap_or_default();
-        let shapes = Shapes {
-            frames: enc.inputs[0].shape.clone(),
-            latents: enc.outputs[0].shape.clone(),
-            state: ctx.inputs[1].shape.clone(),
-            tokens: ctx.inputs[2].shape.clone(),
-            actions: dn.inputs[0].shape.clone(),
-            video: dn.inputs[1].shape.clone(),
+        let actual_encode = session_tensors(&encode);
+        let (frames_name, latents_shape) = (&s.encode.inputs.frames, enc.outputs[0].shape.clone());
+        let frames_port = Port::new(
+            frames_name,
+            enc.inputs[0].shape.clone(),
+            elem_in(&actual_encode.inputs, frames_name),
+        );
+        let ci = &s.context.inputs;
+        let context_ports = ContextPorts {
+            latents: Port::new(
+                &ci.latents,
+                latents_shape,
+                elem_in(&actual_context.inputs, &ci.latents),
+            ),
+            state: Port::new(
+                &ci.state,
+                ctx.inputs[1].shape.clone(),
+                elem_in(&actual_context.inputs, &ci.state),
+            ),
+            tokens: ci.tokens.clone(),
+            tokens_shape: ctx.inputs[2].shape.clone(),
+            past: state
+                .as_ref()
+                .map(|st| {
+                    st.tensors
+                        .iter()
+                        .map(|t| Port::new(&t.input, t.shape.clone(), t.elem))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            length: state.as_ref().map(|s| s.length.clone()).unwrap_or_default(),
+            position: state.as_ref().and_then(|s| s.position.clone()),
+        };
+        let di = &s.denoise.inputs;
+        let batch_shape = |shape: &[i64]| {
+            if batched {
+                doubled(shape)
+            } else {
+                shape.to_vec()
+            }
+        };
+        let denoise_ports = DenoisePorts {
+            actions: Port::new(
+                &di.actions,
+                batch_shape(&dn.inputs[0].shape),
+                elem_in(&actual_denoise.inputs, &di.actions),
+            ),
+            video: Port::new(
+                &di.video,
+                batch_shape(&dn.inputs[1].shape),
+                elem_in(&actual_denoise.inputs, &di.video),
+            ),
+            time: Port::new(
+                &di.time,
+                batch_shape(&TIME_SHAPE),
+                elem_in(&actual_denoise.inputs, &di.time),
+            ),
+            out_actions: s.denoise.outputs.actions.clone(),
+            out_video: s.denoise.outputs.video.clone(),
+            caches: cache_infos
+                .iter()
+                .map(|c| (c.name.clone(), batch_shape(&c.shape)))
+                .collect(),
+        };
+        let batch = batched.then(|| Batch {
+            actions: vec![0.0; 2 * d.action_len()],
+            video: vec![0.0; 2 * d.video_latent_len()],
+            time: [0.0; 2],
+            out_actions: vec![0.0; 2 * d.action_len()],
+            out_video: vec![0.0; 2 * d.video_latent_len()],
+            cache: cache_infos
+                .iter()
+                .map(|info| CacheData::zeroed(info.elem, 2 * numel(&info.shape)))
+                .collect(),
+        });
+        let (decode_port, dec_out) = match (&s.decode, &decode) {
+            (Some(dec), Some(session)) => (
+                Some(Port::new(
+                    &dec.inputs.latents,
+                    dn.inputs[1].shape.clone(),
+                    elem_in(&session_tensors(session).inputs, &dec.inputs.latents),
+                )),
+                dec.outputs.frames.clone(),
+            ),
+            _ => (None, String::new()),
         };
         Ok(ModelRuntime {
             dims: d,
@@ -421,15 +627,22 @@ impl ModelRuntime {
             context,
             denoise,
             decode,
-            names,
-            shapes,
+            frames_port,
+            latents_out: s.encode.outputs.latents.clone(),
+            context_ports,
+            denoise_ports,
+            decode_port,
+            dec_out,
             state_mean: m.state.mean.clone(),
             state_std: m.state.std.clone(),
             action_mean: m.action.mean.clone(),
             action_std: m.action.std.clone(),
             latents: vec![0.0; d.cameras * d.context_frames * d.latent_len()],
             state_norm: vec![0.0; d.state],
-            cache,
+            cond,
+            uncond,
+            pad_tokens: vec![m.instruction.pad_id; d.tokens],
+            batch,
             x_actions: vec![0.0; d.action_len()],
             x_video: vec![0.0; d.video_latent_len()],
             work: Workspace::new(d.action_len(), d.video_latent_len()),
@@ -438,7 +651,6 @@ impl ModelRuntime {
             prefix_weight: vec![0.0; d.action_len()],
         })
     }
-
     /// Tries the providers in order on the first stage; the one that works runs every stage.
     fn first_working_provider(
         env: &ort::environment::Environment,
@@ -537,6 +749,82 @@ impl ModelRuntime {
         self.infer_from_initial(input, sampler, output)
     }
 
+    /// Forgets the state carried across chunks (both branches): zeros, length 0, position 0. The next
+    /// chunk starts as the first after loading. No effect without `stages.context.state`.
+    pub fn clear_state(&mut self) {
+        for branch in std::iter::once(&mut self.cond).chain(self.uncond.as_mut()) {
+            if let Some(s) = &mut branch.state {
+                s.clear();
+            }
+        }
+    }
+
+    /// The conditional branch's carried state (None without `stages.context.state`).
+    pub fn state(&self) -> Option<&CarriedState> {
+        self.cond.state.as_ref()
+    }
+
+    /// Guidance's unconditional branch's carried state.
+    pub fn uncond_state(&self) -> Option<&CarriedState> {
+        self.uncond.as_ref().and_then(|b| b.state.as_ref())
+    }
+
+    /// Whether guidance runs both branches in one denoise run (a batch of 2).
+    pub fn guidance_batched(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// Runs the context stage for one branch: its outputs into the branch's cache, its present state
+    /// tensors into the branch's state buffers (committed only when the chunk is accepted).
+    fn run_context(
+        session: &mut Session,
+        ports: &mut ContextPorts,
+        latents: &[f32],
+        state_norm: &[f32],
+        tokens: &[i64],
+        names: &[(String, Vec<i64>)],
+        branch: &mut Branch,
+    ) -> Result<(), RuntimeError> {
+        let (length, position) = branch
+            .state
+            .as_ref()
+            .map_or((0, 0), |s| (s.length(), s.position()));
+        let (length, position) = ([length], [position]);
+        let mut feeds: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            Vec::with_capacity(5 + ports.past.len());
+        feeds.push(ports.latents.feed("context", latents)?);
+        feeds.push(ports.state.feed("context", state_norm)?);
+        feeds.push((
+            Cow::from(ports.tokens.as_str()),
+            feed("context", &ports.tokens_shape, tokens)?,
+        ));
+        if let Some(state) = &branch.state {
+            for (port, t) in ports.past.iter_mut().zip(&state.tensors) {
+                feeds.push(port.feed("context", &t.past)?);
+            }
+            feeds.push((
+                Cow::from(ports.length.as_str()),
+                feed("context", &TIME_SHAPE, &length)?,
+            ));
+            if let Some(p) = &ports.position {
+                feeds.push((
+                    Cow::from(p.as_str()),
+                    feed("context", &TIME_SHAPE, &position)?,
+                ));
+            }
+        }
+        let outputs = session.run(feeds).map_err(|e| run_err("context", e))?;
+        for (c, (name, _)) in branch.cache.iter_mut().zip(names) {
+            c.copy_from("context", &outputs, name)?;
+        }
+        if let Some(state) = &mut branch.state {
+            for t in &mut state.tensors {
+                copy_output_f32("context", &outputs, &t.output, &mut t.present)?;
+            }
+        }
+        Ok(())
+    }
+
     fn infer_from_initial(
         &mut self,
         input: &ModelInput,
@@ -548,56 +836,66 @@ impl ModelRuntime {
 
         // encode
         {
-            let outputs = self
-                .encode
-                .run(ort::inputs![
-                    self.names.frames.as_str() => TensorRef::from_array_view((self.shapes.frames.as_slice(), input.frames.as_slice())).map_err(|e| run_err("encode", e))?
-                ])
-                .map_err(|e| run_err("encode", e))?;
-            copy_output(
-                "encode",
-                &outputs,
-                &self.names.latents_out,
-                &mut self.latents,
-            )?;
+            let feeds = vec![self.frames_port.feed("encode", &input.frames)?];
+            let outputs = self.encode.run(feeds).map_err(|e| run_err("encode", e))?;
+            copy_output_f32("encode", &outputs, &self.latents_out, &mut self.latents)?;
         }
         output.observed_latents.copy_from_slice(&self.latents);
         if input.monitor_used.iter().any(|u| *u) {
             // The monitor's real frames at predicted times that no window holds: the same stage,
             // one more run (the frames buffer has the window's shape).
-            let outputs = self
-                .encode
-                .run(ort::inputs![
-                    self.names.frames.as_str() => TensorRef::from_array_view((self.shapes.frames.as_slice(), input.monitor_frames.as_slice())).map_err(|e| run_err("encode", e))?
-                ])
-                .map_err(|e| run_err("encode", e))?;
-            copy_output(
+            let feeds = vec![self.frames_port.feed("encode", &input.monitor_frames)?];
+            let outputs = self.encode.run(feeds).map_err(|e| run_err("encode", e))?;
+            copy_output_f32(
                 "encode",
                 &outputs,
-                &self.names.latents_out,
+                &self.latents_out,
                 &mut output.monitor_latents,
             )?;
         }
         let t_encode = Instant::now();
         timings.encode_s = (t_encode - start).as_secs_f64();
 
-        // context, once per chunk
+        // context, once per chunk and branch
         for (i, q) in input.state.iter().enumerate() {
             self.state_norm[i] = ((*q as f32) - self.state_mean[i]) / self.state_std[i];
         }
         {
-            let outputs = self
-                .context
-                .run(ort::inputs![
-                    self.names.ctx_latents.as_str() => TensorRef::from_array_view((self.shapes.latents.as_slice(), self.latents.as_slice())).map_err(|e| run_err("context", e))?,
-                    self.names.ctx_state.as_str() => TensorRef::from_array_view((self.shapes.state.as_slice(), self.state_norm.as_slice())).map_err(|e| run_err("context", e))?,
-                    self.names.ctx_tokens.as_str() => TensorRef::from_array_view((self.shapes.tokens.as_slice(), input.tokens.as_slice())).map_err(|e| run_err("context", e))?
-                ])
-                .map_err(|e| run_err("context", e))?;
-            for c in &mut self.cache {
-                match &mut c.data {
-                    CacheData::F32(buf) => copy_output("context", &outputs, &c.name, buf)?,
-                    CacheData::I64(buf) => copy_output("context", &outputs, &c.name, buf)?,
+            let Self {
+                context,
+                context_ports,
+                latents,
+                state_norm,
+                cond,
+                uncond,
+                pad_tokens,
+                batch,
+                denoise_ports,
+                ..
+            } = self;
+            Self::run_context(
+                context,
+                context_ports,
+                latents,
+                state_norm,
+                &input.tokens,
+                &denoise_ports.caches,
+                cond,
+            )?;
+            if let Some(uncond) = uncond {
+                Self::run_context(
+                    context,
+                    context_ports,
+                    latents,
+                    state_norm,
+                    pad_tokens,
+                    &denoise_ports.caches,
+                    uncond,
+                )?;
+                if let Some(b) = batch {
+                    for ((dst, c), u) in b.cache.iter_mut().zip(&cond.cache).zip(&uncond.cache) {
+                        dst.stack(c, u);
+                    }
                 }
             }
         }
@@ -623,9 +921,10 @@ impl ModelRuntime {
         {
             let Self {
                 denoise,
-                names,
-                shapes,
-                cache,
+                denoise_ports,
+                cond,
+                uncond,
+                batch,
                 noise_actions,
                 prefix_norm,
                 prefix_weight,
@@ -639,34 +938,50 @@ impl ModelRuntime {
                 target: &prefix_norm[..known],
                 weight: &prefix_weight[..known],
             });
-            sampler.integrate_inpainting(
-                x_actions,
-                x_video,
-                work,
-                inpaint,
-                |t, xa, xv, va, vv| {
-                    let time = [t];
-                    let mut feeds: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-                        Vec::with_capacity(3 + cache.len());
-                    feeds.push((
-                        Cow::from(names.dn_actions.as_str()),
-                        feed(&shapes.actions, xa)?,
-                    ));
-                    feeds.push((Cow::from(names.dn_video.as_str()), feed(&shapes.video, xv)?));
-                    feeds.push((Cow::from(names.dn_time.as_str()), feed(&TIME_SHAPE, &time)?));
-                    for c in cache.iter() {
-                        let value = match &c.data {
-                            CacheData::F32(b) => feed(&c.shape, b)?,
-                            CacheData::I64(b) => feed(&c.shape, b)?,
-                        };
-                        feeds.push((Cow::from(c.name.as_str()), value));
+            sampler.integrate_guided(x_actions, x_video, work, inpaint, |t, xa, xv, out| {
+                match (batch.as_mut(), out.uncond) {
+                    (Some(b), Some((ua, uv))) => {
+                        // Both branches in one run: cond at batch index 0, uncond at 1.
+                        let (la, lv) = (xa.len(), xv.len());
+                        b.actions[..la].copy_from_slice(xa);
+                        b.actions[la..].copy_from_slice(xa);
+                        b.video[..lv].copy_from_slice(xv);
+                        b.video[lv..].copy_from_slice(xv);
+                        b.time = [t, t];
+                        run_denoise(
+                            denoise,
+                            denoise_ports,
+                            &b.actions,
+                            &b.video,
+                            &b.time,
+                            &b.cache,
+                            &mut b.out_actions,
+                            &mut b.out_video,
+                        )?;
+                        out.actions.copy_from_slice(&b.out_actions[..la]);
+                        ua.copy_from_slice(&b.out_actions[la..]);
+                        out.video.copy_from_slice(&b.out_video[..lv]);
+                        uv.copy_from_slice(&b.out_video[lv..]);
                     }
-                    let outputs = denoise.run(feeds).map_err(|e| run_err("denoise", e))?;
-                    copy_output("denoise", &outputs, &names.dn_out_actions, va)?;
-                    copy_output("denoise", &outputs, &names.dn_out_video, vv)?;
-                    Ok::<(), RuntimeError>(())
-                },
-            )?;
+                    (_, uncond_out) => {
+                        let time = [t];
+                        run_denoise(
+                            denoise,
+                            denoise_ports,
+                            xa,
+                            xv,
+                            &time,
+                            &cond.cache,
+                            out.actions,
+                            out.video,
+                        )?;
+                        if let (Some((ua, uv)), Some(u)) = (uncond_out, uncond.as_ref()) {
+                            run_denoise(denoise, denoise_ports, xa, xv, &time, &u.cache, ua, uv)?;
+                        }
+                    }
+                }
+                Ok::<(), RuntimeError>(())
+            })?;
         }
         let t_denoise = Instant::now();
         timings.denoise_s = (t_denoise - t_context).as_secs_f64();
@@ -681,14 +996,19 @@ impl ModelRuntime {
 
         output.video_latents.copy_from_slice(&self.x_video);
         output.frames_decoded = false;
-        if let Some(decode) = self.decode.as_mut().filter(|_| input.decode) {
-            let outputs = decode
-                .run(ort::inputs![
-                    self.names.dec_in.as_str() => TensorRef::from_array_view((self.shapes.video.as_slice(), self.x_video.as_slice())).map_err(|e| run_err("decode", e))?
-                ])
-                .map_err(|e| run_err("decode", e))?;
-            copy_output("decode", &outputs, &self.names.dec_out, &mut output.frames)?;
+        if let (Some(decode), Some(port), true) =
+            (&mut self.decode, &mut self.decode_port, input.decode)
+        {
+            let feeds = vec![port.feed("decode", &self.x_video)?];
+            let outputs = decode.run(feeds).map_err(|e| run_err("decode", e))?;
+            copy_output_f32("decode", &outputs, &self.dec_out, &mut output.frames)?;
             output.frames_decoded = true;
+        }
+        // The chunk is accepted: the state the context computed for it becomes the past.
+        for branch in std::iter::once(&mut self.cond).chain(self.uncond.as_mut()) {
+            if let Some(s) = &mut branch.state {
+                s.commit();
+            }
         }
         let end = Instant::now();
         timings.decode_s = (end - t_denoise).as_secs_f64();
@@ -699,37 +1019,113 @@ impl ModelRuntime {
 
 const TIME_SHAPE: [i64; 1] = [1];
 
-/// A borrowed view of a preallocated buffer as a denoise input (no copy).
+/// One denoise run on the given state, time and context outputs; the velocities into `out_a`, `out_v`.
+#[allow(clippy::too_many_arguments)]
+fn run_denoise(
+    session: &mut Session,
+    ports: &mut DenoisePorts,
+    xa: &[f32],
+    xv: &[f32],
+    time: &[f32],
+    cache: &[CacheData],
+    out_a: &mut [f32],
+    out_v: &mut [f32],
+) -> Result<(), RuntimeError> {
+    let DenoisePorts {
+        actions,
+        video,
+        time: time_port,
+        out_actions,
+        out_video,
+        caches,
+    } = ports;
+    let mut feeds: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+        Vec::with_capacity(3 + caches.len());
+    feeds.push(actions.feed("denoise", xa)?);
+    feeds.push(video.feed("denoise", xv)?);
+    feeds.push(time_port.feed("denoise", time)?);
+    for (data, (name, shape)) in cache.iter().zip(caches.iter()) {
+        feeds.push((Cow::from(name.as_str()), data.value(shape)?));
+    }
+    let outputs = session.run(feeds).map_err(|e| run_err("denoise", e))?;
+    copy_output_f32("denoise", &outputs, out_actions, out_a)?;
+    copy_output_f32("denoise", &outputs, out_video, out_v)?;
+    Ok(())
+}
+
+/// A borrowed view of a preallocated buffer as a stage input (no copy).
 fn feed<'a, T: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static>(
+    stage: &str,
     shape: &'a [i64],
     data: &'a [T],
 ) -> Result<SessionInputValue<'a>, RuntimeError> {
     Ok(TensorRef::from_array_view((shape, data))
-        .map_err(|e| run_err("denoise", e))?
+        .map_err(|e| run_err(stage, e))?
         .into())
+}
+
+fn output_value<'o>(
+    stage: &str,
+    outputs: &'o SessionOutputs<'_>,
+    name: &str,
+) -> Result<&'o ort::value::DynValue, RuntimeError> {
+    outputs.get(name).ok_or_else(|| RuntimeError::Run {
+        stage: stage.to_string(),
+        message: format!("output `{name}` is missing"),
+    })
+}
+
+fn size_err(stage: &str, name: &str, got: usize, expected: usize) -> RuntimeError {
+    RuntimeError::OutputSize {
+        stage: stage.to_string(),
+        tensor: name.to_string(),
+        got,
+        expected,
+    }
 }
 
 fn copy_output<T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug>(
     stage: &str,
-    outputs: &ort::session::SessionOutputs<'_>,
+    outputs: &SessionOutputs<'_>,
     name: &str,
     dst: &mut [T],
 ) -> Result<(), RuntimeError> {
-    let value = outputs.get(name).ok_or_else(|| RuntimeError::Run {
-        stage: stage.to_string(),
-        message: format!("output `{name}` is missing"),
-    })?;
-    let (_, data) = value
+    let (_, data) = output_value(stage, outputs, name)?
         .try_extract_tensor::<T>()
         .map_err(|e| run_err(stage, e))?;
     if data.len() != dst.len() {
-        return Err(RuntimeError::OutputSize {
-            stage: stage.to_string(),
-            tensor: name.to_string(),
-            got: data.len(),
-            expected: dst.len(),
-        });
+        return Err(size_err(stage, name, data.len(), dst.len()));
     }
     dst.copy_from_slice(data);
+    Ok(())
+}
+
+/// A float output into an f32 buffer: copied, or converted from float16.
+fn copy_output_f32(
+    stage: &str,
+    outputs: &SessionOutputs<'_>,
+    name: &str,
+    dst: &mut [f32],
+) -> Result<(), RuntimeError> {
+    let value = output_value(stage, outputs, name)?;
+    let half = matches!(
+        value.dtype(),
+        ValueType::Tensor {
+            ty: TensorElementType::Float16,
+            ..
+        }
+    );
+    if !half {
+        return copy_output(stage, outputs, name, dst);
+    }
+    let (_, data) = value
+        .try_extract_tensor::<f16>()
+        .map_err(|e| run_err(stage, e))?;
+    if data.len() != dst.len() {
+        return Err(size_err(stage, name, data.len(), dst.len()));
+    }
+    for (d, h) in dst.iter_mut().zip(data) {
+        *d = h.to_f32();
+    }
     Ok(())
 }

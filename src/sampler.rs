@@ -26,6 +26,9 @@ pub enum Solver {
     /// UniPC with B(h) = expm1(h) ("bh2"), data prediction, lower order at the first and last steps:
     /// K evaluations, the corrector comes free (it reuses the next step's evaluation). `order` is 1 or 2.
     UniPc { order: usize },
+    /// Manifest `none`: one model run at t = 1 on zero inputs, whose outputs are the result (a model
+    /// that predicts the chunk directly). One step, one evaluation.
+    Direct,
 }
 
 impl Solver {
@@ -34,13 +37,14 @@ impl Solver {
         match self {
             Solver::Euler | Solver::UniPc { .. } => steps,
             Solver::Heun => 2 * steps - 1,
+            Solver::Direct => 1,
         }
     }
 
     /// How many scratch buffers per integrated tensor the solver needs in a [`Workspace`].
     fn scratch_buffers(&self) -> usize {
         match self {
-            Solver::Euler => 0,
+            Solver::Euler | Solver::Direct => 0,
             // The state at the start of the interval and the velocity there.
             Solver::Heun => 2,
             // The last corrected state and the previous two data predictions.
@@ -55,6 +59,7 @@ impl fmt::Display for Solver {
             Solver::Euler => f.write_str("euler"),
             Solver::Heun => f.write_str("heun"),
             Solver::UniPc { order } => write!(f, "unipc (order {order}, bh2)"),
+            Solver::Direct => f.write_str("none"),
         }
     }
 }
@@ -149,12 +154,76 @@ fn lambda(t: f64) -> f64 {
     t.ln() - (-t).ln_1p()
 }
 
+/// Classifier-free guidance (manifest `sampler.guidance`): per evaluation the model gives a conditional and
+/// an unconditional output, combined as `uncond + scale * (cond - uncond)` on the chosen tensors (the
+/// others keep the conditional output).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guidance {
+    pub scale: f64,
+    pub actions: bool,
+    pub video: bool,
+}
+
+impl Guidance {
+    /// Writes the guided outputs into `cond_*` (the unconditional ones are read only).
+    pub fn combine<T: Real>(
+        &self,
+        cond_a: &mut [T],
+        uncond_a: &[T],
+        cond_v: &mut [T],
+        uncond_v: &[T],
+    ) {
+        let s = T::from_f64(self.scale);
+        for (apply, cond, uncond) in [
+            (self.actions, cond_a, uncond_a),
+            (self.video, cond_v, uncond_v),
+        ] {
+            if apply {
+                for (c, u) in cond.iter_mut().zip(uncond) {
+                    *c = *u + s * (*c - *u);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Guidance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on: Vec<&str> = [(self.actions, "actions"), (self.video, "video")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| *name)
+            .collect();
+        write!(f, "scale {} on {}", self.scale, on.join(", "))
+    }
+}
+
+/// A sampler configuration that cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SamplerError {
+    #[error("solver `none` runs the model once: steps must be 1, not {steps}")]
+    DirectSteps { steps: usize },
+    #[error("reuse index {index}: {problem}")]
+    Reuse { index: usize, problem: String },
+}
+
+/// The outputs one model evaluation writes: the velocities (the conditional branch's with guidance) and,
+/// when the sampler guides, the unconditional branch's.
+pub struct Velocities<'a, T> {
+    pub actions: &'a mut [T],
+    pub video: &'a mut [T],
+    pub uncond: Option<(&'a mut [T], &'a mut [T])>,
+}
+
 pub struct FlowSampler {
     steps: usize,
     seed: u64,
     rng: StdRng,
     solver: Solver,
     shift: f64,
+    guidance: Option<Guidance>,
+    /// Sorted evaluation indices at which the model is not run (its previous outputs are reused).
+    reuse: Vec<usize>,
 }
 
 impl FlowSampler {
@@ -168,7 +237,64 @@ impl FlowSampler {
             rng: StdRng::seed_from_u64(seed),
             solver: Solver::Euler,
             shift: 1.0,
+            guidance: None,
+            reuse: Vec::new(),
         }
+    }
+
+    /// Classifier-free guidance on every evaluation (None: off).
+    pub fn with_guidance(mut self, guidance: Option<Guidance>) -> Self {
+        self.guidance = guidance;
+        self
+    }
+
+    /// Evaluation indices (0-based) at which the model is skipped and its previous outputs are reused;
+    /// [`FlowSampler::validate`] checks them against the evaluation count.
+    pub fn with_reuse(mut self, indices: &[usize]) -> Self {
+        self.reuse = indices.to_vec();
+        self.reuse.sort_unstable();
+        self.reuse.dedup();
+        self
+    }
+
+    pub fn guidance(&self) -> Option<Guidance> {
+        self.guidance
+    }
+
+    pub fn reuse(&self) -> &[usize] {
+        &self.reuse
+    }
+
+    /// Model evaluations that really run the model (the evaluations less the reused ones).
+    pub fn model_runs(&self) -> usize {
+        self.evaluations() - self.reuse.len().min(self.evaluations())
+    }
+
+    /// Whether the configuration can run: `none` has one step; each reuse index is at least 1 (index 0
+    /// has nothing to reuse) and below the evaluation count.
+    pub fn validate(&self) -> Result<(), SamplerError> {
+        if self.solver == Solver::Direct && self.steps != 1 {
+            return Err(SamplerError::DirectSteps { steps: self.steps });
+        }
+        let evaluations = self.evaluations();
+        for &index in &self.reuse {
+            if index == 0 {
+                return Err(SamplerError::Reuse {
+                    index,
+                    problem: "the first evaluation has no previous outputs to reuse".into(),
+                });
+            }
+            if index >= evaluations {
+                return Err(SamplerError::Reuse {
+                    index,
+                    problem: format!(
+                        "the solver makes {evaluations} evaluations (indices 0 to {})",
+                        evaluations - 1
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn with_solver(mut self, solver: Solver) -> Self {
@@ -246,6 +372,9 @@ impl FlowSampler {
     /// a soft mask, which needs no gradients and so works through ONNX. Each solver takes the moved state
     /// as the state at that time (as diffusers' inpainting pipelines replace the known region between
     /// scheduler steps).
+    ///
+    /// With guidance the one field stands for both branches (its output is copied as the unconditional
+    /// one, so guidance has no effect); [`FlowSampler::integrate_guided`] gives the two branches.
     pub fn integrate_inpainting<T: Real, E>(
         &self,
         x_a: &mut [T],
@@ -253,6 +382,27 @@ impl FlowSampler {
         work: &mut Workspace<T>,
         known: Option<Inpaint<'_, T>>,
         mut field: impl FnMut(T, &[T], &[T], &mut [T], &mut [T]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.integrate_guided(x_a, x_v, work, known, |t, xa, xv, out| {
+            field(t, xa, xv, out.actions, out.video)?;
+            if let Some((ua, uv)) = out.uncond {
+                ua.copy_from_slice(out.actions);
+                uv.copy_from_slice(out.video);
+            }
+            Ok(())
+        })
+    }
+
+    /// The general integration: inpainting as [`FlowSampler::integrate_inpainting`], guidance (the field
+    /// writes both branches into [`Velocities`]; the sampler combines them) and reuse (at a reused
+    /// evaluation the field is not called and the previous evaluation's combined outputs stand).
+    pub fn integrate_guided<T: Real, E>(
+        &self,
+        x_a: &mut [T],
+        x_v: &mut [T],
+        work: &mut Workspace<T>,
+        known: Option<Inpaint<'_, T>>,
+        mut field: impl FnMut(T, &[T], &[T], Velocities<'_, T>) -> Result<(), E>,
     ) -> Result<(), E> {
         assert!(
             x_a.len() == work.v_a.len() && x_v.len() == work.v_v.len(),
@@ -262,16 +412,58 @@ impl FlowSampler {
             x_a.len(),
             x_v.len()
         );
-        work.prepare(self.solver);
+        work.prepare(self.solver, self.guidance.is_some());
+        let guidance = self.guidance;
+        let reuse = &self.reuse;
+        let Workspace {
+            v_a,
+            v_v,
+            a,
+            v,
+            u_a,
+            u_v,
+        } = work;
+        let mut index = 0usize;
+        // Whether the known entries are pulled onto their paths before an evaluation (not for `none`).
+        let pull = std::cell::Cell::new(true);
         let mut evaluate = |t: T, x_a: &mut [T], x_v: &[T], v_a: &mut [T], v_v: &mut [T]| {
-            if let Some(known) = &known {
+            if let (Some(known), true) = (&known, pull.get()) {
                 known.apply(t, x_a);
             }
-            field(t, x_a, x_v, v_a, v_v)
+            let i = index;
+            index += 1;
+            if i > 0 && reuse.binary_search(&i).is_ok() {
+                // v_a, v_v still hold the previous evaluation's (combined) outputs.
+                return Ok(());
+            }
+            let uncond = guidance.map(|_| (&mut u_a[..], &mut u_v[..]));
+            field(
+                t,
+                x_a,
+                x_v,
+                Velocities {
+                    actions: v_a,
+                    video: v_v,
+                    uncond,
+                },
+            )?;
+            if let Some(g) = guidance {
+                g.combine(v_a, u_a, v_v, u_v);
+            }
+            Ok(())
         };
         let grid = self.grid();
-        let Workspace { v_a, v_v, a, v } = work;
         match self.solver {
+            Solver::Direct => {
+                // One run at t = 1 on zero inputs (no inpainting pull before it: the inputs are zeros);
+                // its outputs are the result.
+                x_a.fill(T::ZERO);
+                x_v.fill(T::ZERO);
+                pull.set(false);
+                evaluate(T::ONE, x_a, x_v, v_a, v_v)?;
+                x_a.copy_from_slice(v_a);
+                x_v.copy_from_slice(v_v);
+            }
             Solver::Euler => {
                 for k in 0..self.steps {
                     evaluate(grid.model_time(k), x_a, x_v, v_a, v_v)?;
@@ -325,6 +517,9 @@ pub struct Workspace<T> {
     v_v: Vec<T>,
     a: [Vec<T>; 3],
     v: [Vec<T>; 3],
+    /// The unconditional branch's outputs (guidance only).
+    u_a: Vec<T>,
+    u_v: Vec<T>,
 }
 
 impl<T: Real> Workspace<T> {
@@ -335,10 +530,16 @@ impl<T: Real> Workspace<T> {
             v_v: vec![T::ZERO; video],
             a: [Vec::new(), Vec::new(), Vec::new()],
             v: [Vec::new(), Vec::new(), Vec::new()],
+            u_a: Vec::new(),
+            u_v: Vec::new(),
         }
     }
 
-    fn prepare(&mut self, solver: Solver) {
+    fn prepare(&mut self, solver: Solver, guided: bool) {
+        if guided {
+            self.u_a.resize(self.v_a.len(), T::ZERO);
+            self.u_v.resize(self.v_v.len(), T::ZERO);
+        }
         let n = solver.scratch_buffers();
         let (la, lv) = (self.v_a.len(), self.v_v.len());
         for buf in &mut self.a[..n] {
@@ -954,6 +1155,104 @@ mod tests {
             let half = end(0.5);
             assert!(half > -0.9 && half < 0.9, "{solver}: {half}");
         }
+    }
+
+    #[test]
+    fn solver_none_runs_once_at_t_1_on_zeros_and_returns_the_outputs() {
+        let s = FlowSampler::new(1, 0).with_solver(Solver::Direct);
+        s.validate().unwrap();
+        let (mut a, mut v) = (vec![0.3f32, -0.7], vec![2.0f32]);
+        let mut work = Workspace::new(2, 1);
+        let mut seen = Vec::new();
+        s.integrate_inpainting(
+            &mut a,
+            &mut v,
+            &mut work,
+            Some(Inpaint {
+                noise: &[0.5],
+                target: &[0.25],
+                weight: &[0.5],
+            }),
+            |t, xa, xv, va, vv| {
+                seen.push((t, xa.to_vec(), xv.to_vec()));
+                va.copy_from_slice(&[1.5, -2.5]);
+                vv[0] = 4.0;
+                Ok::<(), Infallible>(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, vec![(1.0, vec![0.0, 0.0], vec![0.0])]);
+        // The outputs are the result; the known entry is pulled halfway to its target at the end.
+        assert_eq!(a, [1.5 + 0.5 * (0.25 - 1.5), -2.5]);
+        assert_eq!(v, [4.0]);
+        assert_eq!(
+            FlowSampler::new(3, 0)
+                .with_solver(Solver::Direct)
+                .validate(),
+            Err(SamplerError::DirectSteps { steps: 3 })
+        );
+    }
+
+    #[test]
+    fn reuse_skips_the_model_and_keeps_its_last_outputs() {
+        let s = sampler(4, Solver::Euler, 1.0).with_reuse(&[1, 3]);
+        s.validate().unwrap();
+        assert_eq!(s.model_runs(), 2);
+        let (mut a, mut v) = (vec![0.0f64], vec![0.0f64]);
+        let mut work = Workspace::new(1, 1);
+        let mut times = Vec::new();
+        s.integrate(&mut a, &mut v, &mut work, |t, _, _, va, vv| {
+            times.push(t);
+            va[0] = t + 1.0;
+            vv[0] = 0.0;
+            Ok::<(), Infallible>(())
+        })
+        .unwrap();
+        assert_eq!(times, [0.0, 0.5]);
+        // Velocities 1, 1 (reused), 1.5, 1.5 (reused), each for a quarter.
+        assert_eq!(a[0], 0.25 * (1.0 + 1.0 + 1.5 + 1.5));
+        for (reuse, problem) in [(vec![0], "no previous"), (vec![4], "4 evaluations")] {
+            let e = sampler(4, Solver::Euler, 1.0)
+                .with_reuse(&reuse)
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(problem), "{e}");
+        }
+    }
+
+    #[test]
+    fn guidance_combines_the_branches_on_the_chosen_outputs() {
+        let g = Guidance {
+            scale: 3.0,
+            actions: false,
+            video: true,
+        };
+        let s = sampler(1, Solver::Euler, 1.0).with_guidance(Some(g));
+        let (mut a, mut v) = (vec![0.0f64], vec![0.0f64]);
+        let mut work = Workspace::new(1, 1);
+        s.integrate_guided(&mut a, &mut v, &mut work, None, |_, _, _, out| {
+            out.actions[0] = 2.0;
+            out.video[0] = 2.0;
+            let (ua, uv) = out
+                .uncond
+                .expect("guided: the unconditional outputs are asked for");
+            ua[0] = 1.0;
+            uv[0] = 1.0;
+            Ok::<(), Infallible>(())
+        })
+        .unwrap();
+        // Actions keep the conditional output; video is 1 + 3 (2 - 1) = 4.
+        assert_eq!((a[0], v[0]), (2.0, 4.0));
+        // One field for both branches (integrate): guidance changes nothing.
+        let (mut a, mut v) = (vec![0.0f64], vec![0.0f64]);
+        s.integrate(&mut a, &mut v, &mut work, |_, _, _, va, vv| {
+            va[0] = 2.0;
+            vv[0] = 2.0;
+            Ok::<(), Infallible>(())
+        })
+        .unwrap();
+        assert_eq!((a[0], v[0]), (2.0, 2.0));
     }
 
     #[test]

@@ -298,6 +298,7 @@ mod tests {
             stale_observations: 0,
             safety_rejections: 0,
             discarded_chunks: 0,
+            decoded_chunks: 0,
             clock_jumps: 0,
             dropped_steps: 0,
             truncated_steps: 0,

@@ -22,6 +22,9 @@ pub struct Job {
     /// enable, a reset, a new instruction or a stale hold came in between) is never commanded.
     pub epoch: u64,
     pub steps: usize,
+    /// Forget the model's state carried across chunks before this inference (set by the controller after
+    /// a reset, a new instruction, a hold that forgot the window or a new goal; format 2 bundles).
+    pub clear_model_state: bool,
 }
 
 impl Job {
@@ -34,6 +37,7 @@ impl Job {
             started: 0.0,
             epoch: 0,
             steps,
+            clear_model_state: false,
         }
     }
 
@@ -75,6 +79,9 @@ impl Worker {
                     match request {
                         Request::Reset => policy.reset(),
                         Request::Infer(mut job) => {
+                            if std::mem::take(&mut job.clear_model_state) {
+                                policy.clear_model_state();
+                            }
                             let result = policy
                                 .process(&mut job.input, &mut job.output)
                                 .map_err(|e| e.to_string());

@@ -20,7 +20,8 @@ diffusers and torch are not installed in the test environment; this file is the 
 
 The fixture holds, for a fixed nonlinear field v(x, t) = tanh(A x + b t) on x = [actions (3), video (2)],
 every model evaluation (time and state) and the final state, per solver, step count, shift and
-inpainting. tests/sampler_reference.rs compares the Rust sampler with it to 1e-9;
+inpainting; and with classifier-free guidance (a second field tanh(A_U x + b_U t) as the
+unconditional branch) and with reuse (listed evaluations skip the model and reuse its last output). tests/sampler_reference.rs compares the Rust sampler with it to 1e-9;
 tests/test_sampler_reference.py checks the committed file is what this script writes.
 """
 
@@ -49,6 +50,18 @@ X0 = np.array([0.8, -1.1, 0.3, 1.4, -0.5])
 # Inpainting: the first two action entries known, one exactly and one softly.
 INPAINT = {"noise": [0.8, -1.1], "target": [0.5, -0.25], "weight": [1.0, 0.375]}
 
+# Classifier-free guidance: the unconditional field is tanh(A_U x + B_U t); the two are combined as
+# uncond + scale (cond - uncond) on the outputs in apply_to (actions: the first N_ACTIONS entries,
+# video: the rest), the others keep the conditional output.
+A_U = 0.5 * A[::-1].copy()
+B_U = -0.7 * B
+GUIDANCE = [
+    {"scale": 2.5, "apply_to": ["actions"]},
+    {"scale": 3.0, "apply_to": ["video", "actions"]},
+]
+# Reuse: 0-based evaluation indices at which the model is not run and its previous output stands.
+REUSE = [[2, 4], [1]]
+
 SOLVERS = [("euler", None), ("heun", None), ("unipc", 1), ("unipc", 2)]
 STEPS = [1, 2, 3, 5, 8, 16]
 SHIFTS = [1.0, 3.0]
@@ -61,6 +74,26 @@ def velocity(x: np.ndarray, t: float) -> np.ndarray:
     return np.tanh(A @ x + B * t)
 
 
+def velocity_uncond(x: np.ndarray, t: float) -> np.ndarray:
+    """The unconditional branch's velocity (guidance cases)."""
+    return np.tanh(A_U @ x + B_U * t)
+
+
+def guided(x: np.ndarray, t: float, guidance: dict | None) -> np.ndarray:
+    """Classifier-free guidance: uncond + scale (cond - uncond) on the chosen outputs."""
+    cond = velocity(x, t)
+    if guidance is None:
+        return cond
+    uncond = velocity_uncond(x, t)
+    combined = uncond + guidance["scale"] * (cond - uncond)
+    out = cond.copy()
+    if "actions" in guidance["apply_to"]:
+        out[:N_ACTIONS] = combined[:N_ACTIONS]
+    if "video" in guidance["apply_to"]:
+        out[N_ACTIONS:] = combined[N_ACTIONS:]
+    return out
+
+
 def flow_sigmas(steps: int, shift: float) -> np.ndarray:
     """sigma_k = 1 - k/K, shifted as SD3/Wan: shift sigma / (1 + (shift - 1) sigma); K + 1 values."""
     sigma = 1.0 - np.arange(steps + 1) / steps
@@ -71,9 +104,18 @@ class Model:
     """Evaluations of the field as a diffusers-convention model, with the inpainting pull before each and
     a record of what it was given."""
 
-    def __init__(self, inpaint: dict | None):
+    def __init__(
+        self,
+        inpaint: dict | None,
+        guidance: dict | None = None,
+        reuse: list[int] | None = None,
+    ):
         self.inpaint = inpaint
+        self.guidance = guidance
+        self.reuse = reuse or []
         self.evals: list[tuple[float, np.ndarray]] = []
+        self.calls = 0
+        self.last: np.ndarray | None = None
 
     def pull(self, x: np.ndarray, t: float) -> np.ndarray:
         if self.inpaint is None:
@@ -88,8 +130,14 @@ class Model:
         """Returns the (pulled) sample and the model output u = dx/dsigma there."""
         t = 1.0 - sigma
         x = self.pull(x, t)
+        index = self.calls
+        self.calls += 1
+        if index in self.reuse and self.last is not None:
+            # Step caching: the model is not run; its previous output stands (the pull still applies).
+            return x, self.last
         self.evals.append((t, x.copy()))
-        return x, -velocity(x, t)
+        self.last = -guided(x, t, self.guidance)
+        return x, self.last
 
 
 def euler(x: np.ndarray, sigmas: np.ndarray, model: Model) -> np.ndarray:
@@ -237,10 +285,13 @@ def integrate(
     shift: float,
     inpaint: dict | None,
     x0: np.ndarray = X0,
+    guidance: dict | None = None,
+    reuse: list[int] | None = None,
 ) -> tuple[list[tuple[float, np.ndarray]], np.ndarray]:
-    """All model evaluations and the final state (pulled to the known values at t = 1)."""
+    """All model runs (evaluations that are not reused) and the final state (pulled to the known
+    values at t = 1)."""
     sigmas = flow_sigmas(steps, shift)
-    model = Model(inpaint)
+    model = Model(inpaint, guidance, reuse)
     if solver == "euler":
         x = euler(x0.copy(), sigmas, model)
     elif solver == "heun":
@@ -251,11 +302,21 @@ def integrate(
 
 
 def cases() -> list[dict]:
-    grid = [(s, o, k, sh, None) for s, o in SOLVERS for k in STEPS for sh in SHIFTS]
-    grid += [(s, o, k, sh, INPAINT) for s, o in SOLVERS for k in INPAINT_STEPS for sh in INPAINT_SHIFTS]
+    grid: list[tuple] = [
+        (s, o, k, sh, None, None, None) for s, o in SOLVERS for k in STEPS for sh in SHIFTS
+    ]
+    grid += [
+        (s, o, k, sh, INPAINT, None, None)
+        for s, o in SOLVERS
+        for k in INPAINT_STEPS
+        for sh in INPAINT_SHIFTS
+    ]
+    grid += [(s, o, 5, 3.0, None, g, None) for s, o in SOLVERS for g in GUIDANCE]
+    grid += [(s, o, 5, sh, None, None, r) for s, o in SOLVERS for sh in SHIFTS for r in REUSE]
+    grid += [(s, o, 4, 3.0, INPAINT, GUIDANCE[1], [2]) for s, o in SOLVERS]
     out = []
-    for solver, order, steps, shift, inpaint in grid:
-        evals, final = integrate(solver, order, steps, shift, inpaint)
+    for solver, order, steps, shift, inpaint, guidance, reuse in grid:
+        evals, final = integrate(solver, order, steps, shift, inpaint, X0, guidance, reuse)
         out.append(
             {
                 "solver": solver,
@@ -263,6 +324,8 @@ def cases() -> list[dict]:
                 "steps": steps,
                 "shift": shift,
                 "inpaint": inpaint,
+                "guidance": guidance,
+                "reuse": reuse,
                 "evals": [{"t": float(t), "x": x.tolist()} for t, x in evals],
                 "final": final.tolist(),
             }
@@ -275,6 +338,7 @@ def fixture() -> dict:
         "about": "written by tests/sampler_reference.py (independent numpy reference); do not edit",
         "n_actions": N_ACTIONS,
         "field": {"A": A.tolist(), "b": B.tolist()},
+        "field_uncond": {"A": A_U.tolist(), "b": B_U.tolist()},
         "x0": X0.tolist(),
         "cases": cases(),
     }

@@ -684,6 +684,8 @@ impl App {
                 tracing::info!(instruction = %handle.goal.instruction, "~/run goal accepted");
                 let status = p.controller.status(now);
                 p.tasks.start(goal, now, &status);
+                // A new goal starts the model's carried state afresh.
+                p.controller.forget_model_state();
                 p.goal = Some(ActiveGoal {
                     handle,
                     cancels: Box::new(cancels),

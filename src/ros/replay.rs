@@ -169,6 +169,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             match command {
                 Command::StartInference => {
                     inferences += 1;
+                    if std::mem::take(&mut job.clear_model_state) {
+                        policy.clear_model_state();
+                    }
                     in_flight = Some(
                         policy
                             .process(&mut job.input, &mut job.output)

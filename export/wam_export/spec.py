@@ -274,8 +274,6 @@ class BundleSpec:
             f.append("sampler.guidance")
         if s.reuse:
             f.append("sampler.reuse")
-        if s.solver == "none":
-            f.append("sampler.solver: none")
         if self.context_state is not None:
             f.append("stages.context.state")
         if self.dtype == "float16" or (
@@ -341,8 +339,6 @@ class BundleSpec:
                 raise SpecError("sampler.guidance.scale: must be > 0")
             if not g.apply_to or not set(g.apply_to) <= set(GUIDED):
                 raise SpecError(f"sampler.guidance.apply_to: a non-empty subset of {GUIDED}")
-            if s.solver == "none":
-                pass  # one run per branch, combined: allowed by the contract
         for r in s.reuse:
             if r <= 0 or r >= s.evaluations:
                 raise SpecError(

@@ -43,11 +43,17 @@ def node_check(bundle: Path, binary: Path | str | None = None, timeout: float = 
     node = find_node(binary)
     if node is None:
         return None
-    r = subprocess.run(
-        [str(node), "check", str(bundle)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    cmd = [str(node), "check", str(bundle)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    env_sh = REPO / "scripts" / "env.sh"
+    if "error while loading shared libraries" in r.stderr and env_sh.is_file():
+        # the node links ROS 2's libraries: run it in this repository's prefix environment
+        line = f'source "{env_sh}" && exec "$@"'
+        r = subprocess.run(
+            ["bash", "-c", line, "wam_check", *cmd],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     return NodeCheck(node, r.returncode, (r.stdout + r.stderr).strip())

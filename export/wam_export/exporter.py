@@ -298,18 +298,20 @@ def export_bundle(
     tolerance: dict[str, float] | None = None,
     node: Path | str | None = None,
     require_node_check: bool = False,
+    manifest_extra: Seq[str] | None = None,
 ) -> ExportReport:
     """Exports, writes the manifest and the fixtures, checks parity (raises `ExportError` beyond the
     tolerance, default actions 1e-4, video latents and frames 1e-3) and the node's `check`.
     `source`: the exporting script's text, whose SHA-256 the report records (the tutorial's test
-    compares it with the tutorial)."""
+    compares it with the tutorial). `manifest_extra`: lines appended to the manifest (default: an
+    existing manifest's `monitor:` section is kept)."""
     out = Path(out)
     tol = dict(DEFAULT_TOL, **(tolerance or {}))
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.onnx"):
         old.unlink()
     export_onnx(modules, spec, out)
-    write_manifest(spec, out, header)
+    write_manifest(spec, out, header, extra=manifest_extra)
     pdir = out / "parity"
     if pdir.exists():
         shutil.rmtree(pdir)

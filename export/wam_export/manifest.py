@@ -176,13 +176,20 @@ def manifest_lines(spec: BundleSpec, header: Sequence[str] = ()) -> list[str]:
 
 
 def write_manifest(
-    spec: BundleSpec, bundle: Path, header: Sequence[str] = (), keep_monitor: bool = True
+    spec: BundleSpec,
+    bundle: Path,
+    header: Sequence[str] = (),
+    keep_monitor: bool = True,
+    extra: Sequence[str] | None = None,
 ) -> Path:
-    """Writes `bundle/wam.yaml` and the vocab file; returns the manifest's path."""
+    """Writes `bundle/wam.yaml` and the vocab file; returns the manifest's path. `extra`: lines
+    appended verbatim (instead of the kept `monitor:` section when given)."""
     bundle.mkdir(parents=True, exist_ok=True)
     path = bundle / "wam.yaml"
     lines = manifest_lines(spec, header)
-    if keep_monitor:
+    if extra is not None:
+        lines += list(extra)
+    elif keep_monitor:
         lines += monitor_section(path)
     path.write_text("\n".join(lines) + "\n")
     (bundle / spec.instruction.file).write_text("\n".join(spec.instruction.vocab) + "\n")

@@ -1,11 +1,11 @@
-//! Multi-chunk export parity (bundle format 2): the bundles exported with wam_export
-//! (`python -m wam_dz.export`: models/wam_sim_dz, a DreamZero-style WAM with a KV cache carried across
-//! chunks, guidance on video, UniPC with shift 5 and step reuse; models/wam_sim_act, an ACT-like
-//! `solver: none` policy) run by this runtime against what PyTorch computed, chunk after chunk, with
-//! the real frames of a simulator episode fed in between. The fixtures (`parity/seq_<i>.json`, format in
-//! export/wam_export/fixtures.py) hold per chunk the inputs, the initial noise, the state's length and
-//! position the context saw, and the outputs. No torch needed. Tolerances: the fixture's (actions 1e-4
-//! max abs, frames 1e-3).
+//! Multi-chunk export parity (bundle format 2): the bundles exported with wam_export run by this
+//! runtime against what PyTorch computed, chunk after chunk, with the real frames of an episode fed in
+//! between: models/wam_sim_dz (`python -m wam_dz.export`: a DreamZero-style WAM with a KV cache carried
+//! across chunks, guidance on video, UniPC with shift 5 and step reuse), models/wam_sim_act (an
+//! ACT-like `solver: none` policy) and models/wam_tutorial (docs/export_tutorial.md). The fixtures
+//! (`parity/seq_<i>.json`, format in export/wam_export/fixtures.py) hold per chunk the inputs, the
+//! initial noise, the state's length and position the context saw, and the outputs. No torch needed.
+//! Tolerances: the fixture's (actions 1e-4 max abs, video latents and frames 1e-3).
 
 use std::path::{Path, PathBuf};
 
@@ -166,6 +166,12 @@ fn dreamzero_style_bundle_matches_pytorch_over_chunks() {
 #[test]
 fn act_like_bundle_matches_pytorch_over_chunks() {
     check_bundle("wam_sim_act", 1);
+}
+
+#[test]
+fn tutorial_bundle_matches_pytorch_over_chunks() {
+    // docs/export_tutorial.md's bundle: a cache of one position per chunk, guidance, reuse.
+    check_bundle("wam_tutorial", 5);
 }
 
 #[test]

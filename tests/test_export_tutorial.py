@@ -1,11 +1,11 @@
-"""Keeps docs/export_tutorial.md from rotting. Its ```python blocks, joined in order, are one script;
-the bundle that script wrote is committed as models/wam_tutorial.
+"""Keeps docs/export_tutorial.md from rotting. Its ```python blocks, joined in order, are one
+script; the bundle that script wrote is committed as models/wam_tutorial.
 
 Without torch (`make test`): the blocks' SHA-256 equals the one the script recorded in the bundle's
-export_report.json (the tutorial was not edited without re-running it), and the bundle's fixtures still
-replay in ONNX Runtime within their tolerance. With torch (`make test-export`, the train venv): the
-script runs end to end into a temporary folder and its manifest, fixtures and report match the
-committed ones.
+export_report.json (the tutorial was not edited without re-running it), and the bundle's fixtures
+still replay in ONNX Runtime within their tolerance. With torch (`make test-export`, the train
+venv): the script runs end to end into a temporary folder and its manifest, fixtures and report
+match the committed ones.
 
     python tests/test_export_tutorial.py --write   # re-runs the tutorial into models/wam_tutorial
 """

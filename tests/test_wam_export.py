@@ -1,7 +1,7 @@
 """The torch-free parts of the export kit (export/wam_export): samplers against the independent
 reference, manifest writer/reader against the committed bundles and the runtime's rules (the node's
-`check` when its binary is present), the carried state's semantics, and the committed multi-chunk parity
-fixtures re-run in ONNX Runtime. No torch."""
+`check` when its binary is present), the carried state's semantics, and the committed multi-chunk
+parity fixtures re-run in ONNX Runtime. No torch."""
 
 from __future__ import annotations
 
@@ -38,14 +38,17 @@ REFERENCE = REPO / "tests" / "fixtures" / "sampler_reference.json"
 KIT_BUNDLES = ["wam_sim_dz", "wam_sim_act", "wam_tutorial"]
 
 
-# --- samplers ---------------------------------------------------------------------------------------
+# --- samplers
+# ---------------------------------------------------------------------------------------
 def _reference_cases() -> list[dict]:
     d = json.loads(REFERENCE.read_text())
     return [c for c in d["cases"] if c["inpaint"] is None]
 
 
 @pytest.mark.parametrize(
-    "case", _reference_cases(), ids=lambda c: f"{c['solver']}{c['order'] or ''}-{c['steps']}-{c['shift']}"
+    "case",
+    _reference_cases(),
+    ids=lambda c: f"{c['solver']}{c['order'] or ''}-{c['steps']}-{c['shift']}",
 )
 def test_sampler_matches_reference(case: dict) -> None:
     d = json.loads(REFERENCE.read_text())
@@ -79,7 +82,8 @@ def test_reuse_skips_evaluations() -> None:
     assert len(calls) == 4
 
 
-# --- manifest ---------------------------------------------------------------------------------------
+# --- manifest
+# ---------------------------------------------------------------------------------------
 def test_f32_text_round_trips() -> None:
     for v in [0.212161, -0.00187311, 1e-6, 3.0, 0.1, np.float32(0.1) * 3]:
         assert np.float32(float(f32_text(v))) == np.float32(v)
@@ -115,7 +119,11 @@ def _dz() -> BundleSpec:
 def test_format_version_follows_the_features() -> None:
     dz = _dz()
     assert dz.format_version == 2
-    assert set(dz.format2_features()) == {"sampler.guidance", "sampler.reuse", "stages.context.state"}
+    assert set(dz.format2_features()) == {
+        "sampler.guidance",
+        "sampler.reuse",
+        "stages.context.state",
+    }
     plain = dataclasses.replace(
         dz, sampler=SamplerSpec(4), context_state=None, context_outputs=("cond", "kv_bias")
     )
@@ -126,8 +134,14 @@ def test_format_version_follows_the_features() -> None:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        (lambda s: dataclasses.replace(s, sampler=dataclasses.replace(s.sampler, reuse=(0,))), "reuse"),
-        (lambda s: dataclasses.replace(s, sampler=dataclasses.replace(s.sampler, reuse=(8,))), "reuse"),
+        (
+            lambda s: dataclasses.replace(s, sampler=dataclasses.replace(s.sampler, reuse=(0,))),
+            "reuse",
+        ),
+        (
+            lambda s: dataclasses.replace(s, sampler=dataclasses.replace(s.sampler, reuse=(8,))),
+            "reuse",
+        ),
         (
             lambda s: dataclasses.replace(
                 s, sampler=dataclasses.replace(s.sampler, guidance=Guidance(0.0))
@@ -159,7 +173,8 @@ def test_validate_names_the_field(change, field: str) -> None:  # type: ignore[n
 
 
 def test_node_check_accepts_written_bundles(tmp_path: Path) -> None:
-    """The node's own check on a bundle whose manifest the kit wrote (skipped without the binary)."""
+    """The node's own check on a bundle whose manifest the kit wrote (skipped without the
+    binary)."""
     src = MODELS / "wam_sim"
     dst = tmp_path / "b"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("parity", "eval", "training"))
@@ -177,7 +192,8 @@ def test_node_check_accepts_written_bundles(tmp_path: Path) -> None:
         assert r.ok, r.output
 
 
-# --- carried state ----------------------------------------------------------------------------------
+# --- carried state
+# ----------------------------------------------------------------------------------
 class _CountingBackend:
     """Context writes the chunk index + 1 into the block; denoise returns zeros."""
 
@@ -201,7 +217,9 @@ class _CountingBackend:
         return {"present": present, "cond": np.zeros((1, 1), np.float32)}
 
     def denoise(self, feeds: dict) -> tuple[np.ndarray, np.ndarray]:
-        return np.zeros(self.spec.actions_shape, np.float32), np.zeros(self.spec.video_shape, np.float32)
+        return np.zeros(self.spec.actions_shape, np.float32), np.zeros(
+            self.spec.video_shape, np.float32
+        )
 
     def decode(self, latents: np.ndarray) -> None:
         return None
@@ -242,13 +260,16 @@ def test_action_kinds() -> None:
     a = np.ones((16, 7))
     q = np.arange(7.0)
     assert np.array_equal(action_positions(spec, a, q), a)
-    d = dataclasses.replace(spec, action=dataclasses.replace(spec.action, kind="delta_joint_position"))
+    d = dataclasses.replace(
+        spec, action=dataclasses.replace(spec.action, kind="delta_joint_position")
+    )
     assert np.array_equal(action_positions(d, a, q)[3], q + 1)
     v = dataclasses.replace(spec, action=dataclasses.replace(spec.action, kind="joint_velocity"))
     assert np.allclose(action_positions(v, a, q)[3], q + 4 * spec.action.dt)
 
 
-# --- parity fixtures through ONNX Runtime -----------------------------------------------------------
+# --- parity fixtures through ONNX Runtime
+# -----------------------------------------------------------
 PARITY = [
     (b, p)
     for b in ["wam_sim", "wam_sim_action_only", *KIT_BUNDLES]

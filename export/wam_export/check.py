@@ -38,7 +38,9 @@ def find_node(binary: Path | str | None = None) -> Path | None:
     return None
 
 
-def node_check(bundle: Path, binary: Path | str | None = None, timeout: float = 120.0) -> NodeCheck | None:
+def node_check(
+    bundle: Path, binary: Path | str | None = None, timeout: float = 120.0
+) -> NodeCheck | None:
     """Runs `<node> check <bundle>`; None when no binary is found."""
     node = find_node(binary)
     if node is None:

@@ -1,26 +1,28 @@
-"""PyTorch modules -> a bundle: ONNX stages, `wam.yaml`, parity fixtures, report, node check. Needs torch.
+"""PyTorch modules -> a bundle: ONNX stages, `wam.yaml`, parity fixtures, report, node check. Needs
+torch.
 
-The four modules (documented signatures; batch 1, fixed shapes, except the denoise batch with guidance):
+The four modules (documented signatures; batch 1, fixed shapes, except the denoise batch with
+guidance):
 
-- `encode(frames) -> latents`: frames [1, V, T, 3, H, W] normalized RGB (cameras of different sizes: one
-  argument per camera, [1, T, 3, h_v, w_v], in `cameras` order) -> [1, V, T, C, h, w].
-- `context(latents, state, tokens, *past, length[, position]) -> tuple`: latents as above, state [1, S]
-  normalized, tokens i64 [1, L]; with a context state, the past tensors (in `context_state.tensors`
-  order, shapes as declared), `length` i64 [1] (valid positions) and, when declared, `position` i64 [1]
-  (chunks since the reset). Returns `spec.context_output_names()` in order: `context_outputs`, then
-  the state outputs not among them (each past with the new block written at [length, length + B)).
-- `denoise(actions, video, time, *context_outputs) -> (action_out, video_out)`: noisy actions [B, H, A],
-  noisy video latents [B, V, F, C, h, w], time f32 [B] (B = 1; 2 with batched guidance: cond at 0),
-  the context outputs -> their velocities dx/dt (`solver: none`: the normalized chunk and latents,
-  called once with time 1 and zero inputs).
+- `encode(frames) -> latents`: frames [1, V, T, 3, H, W] normalized RGB (cameras of different sizes:
+  one argument per camera, [1, T, 3, h_v, w_v], in `cameras` order) -> [1, V, T, C, h, w].
+- `context(latents, state, tokens, *past, length[, position]) -> tuple`: latents as above, state [1,
+  S] normalized, tokens i64 [1, L]; with a context state, the past tensors (in
+  `context_state.tensors` order, shapes as declared), `length` i64 [1] (valid positions) and, when
+  declared, `position` i64 [1] (chunks since the reset). Returns `spec.context_output_names()` in
+  order: `context_outputs`, then the state outputs not among them (each past with the new block
+  written at [length, length + B)).
+- `denoise(actions, video, time, *context_outputs) -> (action_out, video_out)`: noisy actions [B, H,
+  A], noisy video latents [B, V, F, C, h, w], time f32 [B] (B = 1; 2 with batched guidance: cond at
+  0), the context outputs -> their velocities dx/dt (`solver: none`: the normalized chunk and
+  latents, called once with time 1 and zero inputs).
 - `decode(latents) -> frames`: [1, V, F, C, h, w] -> [1, V, F, 3, H, W] RGB in [0, 1] (optional).
 
 `export_bundle` exports each with torch.onnx (TorchScript tracing, opset 17, IR version 10), writes
-the manifest (format 1 unless a format-2 feature is used), runs every parity episode through the whole
-multi-chunk pipeline in PyTorch and in ONNX Runtime on the same inputs and noise, writes the fixtures
-(`wam_export.fixtures`), fails when they disagree beyond the tolerance, and runs `wam_policy_node check`
-when the binary is found.
-"""
+the manifest (format 1 unless a format-2 feature is used), runs every parity episode through the
+whole multi-chunk pipeline in PyTorch and in ONNX Runtime on the same inputs and noise, writes the
+fixtures (`wam_export.fixtures`), fails when they disagree beyond the tolerance, and runs
+`wam_policy_node check` when the binary is found."""
 
 from __future__ import annotations
 
@@ -84,8 +86,8 @@ class WamModules:
 @dataclass
 class ParityEpisode:
     """One episode for the fixtures: an instruction and, per chunk, the REAL observation window
-    (normalized encode inputs: one array [1, V, T, 3, H, W], or one per camera) and joint state (physical
-    units). The noise is drawn by the exporter."""
+    (normalized encode inputs: one array [1, V, T, 3, H, W], or one per camera) and joint state
+    (physical units). The noise is drawn by the exporter."""
 
     instruction: str
     frames: list[F32 | list[F32]]
@@ -221,7 +223,8 @@ def example_context_feeds(spec: BundleSpec) -> Arrays:
 
 
 def export_onnx(modules: WamModules, spec: BundleSpec, out: Path) -> None:
-    """Exports the four stages into `out` (fixed shapes; denoise batch-dynamic with batched guidance)."""
+    """Exports the four stages into `out` (fixed shapes; denoise batch-dynamic with batched
+    guidance)."""
     spec.validate()
     if spec.dtype != "float32":
         raise ExportError("the exporter writes float32 stages (convert to f16 afterwards)")
@@ -354,7 +357,9 @@ def export_bundle(
         report.source_sha256 = hashlib.sha256(source.encode()).hexdigest()
     chk = node_check(out, node)
     if chk is not None:
-        report.node_check = f"{'ok' if chk.ok else 'FAILED'}: {chk.output.splitlines()[-1] if chk.output else ''}"
+        report.node_check = (
+            f"{'ok' if chk.ok else 'FAILED'}: {chk.output.splitlines()[-1] if chk.output else ''}"
+        )
         if require_node_check and not chk.ok:
             raise ExportError(f"{chk.binary} check {out} failed:\n{chk.output}")
     elif require_node_check:

@@ -11,15 +11,15 @@ A fixture is `parity/seq_<i>.json` next to `wam.yaml`:
   "tolerance": {"actions": 1e-4, "frames": 1e-3, "video_latents": 1e-3},
   "chunks": [                          # consecutive chunks of one episode, in order
     {
-      "reset": bool,                   # clear the carried state before this chunk (true for the first)
+      "reset": bool,                   # clear the carried state first (true for chunk 0)
       "frames": [...],                 # encode inputs, normalized RGB, flat: [V, T, 3, H, W]
-                                       # (cameras of different sizes: each camera's [T, 3, h, w] in turn)
+                                       # (per-camera sizes: each camera's [T, 3, h, w] in turn)
       "state": [...],                  # [S] joint positions, physical units (state.joints order)
       "tokens": [...],                 # [L] instruction ids
       "noise_actions": [...],          # [H, A] initial noise, normalized space
       "noise_video": [...],            # [V, F, C, h, w] initial noise
       "length": int, "position": int,  # the state's valid positions / chunk index the context saw
-      "actions": [...],                # [H, A] out: de-normalized (out * std + mean; before action.kind)
+      "actions": [...],                # [H, A] out: out * std + mean (before action.kind)
       "video_latents": [...],          # [V, F, C, h, w] out: the sampler's result
       "frames_out": [...]              # [V, F, 3, H, W] out: decoded (empty without a decode stage)
     }, ...
@@ -27,10 +27,9 @@ A fixture is `parity/seq_<i>.json` next to `wam.yaml`:
 }
 ```
 
-Every float is written with 9 significant digits, which round-trips float32 exactly: a runtime reading
-the fixture feeds the very inputs the export fed. The frames fed after the first chunk are real frames
-(observed ones, never the predicted ones), as the node feeds them.
-"""
+Every float is written with 9 significant digits, which round-trips float32 exactly: a runtime
+reading the fixture feeds the very inputs the export fed. The frames fed after the first chunk are
+real frames (observed ones, never the predicted ones), as the node feeds them."""
 
 from __future__ import annotations
 
@@ -169,7 +168,9 @@ def read_sequence(path: Path, spec: BundleSpec) -> Sequence:
                 frames=_frames_from_flat(spec, c["frames"]),
                 state=np.asarray(c["state"], dtype=np.float64),
                 tokens=np.asarray(c["tokens"], dtype=np.int64),
-                noise_actions=np.asarray(c["noise_actions"], np.float32).reshape(spec.actions_shape),
+                noise_actions=np.asarray(c["noise_actions"], np.float32).reshape(
+                    spec.actions_shape
+                ),
                 noise_video=np.asarray(c["noise_video"], np.float32).reshape(spec.video_shape),
                 reset=bool(c.get("reset", False)),
                 length=int(c.get("length", 0)),
@@ -240,8 +241,8 @@ def run_chunks(rollout: Rollout, chunks: list[FixtureChunk]) -> list[ChunkResult
 
 
 def replay(rollout: Rollout, seq: Sequence) -> list[ChunkErrors]:
-    """Runs a fixture's inputs through `rollout` and returns the per-chunk max abs errors; also checks
-    the state's length/position the context saw."""
+    """Runs a fixture's inputs through `rollout` and returns the per-chunk max abs errors; also
+    checks the state's length/position the context saw."""
     errs = []
     for c, r in zip(seq.chunks, run_chunks(rollout, seq.chunks)):
         if (r.length, r.position) != (c.length, c.position):

@@ -1,10 +1,10 @@
-"""`wam.yaml` from a `BundleSpec` (format 1 when no format-2 feature is used, else 2) and back. No torch.
+"""`wam.yaml` from a `BundleSpec` (format 1 when no format-2 feature is used, else 2) and back. No
+torch.
 
-Numbers are written as the shortest decimal (6 significant digits when those suffice) that reads back as
-the same float32, so the runtime (which parses f32) and the rollouts (`np.float32(value)`) normalize with
-identical numbers. An existing manifest's `monitor:` section (the simulator-measured calibration) is kept
-when the manifest is rewritten.
-"""
+Numbers are written as the shortest decimal (6 significant digits when those suffice) that reads
+back as the same float32, so the runtime (which parses f32) and the rollouts (`np.float32(value)`)
+normalize with identical numbers. An existing manifest's `monitor:` section (the simulator-measured
+calibration) is kept when the manifest is rewritten."""
 
 from __future__ import annotations
 
@@ -200,9 +200,11 @@ def _t(xs: Sequence[Any]) -> tuple[float, ...]:
     return tuple(float(x) for x in xs)
 
 
-def read_manifest(bundle: Path, state_shapes: dict[str, tuple[int, ...]] | None = None) -> BundleSpec:
-    """A bundle's manifest as a `BundleSpec` (the rollouts' view of it). State tensor shapes are not in
-    the manifest: pass them, or they are read from the context stage's ONNX file."""
+def read_manifest(
+    bundle: Path, state_shapes: dict[str, tuple[int, ...]] | None = None
+) -> BundleSpec:
+    """A bundle's manifest as a `BundleSpec` (the rollouts' view of it). State tensor shapes are not
+    in the manifest: pass them, or they are read from the context stage's ONNX file."""
     m: dict[str, Any] = yaml.safe_load((bundle / "wam.yaml").read_text())
     st = m["stages"]
     enc_in = st["encode"]["inputs"]["frames"]
@@ -234,7 +236,10 @@ def read_manifest(bundle: Path, state_shapes: dict[str, tuple[int, ...]] | None 
         cs = ContextState(
             tensors=tuple(
                 StateTensor(
-                    t["input"], t["output"], tuple(state_shapes[t["input"]]), dts.get(t["input"], "float32")
+                    t["input"],
+                    t["output"],
+                    tuple(state_shapes[t["input"]]),
+                    dts.get(t["input"], "float32"),
                 )
                 for t in sd["tensors"]
             ),

@@ -1,10 +1,9 @@
 """A bundle's stages in ONNX Runtime (CPU) as a rollout `Backend`. No torch.
 
-Inputs are cast to the element type each session declares (f16 stages get f16, as the runtime converts
-at the boundary); outputs come back as f32 (i64 stays i64). The denoise stage batches both guidance
-branches when every one of its inputs and outputs has a dynamic (or 2) first dimension, the runtime's
-rule.
-"""
+Inputs are cast to the element type each session declares (f16 stages get f16, as the runtime
+converts at the boundary); outputs come back as f32 (i64 stays i64). The denoise stage batches both
+guidance branches when every one of its inputs and outputs has a dynamic (or 2) first dimension, the
+runtime's rule."""
 
 from __future__ import annotations
 
@@ -51,7 +50,9 @@ class OrtBackend:
     def _run(self, stage: str, outputs: list[str], feeds: dict[str, Any]) -> list[NDArray[Any]]:
         sess = self.sessions[stage]
         types = {i.name: _TYPES.get(i.type, np.float32) for i in sess.get_inputs()}
-        cast = {k: np.asarray(v).astype(types[k], copy=False) for k, v in feeds.items() if k in types}
+        cast = {
+            k: np.asarray(v).astype(types[k], copy=False) for k, v in feeds.items() if k in types
+        }
         outs = sess.run(outputs, cast)
         return [o.astype(np.float32) if o.dtype == np.float16 else np.asarray(o) for o in outs]
 

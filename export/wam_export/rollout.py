@@ -1,18 +1,21 @@
-"""The node's per-chunk computation over a sequence of chunks, backend-agnostic (torch modules or ONNX
-Runtime sessions behind the `Backend` protocol), as the format-2 contract describes it:
+"""The node's per-chunk computation over a sequence of chunks, backend-agnostic (torch modules or
+ONNX Runtime sessions behind the `Backend` protocol), as the format-2 contract describes it:
 
 1. encode the observation window (REAL frames) -> latents;
 2. normalize the state, `(q - mean) / std` in f32;
-3. context with the carried state (past_* with `length` valid positions, `position` = chunks since the
-   reset); with guidance a second context run with the empty instruction and its own carried state;
-4. integrate the flow (`wam_export.sampler`) from the given noise; each evaluation runs denoise on the
-   conditional branch (and the unconditional one: batched as batch 2, cond at 0, when the denoise
-   stage's first dimension is dynamic; else two runs) and combines `uncond + scale (cond - uncond)` on
-   the guided outputs; `reuse` skips evaluations. `solver: none`: one run at t = 1 from zeros;
+3. context with the carried state (past_* with `length` valid positions, `position` = chunks since
+   the reset); with guidance a second context run with the empty instruction and its own carried
+   state;
+4. integrate the flow (`wam_export.sampler`) from the given noise; each evaluation runs denoise on
+   the conditional branch (and the unconditional one: batched as batch 2, cond at 0, when the
+   denoise stage's first dimension is dynamic; else two runs) and combines `uncond + scale (cond -
+   uncond)` on the guided outputs; `reuse` skips evaluations. `solver: none`: one run at t = 1 from
+   zeros;
 5. de-normalize the actions (`out * std + mean`, what the runtime returns; the node then applies
    `action.kind`), decode the video latents;
-6. accept the chunk when its outputs are finite: past_* <- present_*, length += B, position += 1, and
-   when length + B > M slide (drop the oldest B positions along the axis, zero the tail, length -= B).
+6. accept the chunk when its outputs are finite: past_* <- present_*, length += B, position += 1,
+   and when length + B > M slide (drop the oldest B positions along the axis, zero the tail, length
+   -= B).
 
 No torch.
 """
@@ -89,7 +92,8 @@ def _slide(x: NDArray[np.generic], axis: int, block: int) -> NDArray[np.generic]
 
 
 class Rollout:
-    """A sequence of chunks with the state carried between them (`clear_state` = the node's reset)."""
+    """A sequence of chunks with the state carried between them (`clear_state` = the node's
+    reset)."""
 
     def __init__(self, spec: BundleSpec, backend: Backend) -> None:
         self.spec = spec
@@ -110,7 +114,9 @@ class Rollout:
         self.length = 0
         self.position = 0
 
-    def _context(self, branch: _Branch, latents: F32, state: F32, tokens: NDArray[np.int64]) -> Arrays:
+    def _context(
+        self, branch: _Branch, latents: F32, state: F32, tokens: NDArray[np.int64]
+    ) -> Arrays:
         s = self.spec
         n = s.names
         feeds: Arrays = {n.ctx_latents: latents, n.state: state, n.tokens: tokens}
@@ -133,7 +139,9 @@ class Rollout:
         """One chunk. `frames`: the encode inputs (normalized RGB; one array, or one per camera)."""
         s = self.spec
         n = s.names
-        latents = np.asarray(self.backend.encode([np.asarray(f, np.float32) for f in frames]), np.float32)
+        latents = np.asarray(
+            self.backend.encode([np.asarray(f, np.float32) for f in frames]), np.float32
+        )
         q = np.asarray(state_raw, dtype=np.float64).reshape(-1).astype(np.float32)
         state = ((q - self.state_mean) / self.state_std).astype(np.float32).reshape(1, -1)
         tok = np.asarray(tokens, dtype=np.int64).reshape(1, -1)

@@ -1,7 +1,8 @@
-"""The node's flow-matching samplers in numpy, exactly as docs/bundle_format.md ("Sampling") writes them
-and src/sampler.rs computes them: states in float32, step coefficients in float64 rounded to float32,
-the same order of operations (so a torch model and its ONNX export are integrated identically, and the
-Rust runtime reproduces the result to float32 rounding). Plus format 2's step reuse. No torch.
+"""The node's flow-matching samplers in numpy, exactly as docs/bundle_format.md ("Sampling") writes
+them and src/sampler.rs computes them: states in float32, step coefficients in float64 rounded to
+float32, the same order of operations (so a torch model and its ONNX export are integrated
+identically, and the Rust runtime reproduces the result to float32 rounding). Plus format 2's step
+reuse. No torch.
 
 Conventions: t = 0 is noise, t = 1 data; `field(t, x_a, x_v)` returns the velocities dx/dt.
 """
@@ -68,14 +69,17 @@ class _Interval:
         if math.isinf(d):
             return 0.0
         if math.isinf(self.h):
-            # h infinite (an end of the grid) with a finite history difference: r1 -> inf, 1/r1 -> ...
+            # h infinite (an end of the grid) with a finite history difference: r1 -> inf, 1/r1 ->
+            # ...
             return math.copysign(math.inf, self.h) if d != 0 else 0.0
         return self.h / d
 
 
 def _unipc_weights(
     grid: Grid, i: int, corrector_order: int, order: int
-) -> tuple[float, tuple[float, float, float | None, float] | None, tuple[float, float, float | None]]:
+) -> tuple[
+    float, tuple[float, float, float | None, float] | None, tuple[float, float, float | None]
+]:
     """Step i's weights (src/sampler.rs `UniPcStep::new`): sigma_i; corrector weights of x_{i-1}^c,
     m_{i-1}, m_{i-2}, m_i (None at i = 0); predictor weights of x_i^c, m_i, m_{i-1}."""
 
@@ -115,9 +119,9 @@ def _unipc_weights(
 
 
 def integrate(spec: SamplerSpec, field: Field, x_a: F32, x_v: F32) -> tuple[F32, F32]:
-    """Integrates actions and video latents from t = 0 to 1 with the bundle's solver, shift, order and
-    reuse (evaluation indices whose denoise run is skipped: the previous outputs are used again).
-    `solver: none` is not integrated: see `wam_export.rollout`."""
+    """Integrates actions and video latents from t = 0 to 1 with the bundle's solver, shift, order
+    and reuse (evaluation indices whose denoise run is skipped: the previous outputs are used
+    again). `solver: none` is not integrated: see `wam_export.rollout`."""
     if spec.solver == "none":
         raise ValueError("solver none has no integration (one denoise run at t = 1)")
     grid = Grid(spec.steps, spec.shift)

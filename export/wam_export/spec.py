@@ -1,5 +1,6 @@
-"""What a bundle declares (docs/bundle_format.md, format 1, and the format-2 contract): cameras, state,
-actions, video, sampler, instruction, stage tensor names and the context state (KV cache). No torch.
+"""What a bundle declares (docs/bundle_format.md, format 1, and the format-2 contract): cameras,
+state, actions, video, sampler, instruction, stage tensor names and the context state (KV cache). No
+torch.
 
 A `BundleSpec` is written to `wam.yaml` by `wam_export.manifest`, read back from one by
 `wam_export.manifest.read_manifest`, and drives the rollouts (`wam_export.rollout`) that the parity
@@ -75,8 +76,8 @@ class VideoSpec:
 
 @dataclass(frozen=True)
 class Guidance:
-    """Classifier-free guidance (format 2): out = uncond + scale * (cond - uncond) on `apply_to`; the
-    unconditional branch is the context stage run with an empty instruction (all pad ids)."""
+    """Classifier-free guidance (format 2): out = uncond + scale * (cond - uncond) on `apply_to`;
+    the unconditional branch is the context stage run with an empty instruction (all pad ids)."""
 
     scale: float
     apply_to: tuple[str, ...] = ("video",)
@@ -85,8 +86,8 @@ class Guidance:
 @dataclass(frozen=True)
 class SamplerSpec:
     """`steps` intervals K; solver euler | heun | unipc | none; `shift` of the time grid; `order` of
-    UniPC (1 or 2, default 2); `guidance` and `reuse` (0-based evaluation indices at which the denoise
-    stage is not run and the previous evaluation's outputs are reused) are format 2."""
+    UniPC (1 or 2, default 2); `guidance` and `reuse` (0-based evaluation indices at which the
+    denoise stage is not run and the previous evaluation's outputs are reused) are format 2."""
 
     steps: int
     solver: str = "euler"
@@ -122,10 +123,10 @@ class StateTensor:
 
 @dataclass(frozen=True)
 class ContextState:
-    """The context stage's carried state (an autoregressive KV cache, format 2). `axis` is the position
-    axis of every tensor (its size is the maximum length M), `block` the positions appended per chunk
-    (B), `length` the name of the i64 [1] input with the number of valid positions, `position` the
-    optional i64 [1] input with the chunks since the last reset."""
+    """The context stage's carried state (an autoregressive KV cache, format 2). `axis` is the
+    position axis of every tensor (its size is the maximum length M), `block` the positions appended
+    per chunk (B), `length` the name of the i64 [1] input with the number of valid positions,
+    `position` the optional i64 [1] input with the chunks since the last reset."""
 
     tensors: tuple[StateTensor, ...]
     axis: int
@@ -141,7 +142,8 @@ class ContextState:
 @dataclass(frozen=True)
 class Instruction:
     """The `vocab` tokenizer: whitespace words (ASCII punctuation trimmed, lower case) looked up in
-    `vocab` (id = index; unknown words -> unk_id), padded with pad_id / truncated to `max_tokens`."""
+    `vocab` (id = index; unknown words -> unk_id), padded with pad_id / truncated to
+    `max_tokens`."""
 
     vocab: tuple[str, ...]
     max_tokens: int
@@ -164,8 +166,8 @@ class Instruction:
 
 @dataclass(frozen=True)
 class TensorNames:
-    """ONNX tensor names of the stages' roles (docs/bundle_format.md, "Stage tensors"). With cameras of
-    different sizes the encode stage has one input per camera, `<frames>_<camera name>`."""
+    """ONNX tensor names of the stages' roles (docs/bundle_format.md, "Stage tensors"). With cameras
+    of different sizes the encode stage has one input per camera, `<frames>_<camera name>`."""
 
     frames: str = "frames"
     latents: str = "latents"
@@ -183,10 +185,10 @@ class TensorNames:
 
 @dataclass(frozen=True)
 class BundleSpec:
-    """Everything `wam.yaml` says. `context_outputs` are the context stage's outputs passed to denoise
-    by name (in this order after actions, video, time); state outputs not listed there are returned by
-    the context stage after them. `guidance_batch`: the denoise stage is exported with a dynamic first
-    dimension so that both guidance branches run in one call (batch 2, cond at 0)."""
+    """Everything `wam.yaml` says. `context_outputs` are the context stage's outputs passed to
+    denoise by name (in this order after actions, video, time); state outputs not listed there are
+    returned by the context stage after them. `guidance_batch`: the denoise stage is exported with a
+    dynamic first dimension so that both guidance branches run in one call (batch 2, cond at 0)."""
 
     model_id: str
     cameras: tuple[Camera, ...]
@@ -213,7 +215,8 @@ class BundleSpec:
         }
     )
 
-    # --- derived ------------------------------------------------------------------------------------
+    # --- derived
+    # ------------------------------------------------------------------------------------
     @property
     def per_camera_inputs(self) -> bool:
         """Cameras of different sizes: the encode stage takes one tensor per camera."""
@@ -255,8 +258,8 @@ class BundleSpec:
         return names
 
     def context_output_names(self) -> list[str]:
-        """What the context module returns, in order: `context_outputs`, then the state outputs not in
-        it."""
+        """What the context module returns, in order: `context_outputs`, then the state outputs not
+        in it."""
         out = list(self.context_outputs)
         if self.context_state is not None:
             out += [s.output for s in self.context_state.tensors if s.output not in out]
@@ -361,7 +364,9 @@ class BundleSpec:
             shape = cs.tensors[0].shape
             for t in cs.tensors:
                 if len(t.shape) <= cs.axis or cs.axis < 1:
-                    raise SpecError(f"stages.context.state.axis: {cs.axis} outside {t.input}'s rank")
+                    raise SpecError(
+                        f"stages.context.state.axis: {cs.axis} outside {t.input}'s rank"
+                    )
                 if t.shape[cs.axis] != shape[cs.axis]:
                     raise SpecError(f"stages.context.state: {t.input} has another maximum length")
                 if t.dtype not in ELEMENT_TYPES:

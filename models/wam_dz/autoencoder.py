@@ -1,7 +1,7 @@
-"""The trained wam_sim autoencoder (models/wam_model/nets.py `AutoEncoder`) with its weights read back
-from the committed ONNX stages models/wam_sim/{encode,decode}.onnx (the checkpoint is not in the
-repository): the same latents [8, 8, 8] per 64x64 frame, so a model built on them can be trained on
-the simulator's data and its encode/decode stages are the committed ones."""
+"""The trained wam_sim autoencoder (models/wam_model/nets.py `AutoEncoder`) with its weights read
+back from the committed ONNX stages models/wam_sim/{encode,decode}.onnx (the checkpoint is not in
+the repository): the same latents [8, 8, 8] per 64x64 frame, so a model built on them can be trained
+on the simulator's data and its encode/decode stages are the committed ones."""
 
 from __future__ import annotations
 

@@ -3,25 +3,25 @@ interface (models/wam_model/spec.py: two 64x64 cameras, 7 joints, latents [8, 8,
 autoencoder).
 
 DreamZero-style (`DzWam`): one transformer (shared weights) over two kinds of tokens:
-- clean context tokens, one block of B = V * T * (8/p)^2 = 16 per chunk: patches of the latents of the
-  REAL frames observed for this chunk, with the chunk's absolute position (`chunk_index`) and the
-  conditioning (instruction, state) as adaLN input at flow time 1. The context stage runs them through
-  every layer attending over the KV cache (the valid past positions) and the block itself
-  (blockwise-causal across chunks, bidirectional inside a block), and writes their per-layer keys and
-  values into the cache at [length, length + B): present_k, present_v [1, layers, heads, M, head_dim]
-  (position axis 3). Predicted frames never enter the cache.
-- denoised tokens (the denoise stage, per evaluation): the noisy latents of the F predicted frames per
-  camera (4 tokens per frame) and H action tokens in one sequence, adaLN-modulated by flow time +
-  conditioning, attending over the cache (masked to its valid positions) and themselves with a
-  blockwise-causal mask: video tokens of predicted frame f see predicted frames <= f, action tokens see
-  everything. Heads: video velocity per patch, action velocity per step.
-The instruction is a bag of word embeddings; the empty instruction (all pad ids) is the unconditional
-branch of classifier-free guidance.
+- clean context tokens, one block of B = V * T * (8/p)^2 = 16 per chunk: patches of the latents of
+  the REAL frames observed for this chunk, with the chunk's absolute position (`chunk_index`) and
+  the conditioning (instruction, state) as adaLN input at flow time 1. The context stage runs them
+  through every layer attending over the KV cache (the valid past positions) and the block itself
+  (blockwise-causal across chunks, bidirectional inside a block), and writes their per-layer keys
+  and values into the cache at [length, length + B): present_k, present_v [1, layers, heads, M,
+  head_dim] (position axis 3). Predicted frames never enter the cache.
+- denoised tokens (the denoise stage, per evaluation): the noisy latents of the F predicted frames
+  per camera (4 tokens per frame) and H action tokens in one sequence, adaLN-modulated by flow time
+  + conditioning, attending over the cache (masked to its valid positions) and themselves with a
+  blockwise-causal mask: video tokens of predicted frame f see predicted frames <= f, action tokens
+  see everything. Heads: video velocity per patch, action velocity per step. The instruction is a
+  bag of word embeddings; the empty instruction (all pad ids) is the unconditional branch of
+  classifier-free guidance.
 
 ACT-like (`ActPolicy`): context = a transformer encoder over the latent patches, the state and the
 instruction words; denoise = H learned action queries cross-attending to it (deterministic, one run:
-`solver: none`), video latents = the last observed frame's latents (a persistence prediction, F = 1).
-"""
+`solver: none`), video latents = the last observed frame's latents (a persistence prediction, F =
+1)."""
 
 from __future__ import annotations
 
@@ -145,7 +145,9 @@ class DzWam(nn.Module):
         self.state_in = nn.Linear(s.state_dim, d)
         self.t_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.blocks = nn.ModuleList([Block(d, s.heads, s.mlp_ratio) for _ in range(s.layers)])
-        self.vid_pos = nn.Parameter(torch.randn(s.cameras * s.video_frames * s.patches_per_frame, d) * 0.1)
+        self.vid_pos = nn.Parameter(
+            torch.randn(s.cameras * s.video_frames * s.patches_per_frame, d) * 0.1
+        )
         self.act_in = nn.Linear(s.action_dim, d)
         self.act_pos = nn.Parameter(torch.randn(s.horizon, d) * 0.1)
         self.out_norm = nn.LayerNorm(d, elementwise_affine=False)
@@ -165,7 +167,8 @@ class DzWam(nn.Module):
         """[B, D]: the instruction (bag of word embeddings) + the normalized state."""
         return self.tok_emb(tokens).mean(dim=1) + self.state_in(state)
 
-    # --- context stage ------------------------------------------------------------------------------
+    # --- context stage
+    # ------------------------------------------------------------------------------
     def context(
         self,
         latents: Tensor,
@@ -199,19 +202,16 @@ class DzWam(nn.Module):
         ks, vs = [], []
         for i, blk in enumerate(self.blocks):
             q, k, v, mods = blk.qkv_of(x, cond_clean)  # type: ignore[operator]
-            k_full = torch.where(
-                written.reshape(1, 1, m, 1), k.index_select(2, slot), past_k[:, i]
-            )
-            v_full = torch.where(
-                written.reshape(1, 1, m, 1), v.index_select(2, slot), past_v[:, i]
-            )
+            k_full = torch.where(written.reshape(1, 1, m, 1), k.index_select(2, slot), past_k[:, i])
+            v_full = torch.where(written.reshape(1, 1, m, 1), v.index_select(2, slot), past_v[:, i])
             ks.append(k_full)
             vs.append(v_full)
             x = blk.finish(x, attend(q, k_full, v_full, bias), mods)  # type: ignore[operator]
         kv_bias = torch.where(valid, 0.0, NEG).to(torch.float32)
         return torch.stack(ks, dim=1), torch.stack(vs, dim=1), cond, kv_bias
 
-    # --- denoise stage ------------------------------------------------------------------------------
+    # --- denoise stage
+    # ------------------------------------------------------------------------------
     def denoise(
         self,
         actions: Tensor,
@@ -224,7 +224,9 @@ class DzWam(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         s = self.spec
         b = actions.shape[0]
-        vt = patchify(video.reshape(b, -1, s.latent_channels, s.latent_size, s.latent_size), s.patch)
+        vt = patchify(
+            video.reshape(b, -1, s.latent_channels, s.latent_size, s.latent_size), s.patch
+        )
         x = torch.cat([self.lat_in(vt) + self.vid_pos, self.act_in(actions) + self.act_pos], dim=1)
         n_v = vt.shape[1]
         c = cond + self.t_mlp(sinusoid(time, s.width, 1000.0))
@@ -280,20 +282,29 @@ class ActPolicy(nn.Module):
         self.state_in = nn.Linear(s.state_dim, d)
         self.tok_emb = nn.Embedding(s.vocab_size, d)
         self.tok_pos = nn.Parameter(torch.randn(s.max_tokens, d) * 0.1)
-        self.encoder = nn.ModuleList([EncoderBlock(d, s.heads, s.mlp_ratio) for _ in range(s.layers)])
+        self.encoder = nn.ModuleList(
+            [EncoderBlock(d, s.heads, s.mlp_ratio) for _ in range(s.layers)]
+        )
         self.queries = nn.Parameter(torch.randn(s.horizon, d) * 0.1)
         self.dec_q = nn.Linear(d, d)
         self.dec_kv = nn.Linear(d, 2 * d)
-        self.dec_mlp = nn.Sequential(nn.Linear(d, d * s.mlp_ratio), nn.GELU(), nn.Linear(d * s.mlp_ratio, d))
+        self.dec_mlp = nn.Sequential(
+            nn.Linear(d, d * s.mlp_ratio), nn.GELU(), nn.Linear(d * s.mlp_ratio, d)
+        )
         self.act_out = nn.Linear(d, s.action_dim)
 
     def context(self, latents: Tensor, state: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        """memory [1, N, D] and the last frame's latents [1, V, 1, C, h, w] (the video 'prediction')."""
+        """memory [1, N, D] and the last frame's latents [1, V, 1, C, h, w] (the video
+        'prediction')."""
         s = self.spec
         b, _, t = latents.shape[:3]
-        x = patchify(latents.reshape(b, -1, s.latent_channels, s.latent_size, s.latent_size), s.patch)
+        x = patchify(
+            latents.reshape(b, -1, s.latent_channels, s.latent_size, s.latent_size), s.patch
+        )
         img = self.lat_in(x) + self.img_pos
-        seq = torch.cat([img, self.state_in(state).unsqueeze(1), self.tok_emb(tokens) + self.tok_pos], 1)
+        seq = torch.cat(
+            [img, self.state_in(state).unsqueeze(1), self.tok_emb(tokens) + self.tok_pos], 1
+        )
         for blk in self.encoder:
             seq = blk(seq)
         return seq, latents[:, :, t - 1 : t].contiguous()

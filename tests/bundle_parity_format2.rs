@@ -64,7 +64,11 @@ fn sequences(bundle: &Path) -> Vec<(PathBuf, Sequence)> {
         })
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no parity sequences in {}", dir.display());
+    assert!(
+        !files.is_empty(),
+        "no parity sequences in {}",
+        dir.display()
+    );
     files
         .into_iter()
         .map(|p| {

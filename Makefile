@@ -41,7 +41,8 @@ test: build test-rust test-ros test-colcon test-sim test-closed-loop
 test-rust: setup
 	$(ENV) cargo test
 	$(ENV) python -m pytest -q tests/wam_testmodel tests/test_wam_model_parity.py tests/test_launch_files.py \
-		tests/test_monitor_bench.py tests/test_sampler_reference.py
+		tests/test_monitor_bench.py tests/test_sampler_reference.py tests/test_wam_export.py \
+		tests/test_export_tutorial.py
 
 test-ros: build
 	$(ENV) python -m pytest -q tests/test_node_ros.py tests/test_execution_ros.py tests/test_controller_ros.py \
@@ -67,7 +68,7 @@ clean:
 # with their parity fixtures and writes the offline numbers; `export` re-exports from the checkpoint.
 TRAIN_ENV := source scripts/setup_train.sh --env &&
 
-.PHONY: setup-train train export
+.PHONY: setup-train train export export-dz test-export
 
 setup-train:
 	bash scripts/setup_train.sh
@@ -80,3 +81,12 @@ train: setup-train
 
 export: setup-train
 	$(TRAIN_ENV) python -m wam_model.export
+
+# The export kit (export/wam_export, docs/export_tutorial.md) with torch: its tests, and the tutorial's
+# script run end to end into a temporary folder and compared with models/wam_tutorial.
+test-export: setup-train
+	$(TRAIN_ENV) python -m pytest -q tests/test_wam_export.py tests/test_export_tutorial.py
+
+# The DreamZero-style and ACT-like reference bundles (models/wam_sim_dz, models/wam_sim_act).
+export-dz: setup-train
+	$(TRAIN_ENV) python -m wam_dz.export

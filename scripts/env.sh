@@ -63,6 +63,8 @@ _wam_prepend LD_LIBRARY_PATH "$_wam_prefix/lib"
 _wam_prepend LD_LIBRARY_PATH "$_wam_msgs/lib"
 
 _wam_prepend PYTHONPATH "$_wam_repo/tests"
+# The export kit's torch-free parts (export/wam_export: manifests, fixtures, ONNX Runtime rollouts).
+_wam_prepend PYTHONPATH "$_wam_repo/export"
 # The simulator (sim/wam_sim) and the model's training/export package (models/wam_model).
 _wam_prepend PYTHONPATH "$_wam_repo/models"
 _wam_prepend PYTHONPATH "$_wam_repo/sim"

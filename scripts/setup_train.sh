@@ -7,14 +7,14 @@
 # Use:   bash scripts/setup_train.sh && source scripts/setup_train.sh --env   (or see `make train`)
 # Environment: PYTHON=<python3.11 interpreter>; WAM_SETUP_FORCE=1 to reinstall.
 #
-# Sourced with --env it only exports the environment of that venv: PATH, PYTHONPATH=sim:models
+# Sourced with --env it only exports the environment of that venv: PATH, PYTHONPATH=sim:models:export
 # (the ROS-free simulator and the model package) and MUJOCO_GL=egl.
 _wam_train_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _wam_train_prefix="$_wam_train_repo/.prefix-train"
 
 if [ "${1:-}" = "--env" ]; then
     export PATH="$_wam_train_prefix/bin:$PATH"
-    export PYTHONPATH="$_wam_train_repo/sim:$_wam_train_repo/models${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONPATH="$_wam_train_repo/sim:$_wam_train_repo/models:$_wam_train_repo/export${PYTHONPATH:+:$PYTHONPATH}"
     export MUJOCO_GL="${MUJOCO_GL:-egl}"
     export VIRTUAL_ENV="$_wam_train_prefix"
     unset _wam_train_repo _wam_train_prefix

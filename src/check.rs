@@ -90,7 +90,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     );
     let m = &bundle.manifest;
     println!("format      {}", m.format_version);
-    println!("action      {:?}", m.action.kind);
     let sampler = policy.sampler();
     println!(
         "denoising   {} steps, solver {}, shift {} ({} evaluations per chunk)",

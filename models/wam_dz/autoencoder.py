@@ -1,0 +1,62 @@
+"""The trained wam_sim autoencoder (models/wam_model/nets.py `AutoEncoder`) with its weights read
+back from the committed ONNX stages models/wam_sim/{encode,decode}.onnx (the checkpoint is not in
+the repository): the same latents [8, 8, 8] per 64x64 frame, so a model built on them can be trained
+on the simulator's data and its encode/decode stages are the committed ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import Tensor, nn
+from wam_model.nets import AutoEncoder
+from wam_model.spec import BUNDLE_DIR, ModelSpec
+
+
+def load_sim_autoencoder(bundle: Path = BUNDLE_DIR) -> AutoEncoder:
+    ae = AutoEncoder(ModelSpec())
+    state: dict[str, Tensor] = {}
+    for stage, (mean_op, std_op) in (("encode", ("Sub", "Div")), ("decode", ("Add", "Mul"))):
+        g = onnx.load(str(bundle / f"{stage}.onnx")).graph
+        inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        for name, arr in inits.items():
+            if name.startswith("ae."):
+                state[name[3:]] = torch.from_numpy(np.array(arr))
+        # the per-channel latent statistics were folded into the graph as [1, C, 1, 1] constants
+        for node in g.node:
+            for inp in node.input:
+                if inp in inits and not inp.startswith("ae.") and inits[inp].ndim == 4:
+                    key = "lat_mean" if node.op_type == mean_op else "lat_std"
+                    assert node.op_type in (mean_op, std_op), node.op_type
+                    state[key] = torch.from_numpy(np.array(inits[inp]).reshape(-1))
+    ae.load_state_dict(state)
+    return ae.eval()
+
+
+class Encode(nn.Module):
+    """frames [1, V, T, 3, 64, 64] -> latents [1, V, T, 8, 8, 8]."""
+
+    def __init__(self, ae: AutoEncoder) -> None:
+        super().__init__()
+        self.ae = ae
+
+    def forward(self, frames: Tensor) -> Tensor:
+        b, v, t, c, h, w = frames.shape
+        z = self.ae.encode(frames.reshape(b * v * t, c, h, w))
+        return z.reshape(b, v, t, *z.shape[1:])
+
+
+class Decode(nn.Module):
+    """latents [1, V, F, 8, 8, 8] -> frames [1, V, F, 3, 64, 64] in [0, 1]."""
+
+    def __init__(self, ae: AutoEncoder) -> None:
+        super().__init__()
+        self.ae = ae
+
+    def forward(self, video_latents: Tensor) -> Tensor:
+        b, v, f, c, h, w = video_latents.shape
+        x = self.ae.decode(video_latents.reshape(b * v * f, c, h, w))
+        return x.reshape(b, v, f, *x.shape[1:])

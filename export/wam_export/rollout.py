@@ -1,5 +1,5 @@
 """The node's per-chunk computation over a sequence of chunks, backend-agnostic (torch modules or
-ONNX Runtime sessions behind the `Backend` protocol), as the format-2 contract describes it:
+ONNX Runtime sessions behind the `Backend` protocol), as docs/bundle_format.md ("Format 2") describes it:
 
 1. encode the observation window (REAL frames) -> latents;
 2. normalize the state, `(q - mean) / std` in f32;

@@ -1,4 +1,4 @@
-"""What a bundle declares (docs/bundle_format.md, format 1, and the format-2 contract): cameras,
+"""What a bundle declares (docs/bundle_format.md, formats 1 and 2): cameras,
 state, actions, video, sampler, instruction, stage tensor names and the context state (KV cache). No
 torch.
 

@@ -31,7 +31,15 @@ from .spec import (
     VideoSpec,
 )
 
-__all__ = ["f32_text", "manifest_lines", "monitor_section", "read_manifest", "write_manifest"]
+__all__ = [
+    "CALIBRATION_COMMENT",
+    "f32_text",
+    "manifest_lines",
+    "monitor_section",
+    "monitor_span",
+    "read_manifest",
+    "write_manifest",
+]
 
 CALIBRATION_COMMENT = "# Monitor calibration"
 
@@ -54,12 +62,9 @@ def _seconds(x: float) -> str:
     return repr(float(x))
 
 
-def monitor_section(manifest: Path) -> list[str]:
-    """An existing manifest's top-level `monitor:` section (with the calibration comment lines right
-    above it), verbatim; empty when there is none."""
-    if not manifest.exists():
-        return []
-    lines = manifest.read_text().splitlines()
+def monitor_span(lines: Sequence[str]) -> tuple[int, int] | None:
+    """Lines [k, j) of a manifest's top-level `monitor:` section with the calibration comment lines
+    right above it, if it has one."""
     for i, line in enumerate(lines):
         if re.match(r"monitor\s*:", line):
             j = i + 1
@@ -68,8 +73,18 @@ def monitor_section(manifest: Path) -> list[str]:
             k = i
             while k > 0 and lines[k - 1].startswith(CALIBRATION_COMMENT):
                 k -= 1
-            return lines[k:j]
-    return []
+            return k, j
+    return None
+
+
+def monitor_section(manifest: Path) -> list[str]:
+    """An existing manifest's top-level `monitor:` section (with the calibration comment lines right
+    above it), verbatim; empty when there is none."""
+    if not manifest.exists():
+        return []
+    lines = manifest.read_text().splitlines()
+    span = monitor_span(lines)
+    return [] if span is None else lines[span[0] : span[1]]
 
 
 def manifest_lines(spec: BundleSpec, header: Sequence[str] = ()) -> list[str]:

@@ -10,9 +10,12 @@ writes it into the manifest (and into ``eval/monitor_calibration.json`` next to 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
+
+# The section's comment line and its span: the export kit's, which keeps the section on re-export too.
+from wam_export.manifest import CALIBRATION_COMMENT
+from wam_export.manifest import monitor_span as section_span
 
 __all__ = [
     "CALIBRATION_COMMENT",
@@ -21,25 +24,8 @@ __all__ = [
     "section_span",
 ]
 
-# The comment line the bench writes above the section (kept with it).
-CALIBRATION_COMMENT = "# Monitor calibration"
 # Next to wam.yaml: the bench's copy of the calibration it wrote into the bundle.
 MONITOR_CALIBRATION_JSON = Path("eval") / "monitor_calibration.json"
-
-
-def section_span(lines: Sequence[str]) -> tuple[int, int] | None:
-    """Lines [k, j) of a manifest's top-level ``monitor:`` section with the calibration comment
-    lines right above it, if it has one."""
-    for i, line in enumerate(lines):
-        if re.match(r"monitor\s*:", line):
-            j = i + 1
-            while j < len(lines) and lines[j][:1] in (" ", "\t"):
-                j += 1
-            k = i
-            while k > 0 and lines[k - 1].startswith(CALIBRATION_COMMENT):
-                k -= 1
-            return k, j
-    return None
 
 
 def _floats(xs: Sequence[float]) -> str:

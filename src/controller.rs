@@ -218,11 +218,9 @@ pub struct Controller {
     bad: BadInputLog,
     enabled: bool,
     epoch: u64,
-    // --- model state hook (format 2 state across chunks) ---
     /// The next inference forgets the model's carried state (`Job::clear_model_state`): set by a reset,
     /// a new instruction, a stale hold or clock jump (the window is forgotten), an enable and a new goal.
     clear_model_state: bool,
-    // --- end model state hook ---
     executor: ChunkExecutor,
     safety: SafetyFilter,
     latency: LatencyWindow,
@@ -1384,7 +1382,7 @@ mod tests {
 
     #[test]
     fn the_model_state_is_cleared_after_a_reset_a_new_instruction_and_a_goal_only() {
-        // model state hook: the job of the first inference after each forgets the carried state, the
+        // The job of the first inference after each forgets the carried state, the
         // ones after it keep it.
         let mut r = Rig::new(&[]);
         r.until_started();

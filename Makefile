@@ -68,7 +68,7 @@ clean:
 # with their parity fixtures and writes the offline numbers; `export` re-exports from the checkpoint.
 TRAIN_ENV := source scripts/setup_train.sh --env &&
 
-.PHONY: setup-train train export export-dz test-export
+.PHONY: setup-train train export export-dz train-dz test-export
 
 setup-train:
 	bash scripts/setup_train.sh
@@ -87,6 +87,14 @@ export: setup-train
 test-export: setup-train
 	$(TRAIN_ENV) python -m pytest -q tests/test_wam_export.py tests/test_export_tutorial.py
 
-# The DreamZero-style and ACT-like reference bundles (models/wam_sim_dz, models/wam_sim_act).
+# The DreamZero-style WAM and the ACT-like policy (models/wam_sim_dz, models/wam_sim_act; models/README.md):
+# export from models/.data/dz_checkpoint.pt; train-dz trains both (on models/.data/episodes), exports and
+# evaluates them offline.
 export-dz: setup-train
 	$(TRAIN_ENV) python -m wam_dz.export
+
+train-dz: setup-train
+	$(TRAIN_ENV) python -m wam_model.dataset
+	$(TRAIN_ENV) python -m wam_dz.train
+	$(TRAIN_ENV) python -m wam_dz.export
+	$(TRAIN_ENV) python -m wam_dz.evaluate

@@ -272,7 +272,10 @@ def export_onnx(modules: WamModules, spec: BundleSpec, out: Path) -> None:
 
 
 def _episode_chunks(
-    spec: BundleSpec, ep: ParityEpisode, rng: np.random.Generator
+    spec: BundleSpec,
+    ep: ParityEpisode,
+    rng: np.random.Generator,
+    frames_decimals: int | None = None,
 ) -> list[FixtureChunk]:
     tokens = np.asarray(spec.instruction.tokenize(ep.instruction), np.int64)
     if len(ep.frames) != len(ep.states):
@@ -285,7 +288,7 @@ def _episode_chunks(
         na = rng.standard_normal(spec.actions_shape).astype(np.float32)
         nv = rng.standard_normal(spec.video_shape).astype(np.float32)
         c = FixtureChunk(frames, np.asarray(st, np.float64), tokens, na, nv, reset=k == 0)
-        chunks.append(round_inputs(c))
+        chunks.append(round_inputs(c, frames_decimals))
     return chunks
 
 
@@ -302,12 +305,15 @@ def export_bundle(
     node: Path | str | None = None,
     require_node_check: bool = False,
     manifest_extra: Seq[str] | None = None,
+    fixture_decimals: dict[str, int] | None = None,
 ) -> ExportReport:
     """Exports, writes the manifest and the fixtures, checks parity (raises `ExportError` beyond the
     tolerance, default actions 1e-4, video latents and frames 1e-3) and the node's `check`.
     `source`: the exporting script's text, whose SHA-256 the report records (the tutorial's test
     compares it with the tutorial). `manifest_extra`: lines appended to the manifest (default: an
-    existing manifest's `monitor:` section is kept)."""
+    existing manifest's `monitor:` section is kept). `fixture_decimals`: smaller fixtures, e.g.
+    `{"frames": 2, "frames_out": 4}` (input frames rounded before they are run, decoded frames
+    written rounded; see `wam_export.fixtures`)."""
     out = Path(out)
     tol = dict(DEFAULT_TOL, **(tolerance or {}))
     out.mkdir(parents=True, exist_ok=True)
@@ -326,7 +332,8 @@ def export_bundle(
         raise ExportError("the exported denoise stage's batch dimension is not what was asked")
     for i, ep in enumerate(episodes):
         rng = np.random.default_rng(seed + i)
-        chunks = _episode_chunks(spec, ep, rng)
+        decimals = dict(fixture_decimals or {})
+        chunks = _episode_chunks(spec, ep, rng, decimals.get("frames"))
         for c, r in zip(chunks, run_chunks(torch_run, chunks)):
             c.length, c.position = r.length, r.position
             c.actions, c.video_latents, c.frames_out = r.actions, r.video_latents, r.frames_out
@@ -338,6 +345,7 @@ def export_bundle(
             steps=spec.sampler.steps,
             format_version=spec.format_version,
             tolerance=tol,
+            decimals=decimals,
         )
         path = pdir / f"seq_{i}.json"
         write_sequence(path, seq)

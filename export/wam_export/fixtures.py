@@ -29,7 +29,12 @@ A fixture is `parity/seq_<i>.json` next to `wam.yaml`:
 
 Every float is written with 9 significant digits, which round-trips float32 exactly: a runtime
 reading the fixture feeds the very inputs the export fed. The frames fed after the first chunk are
-real frames (observed ones, never the predicted ones), as the node feeds them."""
+real frames (observed ones, never the predicted ones), as the node feeds them.
+
+Smaller fixtures (`Sequence.decimals`, e.g. `{"frames": 2, "frames_out": 4}`, recorded in the file
+as `"decimals"`): the input frames are rounded to that many decimals BEFORE the export runs them
+(so the fixture still holds exactly what was fed), and the decoded frames are written rounded (the
+rounding, at most half a unit of the last decimal, counts against the frames' tolerance)."""
 
 from __future__ import annotations
 
@@ -58,8 +63,12 @@ FIXTURE_KIND = "wam_parity_sequence"
 DEFAULT_TOL = {"actions": 1e-4, "frames": 1e-3, "video_latents": 1e-3}
 
 
-def flat(x: Any) -> list[float]:
+def flat(x: Any, decimals: int | None = None) -> list[float]:
+    """Floats as the fixture writes them: 9 significant digits (exact for float32), or rounded to
+    `decimals` decimals."""
     a = np.asarray(x, dtype=np.float64).reshape(-1)
+    if decimals is not None:
+        return [float(f"{v:.{decimals}f}") for v in a]
     return [float(f"{v:.9g}") for v in a]
 
 
@@ -87,6 +96,8 @@ class Sequence:
     steps: int = 1
     format_version: int = 1
     tolerance: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TOL))
+    #: optional rounding of "frames" (inputs) and "frames_out" to that many decimals
+    decimals: dict[str, int] = field(default_factory=dict)
 
 
 def _frames_from_flat(spec: BundleSpec, values: list[float]) -> list[NDArray[np.float32]]:
@@ -101,14 +112,15 @@ def _frames_from_flat(spec: BundleSpec, values: list[float]) -> list[NDArray[np.
     return out
 
 
-def round_inputs(c: FixtureChunk) -> FixtureChunk:
-    """The chunk's inputs as the fixture stores them (9 digits: exact for float32)."""
+def round_inputs(c: FixtureChunk, frames_decimals: int | None = None) -> FixtureChunk:
+    """The chunk's inputs as the fixture stores them (9 digits: exact for float32; the frames
+    rounded to `frames_decimals` decimals when given)."""
 
-    def r32(x: NDArray[Any]) -> NDArray[np.float32]:
-        return np.asarray(flat(x), dtype=np.float32).reshape(np.shape(x))
+    def r32(x: NDArray[Any], decimals: int | None = None) -> NDArray[np.float32]:
+        return np.asarray(flat(x, decimals), dtype=np.float32).reshape(np.shape(x))
 
     return FixtureChunk(
-        frames=[r32(f) for f in c.frames],
+        frames=[r32(f, frames_decimals) for f in c.frames],
         state=np.asarray(flat(c.state), dtype=np.float64),
         tokens=np.asarray(c.tokens, dtype=np.int64).reshape(-1),
         noise_actions=r32(c.noise_actions),
@@ -123,7 +135,7 @@ def write_sequence(path: Path, seq: Sequence) -> None:
         chunks.append(
             {
                 "reset": bool(c.reset),
-                "frames": [v for f in c.frames for v in flat(f)],
+                "frames": [v for f in c.frames for v in flat(f, seq.decimals.get("frames"))],
                 "state": flat(c.state),
                 "tokens": [int(t) for t in np.asarray(c.tokens).reshape(-1)],
                 "noise_actions": flat(c.noise_actions),
@@ -132,7 +144,11 @@ def write_sequence(path: Path, seq: Sequence) -> None:
                 "position": int(c.position),
                 "actions": flat(c.actions) if c.actions is not None else [],
                 "video_latents": flat(c.video_latents) if c.video_latents is not None else [],
-                "frames_out": flat(c.frames_out) if c.frames_out is not None else [],
+                "frames_out": (
+                    flat(c.frames_out, seq.decimals.get("frames_out"))
+                    if c.frames_out is not None
+                    else []
+                ),
             }
         )
     doc = {
@@ -144,6 +160,7 @@ def write_sequence(path: Path, seq: Sequence) -> None:
         "steps": seq.steps,
         "instruction": seq.instruction,
         "tolerance": seq.tolerance,
+        **({"decimals": seq.decimals} if seq.decimals else {}),
         "chunks": chunks,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +209,7 @@ def read_sequence(path: Path, spec: BundleSpec) -> Sequence:
         steps=int(d["steps"]),
         format_version=int(d.get("format_version", 1)),
         tolerance=dict(d.get("tolerance", DEFAULT_TOL)),
+        decimals={k: int(v) for k, v in d.get("decimals", {}).items()},
     )
 
 

@@ -196,7 +196,8 @@ class DzWam(nn.Module):
         start = past_length.reshape(-1, 1)
         written = (pos >= start) & (pos < start + s.block)  # [1, M]
         valid = pos < start + s.block
-        bias = torch.where(valid, 0.0, NEG).reshape(b, 1, 1, m)
+        # [1, 1, 1, M]: one length for the whole batch (training runs sequences in lockstep)
+        bias = torch.where(valid, 0.0, NEG).reshape(-1, 1, 1, m)
         # block slot j of position p: p - length (clamped; used only where `written`)
         slot = (pos - start).clamp(0, s.block - 1).reshape(-1)
         ks, vs = [], []

@@ -191,6 +191,12 @@ def test_format_version_follows_the_features() -> None:
             lambda s: dataclasses.replace(s, action=dataclasses.replace(s.action, kind="torque")),
             "action.kind",
         ),
+        (
+            lambda s: dataclasses.replace(
+                s, cameras=(s.cameras[0], dataclasses.replace(s.cameras[1], height=32))
+            ),
+            "cameras.wrist: 32x64 differs",
+        ),
     ],
 )
 def test_validate_names_the_field(change, field: str) -> None:  # type: ignore[no-untyped-def]

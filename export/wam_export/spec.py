@@ -300,6 +300,13 @@ class BundleSpec:
         for c in self.cameras:
             if c.height <= 0 or c.width <= 0:
                 raise SpecError(f"cameras.{c.name}: height and width must be > 0")
+            if (c.height, c.width) != (self.cameras[0].height, self.cameras[0].width):
+                # The node does not support per-camera sizes yet (docs/bundle_format.md, Format 2).
+                raise SpecError(
+                    f"cameras.{c.name}: {c.height}x{c.width} differs from "
+                    f"{self.cameras[0].name}'s {self.cameras[0].height}x{self.cameras[0].width}: "
+                    "every camera must have the bundle's one size (use its `resize` policy)"
+                )
             if c.resize is not None and c.resize not in RESIZE:
                 raise SpecError(f"cameras.{c.name}.resize: {c.resize!r} not one of {RESIZE}")
         if not re.fullmatch(r"[^\n]+", self.model_id):

@@ -13,12 +13,14 @@ pub const MAX_CAMERA_RATE_HZ: f64 = 60.0;
 /// Frames a camera ring keeps (the spare slot included): T + 1 for the T newest frames, or enough to span
 /// `(T - 1) frame_dt` at [`MAX_CAMERA_RATE_HZ`].
 pub fn frame_slots(context_frames: usize, frame_dt: Option<f64>) -> usize {
+    // Saturating: the manifest check calls this on unchecked sizes before refusing them.
+    let newest = context_frames.saturating_add(1);
     match frame_dt {
         Some(dt) if context_frames > 1 => {
             let span = ((context_frames - 1) as f64 * dt * MAX_CAMERA_RATE_HZ).ceil();
-            (span as usize + 2).max(context_frames + 1)
+            (span as usize).saturating_add(2).max(newest)
         }
-        _ => context_frames + 1,
+        _ => newest,
     }
 }
 

@@ -376,7 +376,13 @@ struct App {
     robot_description: Option<Sub<StringMsg>>,
     names: TopicNames,
     now: f64,
+    /// A pipeline that has held and stopped (lifecycle shutdown, an error) and keeps its publishers
+    /// until the deadline, so the middleware delivers the hold before they are destroyed.
+    retiring: Option<(Pipeline, Instant)>,
 }
+
+/// How long a stopped pipeline's publishers outlive its last hold (the exit path waits as long).
+const HOLD_LINGER: Duration = Duration::from_millis(300);
 
 pub fn run() -> anyhow::Result<()> {
     let ctx = r2r::Context::create().context("cannot create the ROS context")?;
@@ -442,6 +448,7 @@ pub fn run() -> anyhow::Result<()> {
         robot_description,
         names,
         now: 0.0,
+        retiring: None,
     };
     if !managed {
         // An unmanaged node configures at once; a bad bundle or parameter stops it here.
@@ -502,6 +509,15 @@ pub fn run() -> anyhow::Result<()> {
             if let Some(p) = &mut app.pipeline {
                 p.step(&node, &clock, now)?;
             }
+            if app
+                .retiring
+                .as_ref()
+                .is_some_and(|(_, t)| Instant::now() >= *t)
+            {
+                if let Some((p, _)) = app.retiring.take() {
+                    p.release(&mut node);
+                }
+            }
         }
     })();
     // Every way out holds first, then reports.
@@ -517,11 +533,16 @@ pub fn run() -> anyhow::Result<()> {
         p.stop(now);
     }
     // Give the middleware a moment to deliver the hold and the goal's result before the process ends.
-    let deadline = Instant::now() + Duration::from_millis(300);
+    let deadline = Instant::now() + HOLD_LINGER;
     while Instant::now() < deadline {
         node.spin_once(Duration::from_millis(20));
     }
-    if let Some(p) = app.pipeline.take() {
+    for p in app
+        .pipeline
+        .take()
+        .into_iter()
+        .chain(app.retiring.take().map(|(p, _)| p))
+    {
         p.release(&mut node);
     }
     match loop_result {
@@ -534,6 +555,17 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 impl App {
+    /// Keeps a stopped pipeline's publishers for [`HOLD_LINGER`] (its hold reaches the controller
+    /// before they go); an older one still lingering goes now.
+    fn retire(&mut self, pipeline: Pipeline, node: &mut r2r::Node) {
+        if let Some((old, _)) = self
+            .retiring
+            .replace((pipeline, Instant::now() + HOLD_LINGER))
+        {
+            old.release(node);
+        }
+    }
+
     fn gated(&self) -> bool {
         flag(&self.params, "gated")
     }
@@ -788,7 +820,7 @@ impl lifecycle::Managed for App {
                         true,
                     );
                     p.stop(now);
-                    p.release(node);
+                    self.retire(p, node);
                 }
                 CallbackResult::Success
             }
@@ -798,7 +830,7 @@ impl lifecycle::Managed for App {
     fn on_error(&mut self, node: &mut r2r::Node) -> CallbackResult {
         if let Some(mut p) = self.pipeline.take() {
             p.stop(self.now);
-            p.release(node);
+            self.retire(p, node);
         }
         CallbackResult::Success
     }

@@ -39,6 +39,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     .context("--runs expects an integer")?
             }
             "--dump" => dump = Some(value("--dump")?.into()),
+            "--param" => {
+                let (name, v) = wam_policy::config::parse_override(&value("--param")?)?;
+                params.insert(name, v);
+            }
             "--require-accelerator" => {
                 params.insert("require_accelerator".into(), ParamValue::Bool(true));
             }
@@ -49,7 +53,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     if !params.contains_key("bundle_path") {
-        bail!("usage: wam_policy_node check <bundle_dir> [--providers tensorrt,cuda,cpu] [--steps K] [--runs N] [--dump FILE]");
+        bail!("usage: wam_policy_node check <bundle_dir> [--providers tensorrt,cuda,cpu] [--steps K] [--runs N] [--dump FILE] [--param name=value ...]");
     }
     // A check runs the model only and commands nothing: no joint limits needed.
     params.insert("dry_run".into(), ParamValue::Bool(true));

@@ -218,9 +218,9 @@ fn compiled_into_onnxruntime(provider: Provider) -> Result<(), String> {
 /// Loads a library by path or name and keeps it loaded.
 fn preload(path: &Path) -> Result<(), String> {
     ort::util::preload_dylib(path).map_err(|e| {
-        // libloading's message is "dlopen failed"; the loader's reason is its source.
+        // libloading's message is "dlopen failed"; the loader's reason (naming the file) is its source.
         match std::error::Error::source(&e) {
-            Some(why) => format!("{}: {why}", path.display()),
+            Some(why) => why.to_string(),
             None => format!("{}: {e}", path.display()),
         }
     })

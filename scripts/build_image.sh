@@ -52,6 +52,6 @@ if [ -n "$trt_tar" ]; then
 fi
 say "podman build --isolation=chroot -t $tag (log: $repo/out/build_image.log)"
 mkdir -p "$repo/out"
-podman build --isolation=chroot --network=host --build-arg "BASE=$base_tag" "${args[@]}" \
+podman build --isolation=chroot --network=host --format docker --build-arg "BASE=$base_tag" "${args[@]}" \
     -f "$repo/docker/Dockerfile" -t "$tag" "$repo" 2>&1 | tee "$repo/out/build_image.log"
 say "built $tag in $((SECONDS - t0)) s"

@@ -128,7 +128,7 @@ p50() { awk -v k="$2" '$1 == k && NF == 4 { print $2; exit }' "$out/$1.log"; } #
 p95() { awk -v k="$2" '$1 == k && NF == 4 { print $3; exit }' "$out/$1.log"; }
 built() { sed -n 's/^sessions *built in \([0-9.]*\) ms.*/\1/p' "$out/$1.log" | head -n1; }
 reason() { grep -m1 -E 'no CUDA|TensorRT|has no|not compiled|could not be used|cannot' "$out/$1.log" \
-    | sed -e 's/^.*\(WARN\|INFO\) *//' -e 's/|/\\|/g' | cut -c1-220; }
+    | sed -e 's/^.*\(WARN\|INFO\) *//' -e 's/; falling back.*$//' -e 's/ provider=.*$//' -e 's/|/\\|/g' | cut -c1-300; }
 
 emit "## gpu_check ($(date -u +%Y-%m-%dT%H:%MZ))"
 emit ""

@@ -533,7 +533,7 @@ fn cuda_usable_here() -> Result<(), String> {
         ));
     }
     ort::util::preload_dylib("libcuda.so.1")
-        .map_err(|e| format!("no NVIDIA driver (libcuda.so.1: {e})"))?;
+        .map_err(|e| format!("no NVIDIA driver ({})", dl_reason(&e)))?;
     if !Path::new("/dev/nvidiactl").exists() {
         return Err("no NVIDIA device (/dev/nvidiactl)".into());
     }
@@ -554,7 +554,13 @@ fn tensorrt_usable_here() -> Result<(), String> {
     } else {
         cfg.trt_lib_dir.join("libnvinfer.so.10")
     };
-    ort::util::preload_dylib(&lib).map_err(|e| format!("no TensorRT 10 ({}: {e})", lib.display()))
+    ort::util::preload_dylib(&lib).map_err(|e| format!("no TensorRT 10 ({})", dl_reason(&e)))
+}
+
+/// The loader's reason (libloading's own message is only "dlopen failed").
+fn dl_reason(e: &dyn std::error::Error) -> String {
+    e.source()
+        .map_or_else(|| e.to_string(), ToString::to_string)
 }
 
 #[test]

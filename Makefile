@@ -4,10 +4,15 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: setup build demo demo-replay test test-rust test-ros test-colcon test-closed-loop check bundle clean
+.PHONY: setup setup-gpu build demo demo-replay test test-rust test-ros test-colcon test-closed-loop check bundle clean
 
 setup:
 	bash scripts/setup.sh
+
+# ONNX Runtime's GPU build (onnxruntime-gpu 1.31.1 + CUDA 13/cuDNN 9 wheels, about 1.3 GB) in its own prefix
+# .prefix-gpu; `source scripts/env.sh --gpu` selects it. Never part of `make test` (README "GPU and containers").
+setup-gpu: setup
+	bash scripts/setup_gpu.sh
 
 # r2r caches its generated bindings by a hash of the environment only: when this package's messages
 # change, the cached bindings are stale. A stamp of the messages' hash cleans them then (both profiles).

@@ -4,6 +4,11 @@
 #     source scripts/env.sh
 # It is for this prefix only: with a ROS 2 install from apt, source /opt/ros/jazzy/setup.bash instead.
 # Sourcing it twice does not grow the path variables.
+#
+#     source scripts/env.sh --gpu     (or WAM_GPU=1): the same, with ONNX Runtime's GPU build from
+# .prefix-gpu (scripts/setup_gpu.sh, `make setup-gpu`): ORT_DYLIB_PATH at its libonnxruntime.so and its
+# nvidia/*/lib folders (CUDA 13, cuDNN 9) on LD_LIBRARY_PATH, plus $WAM_TRT_LIB_DIR (TensorRT 10) if set.
+# The library path must be set before the node starts: the loader reads it once.
 
 _wam_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _wam_prefix="${WAM_PREFIX:-$_wam_repo/.prefix}"
@@ -94,6 +99,27 @@ if [ -z "${LIBCLANG_PATH:-}" ]; then
     for _wam_d in /usr/lib/llvm-*/lib; do
         if [ -e "$_wam_d/libclang.so" ]; then export LIBCLANG_PATH="$_wam_d"; fi
     done
+fi
+
+# The GPU build of ONNX Runtime (opt-in; `make test` never asks for it).
+if [ "${1:-}" = "--gpu" ] || [ "${WAM_GPU:-0}" = 1 ]; then
+    _wam_gpu="${WAM_GPU_PREFIX:-$_wam_repo/.prefix-gpu}"
+    _wam_lib=""
+    for _wam_d in "$_wam_gpu"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*; do
+        if [ -f "$_wam_d" ]; then _wam_lib="$_wam_d"; fi
+    done
+    if [ -z "$_wam_lib" ]; then
+        echo "scripts/env.sh --gpu: no onnxruntime-gpu in $_wam_gpu: run scripts/setup_gpu.sh (make setup-gpu)" >&2
+    else
+        export ORT_DYLIB_PATH="$_wam_lib"
+        for _wam_d in "${_wam_lib%/onnxruntime/capi/*}"/nvidia/*/lib; do
+            if [ -d "$_wam_d" ]; then _wam_prepend LD_LIBRARY_PATH "$_wam_d"; fi
+        done
+        if [ -n "${WAM_TRT_LIB_DIR:-}" ] && [ -d "$WAM_TRT_LIB_DIR" ]; then
+            _wam_prepend LD_LIBRARY_PATH "$WAM_TRT_LIB_DIR"
+        fi
+    fi
+    unset _wam_gpu _wam_lib
 fi
 
 unset _wam_repo _wam_prefix _wam_msgs _wam_site _wam_p _wam_d

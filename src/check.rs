@@ -11,6 +11,7 @@ use wam_policy::tokenizer::InstructionEncoder;
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut params = Params::new();
     let mut runs = 10usize;
+    let mut dump: Option<std::path::PathBuf> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| {
@@ -37,6 +38,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     .parse()
                     .context("--runs expects an integer")?
             }
+            "--dump" => dump = Some(value("--dump")?.into()),
+            "--param" => {
+                let (name, v) = wam_policy::config::parse_override(&value("--param")?)?;
+                params.insert(name, v);
+            }
             "--require-accelerator" => {
                 params.insert("require_accelerator".into(), ParamValue::Bool(true));
             }
@@ -47,7 +53,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     if !params.contains_key("bundle_path") {
-        bail!("usage: wam_policy_node check <bundle_dir> [--providers tensorrt,cuda,cpu] [--steps K] [--runs N]");
+        bail!("usage: wam_policy_node check <bundle_dir> [--providers tensorrt,cuda,cpu] [--steps K] [--runs N] [--dump FILE] [--param name=value ...]");
     }
     // A check runs the model only and commands nothing: no joint limits needed.
     params.insert("dry_run".into(), ParamValue::Bool(true));
@@ -58,6 +64,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     println!("bundle      {}", bundle.dir.display());
     println!("model_id    {}", policy.model_id);
     println!("provider    {}", policy.provider_name());
+    let builds = policy.runtime().build_times();
+    let per_stage: Vec<String> = builds
+        .iter()
+        .map(|(stage, s)| format!("{stage} {:.1} ms", s * 1e3))
+        .collect();
+    println!(
+        "sessions    built in {:.1} ms ({})",
+        builds.iter().map(|(_, s)| s).sum::<f64>() * 1e3,
+        per_stage.join(", ")
+    );
     println!(
         "inputs      {} cameras x {} frames of {}x{}, {} state joints, {} instruction tokens",
         d.cameras, d.context_frames, d.height, d.width, d.state, d.tokens
@@ -180,6 +196,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             w.max() * 1e3
         );
     }
+    if let Some(path) = &dump {
+        write_dump(path, &output).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("dump        {} (the last run's outputs)", path.display());
+    }
     let finite = output.actions.iter().all(|a| a.is_finite());
     println!("\nfirst action step: {:?}", &output.actions[..d.action]);
     if !finite {
@@ -187,4 +207,28 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     println!("OK");
     Ok(())
+}
+
+/// The last run's outputs as text, one line per tensor (`name v1 v2 ...`), for comparing providers
+/// (scripts/gpu_check.sh compares a GPU run with a CPU run of the same seed).
+fn write_dump(
+    path: &std::path::Path,
+    output: &wam_policy::runtime::ModelOutput,
+) -> std::io::Result<()> {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let mut line = |name: &str, values: &mut dyn Iterator<Item = f64>| {
+        text.push_str(name);
+        for v in values {
+            let _ = write!(text, " {v:e}");
+        }
+        text.push('\n');
+    };
+    line("actions", &mut output.actions.iter().copied());
+    line(
+        "video_latents",
+        &mut output.video_latents.iter().map(|&v| f64::from(v)),
+    );
+    line("frames", &mut output.frames.iter().map(|&v| f64::from(v)));
+    std::fs::write(path, text)
 }

@@ -78,8 +78,17 @@ pub struct RuntimeConfig {
     pub require_accelerator: bool,
     pub device_id: i32,
     pub fp16: bool,
-    /// TensorRT engine and timing caches; engine builds take minutes, so they are kept between runs.
+    /// TensorRT engine and timing caches; engine builds take minutes, so they are kept between runs, under
+    /// `<trt_cache_dir>/<hash of the stage's ONNX file>/<GPU>`.
     pub trt_cache_dir: PathBuf,
+    /// Folder of the CUDA 13 runtime libraries (libcudart.so.13, libcublas*, ...) preloaded before the CUDA
+    /// provider is registered; empty: the `nvidia/cu13/lib` folder beside the onnxruntime-gpu wheel, if any,
+    /// else the dynamic loader's search path.
+    pub cuda_lib_dir: PathBuf,
+    /// Folder of the cuDNN 9 libraries; empty: the wheel's `nvidia/cudnn/lib`, else the loader's path.
+    pub cudnn_lib_dir: PathBuf,
+    /// Folder of the TensorRT 10 libraries (libnvinfer.so.10, ...); empty: the loader's search path.
+    pub trt_lib_dir: PathBuf,
     pub intra_op_threads: usize,
     pub warmup_runs: usize,
 }
@@ -92,6 +101,9 @@ impl Default for RuntimeConfig {
             device_id: 0,
             fp16: false,
             trt_cache_dir: std::env::temp_dir().join("wam_policy_trt_cache"),
+            cuda_lib_dir: PathBuf::new(),
+            cudnn_lib_dir: PathBuf::new(),
+            trt_lib_dir: PathBuf::new(),
             intra_op_threads: 0,
             warmup_runs: 2,
         }
@@ -586,12 +598,27 @@ pub const PARAMETERS: &[ParamSpec] = &[
     ParamSpec {
         name: "fp16",
         default: ParamDefault::Bool(false),
-        doc: "bool: let TensorRT use fp16",
+        doc: "bool: let TensorRT build fp16 kernels (faster, about half the memory; outputs differ from fp32 by fp16 rounding, and engines are rebuilt when it changes)",
     },
     ParamSpec {
         name: "trt_cache_dir",
         default: ParamDefault::Str(""),
-        doc: "string: folder for TensorRT engine and timing caches",
+        doc: "string: folder for TensorRT engine and timing caches, kept per model hash and GPU under <dir>/<hash>/<gpu> (a first engine build takes seconds to minutes; a cached one loads in about a second); empty: <tmp>/wam_policy_trt_cache",
+    },
+    ParamSpec {
+        name: "cuda_lib_dir",
+        default: ParamDefault::Str(""),
+        doc: "string: folder of the CUDA 13 libraries (libcudart.so.13, libcublas.so.13, ...) preloaded for the cuda and tensorrt providers; empty: nvidia/cu13/lib beside the onnxruntime-gpu wheel's libonnxruntime.so if present, else the library path",
+    },
+    ParamSpec {
+        name: "cudnn_lib_dir",
+        default: ParamDefault::Str(""),
+        doc: "string: folder of the cuDNN 9 libraries (libcudnn.so.9, ...); empty: nvidia/cudnn/lib beside the onnxruntime-gpu wheel if present, else the library path",
+    },
+    ParamSpec {
+        name: "trt_lib_dir",
+        default: ParamDefault::Str(""),
+        doc: "string: folder of the TensorRT 10 libraries (libnvinfer.so.10, libnvinfer_plugin.so.10, libnvonnxparser.so.10), which are not on PyPI (NVIDIA's apt repository, its tar, or an NGC container); empty: the library path",
     },
     ParamSpec {
         name: "intra_op_threads",
@@ -1130,6 +1157,9 @@ impl NodeConfig {
                 s if s.is_empty() => RuntimeConfig::default().trt_cache_dir,
                 s => PathBuf::from(s),
             },
+            cuda_lib_dir: PathBuf::from(r.string("cuda_lib_dir")?),
+            cudnn_lib_dir: PathBuf::from(r.string("cudnn_lib_dir")?),
+            trt_lib_dir: PathBuf::from(r.string("trt_lib_dir")?),
             intra_op_threads: r.count("intra_op_threads")? as usize,
             warmup_runs: r.count("warmup_runs")? as usize,
         };

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some("-h" | "--help") => {
-            println!("usage: wam_policy_node [--ros-args ...]\n       wam_policy_node check <bundle_dir> [--providers cpu,cuda,...] [--steps K] [--runs N]\n       wam_policy_node replay <recording.mcap> [--param name=value ...]\n       wam_policy_node params   (the parameter table as markdown)");
+            println!("usage: wam_policy_node [--ros-args ...]\n       wam_policy_node check <bundle_dir> [--providers cpu,cuda,...] [--steps K] [--runs N] [--dump FILE] [--param name=value ...]\n       wam_policy_node replay <recording.mcap> [--param name=value ...]\n       wam_policy_node params   (the parameter table as markdown)");
             Ok(())
         }
         _ => run_node(),

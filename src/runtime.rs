@@ -83,11 +83,13 @@ fn environment() -> Result<&'static ort::environment::Environment, RuntimeError>
 
 /// Builds a session with exactly one provider; registration failures are errors, so the caller can fall
 /// back to the next provider. Returns `ort::Result` because the builder's error type is not `Send`.
+/// `trt_cache` is the stage's engine/timing cache folder (TensorRT only).
 fn build_session(
     env: &ort::environment::Environment,
     provider: Provider,
     cfg: &RuntimeConfig,
     file: &Path,
+    trt_cache: Option<&Path>,
 ) -> ort::Result<Session> {
     let mut builder = Session::builder(env)?;
     if cfg.intra_op_threads > 0 {
@@ -96,7 +98,10 @@ fn build_session(
     builder = match provider {
         Provider::Cpu => builder,
         Provider::Cuda => builder.with_execution_providers([cuda_provider(cfg)])?,
-        Provider::TensorRt => builder.with_execution_providers([tensorrt_provider(cfg)])?,
+        Provider::TensorRt => {
+            let cache = trt_cache.unwrap_or(&cfg.trt_cache_dir);
+            builder.with_execution_providers([tensorrt_provider(cfg, cache)])?
+        }
     };
     builder.commit_from_file(file)
 }
@@ -110,8 +115,8 @@ fn cuda_provider(cfg: &RuntimeConfig) -> ort::ep::ExecutionProviderDispatch {
 }
 
 #[cfg(feature = "tensorrt")]
-fn tensorrt_provider(cfg: &RuntimeConfig) -> ort::ep::ExecutionProviderDispatch {
-    let cache = cfg.trt_cache_dir.display().to_string();
+fn tensorrt_provider(cfg: &RuntimeConfig, cache: &Path) -> ort::ep::ExecutionProviderDispatch {
+    let cache = cache.display().to_string();
     ort::ep::TensorRT::default()
         .with_device_id(cfg.device_id)
         .with_fp16(cfg.fp16)
@@ -130,7 +135,7 @@ fn cuda_provider(_cfg: &RuntimeConfig) -> ort::ep::ExecutionProviderDispatch {
 }
 
 #[cfg(not(feature = "tensorrt"))]
-fn tensorrt_provider(_cfg: &RuntimeConfig) -> ort::ep::ExecutionProviderDispatch {
+fn tensorrt_provider(_cfg: &RuntimeConfig, _cache: &Path) -> ort::ep::ExecutionProviderDispatch {
     ort::ep::CPU::default().build().error_on_failure()
 }
 
@@ -140,6 +145,264 @@ fn feature_enabled(provider: Provider) -> bool {
         Provider::Cuda => cfg!(feature = "cuda"),
         Provider::TensorRt => cfg!(feature = "tensorrt"),
     }
+}
+
+// --- GPU provider libraries ----------------------------------------------------------------------------------
+//
+// The CUDA provider of the onnxruntime-gpu wheel dlopens CUDA 13 and cuDNN 9, which its [cuda,cudnn] extras
+// install as pip wheels under site-packages/nvidia/{cu13,cudnn}/lib. They are preloaded (ort's
+// `preload_dylibs`, after `init_from`) so the provider finds them without a library path; a failure there
+// (no driver: cuDNN needs libcuda.so.1) means "no CUDA on this machine": logged once, and the next provider
+// is tried. TensorRT 10 is not on PyPI: its libraries come from NVIDIA (apt, tar, NGC containers).
+
+/// Where to get TensorRT 10, for the log and the error messages.
+pub const TENSORRT_HINT: &str = "TensorRT 10 is not on PyPI: install TensorRT 10.x for CUDA 13 from NVIDIA \
+(apt package `tensorrt` from NVIDIA's CUDA repository, the tar from developer.nvidia.com/tensorrt, or an NGC \
+container) and put its lib folder in `trt_lib_dir` or on LD_LIBRARY_PATH";
+
+/// The libraries a TensorRT provider needs, in load order.
+const TENSORRT_DYLIBS: [&str; 3] = [
+    "libnvinfer.so.10",
+    "libnvinfer_plugin.so.10",
+    "libnvonnxparser.so.10",
+];
+
+/// How a GPU provider is prepared: `Ok(what was loaded)` or why it cannot run here.
+type Prepare = fn(&RuntimeConfig) -> Result<String, String>;
+
+/// Outcome of preparing a GPU provider, found once per process: `Ok(what was loaded)` or why not.
+static CUDA_READY: OnceLock<Result<String, String>> = OnceLock::new();
+static TENSORRT_READY: OnceLock<Result<String, String>> = OnceLock::new();
+
+/// `<site-packages>/nvidia/<sub>/lib` beside the onnxruntime(-gpu) wheel that `ORT_DYLIB_PATH` points into.
+fn wheel_lib_dir(sub: &str) -> Option<PathBuf> {
+    let lib = PathBuf::from(ort_library_path());
+    // <site>/onnxruntime/capi/libonnxruntime.so.X
+    let site = lib.parent()?.parent()?.parent()?;
+    let dir = site.join("nvidia").join(sub).join("lib");
+    dir.is_dir().then_some(dir)
+}
+
+/// The configured folder, else the wheel's, else none (the loader's search path).
+fn lib_dir(configured: &Path, wheel_sub: &str) -> Option<PathBuf> {
+    if configured.as_os_str().is_empty() {
+        wheel_lib_dir(wheel_sub)
+    } else {
+        Some(configured.to_path_buf())
+    }
+}
+
+/// Whether the loaded ONNX Runtime was built with the provider (the CPU wheel has neither GPU provider).
+fn compiled_into_onnxruntime(provider: Provider) -> Result<(), String> {
+    let available: ort::Result<bool> = match provider {
+        Provider::Cpu => Ok(true),
+        #[cfg(feature = "cuda")]
+        Provider::Cuda => <ort::ep::CUDA as ort::ep::ExecutionProvider>::is_available(),
+        #[cfg(feature = "tensorrt")]
+        Provider::TensorRt => <ort::ep::TensorRT as ort::ep::ExecutionProvider>::is_available(),
+        #[allow(unreachable_patterns)]
+        _ => Ok(false),
+    };
+    match available {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "the ONNX Runtime library {} has no {} provider (the CPU build; `make setup-gpu` installs \
+             onnxruntime-gpu and `source scripts/env.sh --gpu` selects it)",
+            ort_library_path(),
+            provider.name()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Loads a library by path or name and keeps it loaded.
+fn preload(path: &Path) -> Result<(), String> {
+    ort::util::preload_dylib(path).map_err(|e| {
+        // libloading's message is "dlopen failed"; the loader's reason (naming the file) is its source.
+        match std::error::Error::source(&e) {
+            Some(why) => why.to_string(),
+            None => format!("{}: {e}", path.display()),
+        }
+    })
+}
+
+#[cfg(feature = "cuda")]
+fn preload_cuda(cuda: Option<&Path>, cudnn: Option<&Path>) -> Result<(), String> {
+    ort::ep::cuda::preload_dylibs(cuda, cudnn).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn preload_cuda(_cuda: Option<&Path>, _cudnn: Option<&Path>) -> Result<(), String> {
+    Ok(())
+}
+
+fn prepare_cuda(cfg: &RuntimeConfig) -> Result<String, String> {
+    compiled_into_onnxruntime(Provider::Cuda)?;
+    let cuda = lib_dir(&cfg.cuda_lib_dir, "cu13");
+    let cudnn = lib_dir(&cfg.cudnn_lib_dir, "cudnn");
+    let driver = preload(Path::new("libcuda.so.1"));
+    if let Err(e) = preload_cuda(cuda.as_deref(), cudnn.as_deref()) {
+        let why = match &driver {
+            Err(d) => format!("no NVIDIA driver ({d})"),
+            Ok(()) => "a CUDA 13 or cuDNN 9 library is missing".to_string(),
+        };
+        return Err(format!(
+            "no CUDA: {why}; preloading the CUDA libraries failed: {e}"
+        ));
+    }
+    driver.map_err(|e| format!("no CUDA: no NVIDIA driver ({e})"))?;
+    let shown = |d: &Option<PathBuf>| {
+        d.as_ref()
+            .map_or("the library path".to_string(), |d| d.display().to_string())
+    };
+    Ok(format!(
+        "CUDA from {}, cuDNN from {}",
+        shown(&cuda),
+        shown(&cudnn)
+    ))
+}
+
+fn prepare_tensorrt(cfg: &RuntimeConfig) -> Result<String, String> {
+    gpu_provider_ready(Provider::Cuda, cfg).map_err(|e| format!("TensorRT needs CUDA: {e}"))?;
+    compiled_into_onnxruntime(Provider::TensorRt)?;
+    let dir = (!cfg.trt_lib_dir.as_os_str().is_empty()).then(|| cfg.trt_lib_dir.clone());
+    for lib in TENSORRT_DYLIBS {
+        let path = dir
+            .as_ref()
+            .map_or_else(|| PathBuf::from(lib), |d| d.join(lib));
+        preload(&path).map_err(|e| format!("TensorRT 10 not found ({e}); {TENSORRT_HINT}"))?;
+    }
+    Ok(format!(
+        "TensorRT 10 from {}",
+        dir.map_or("the library path".to_string(), |d| d.display().to_string())
+    ))
+}
+
+/// Whether a GPU provider's libraries and driver are there, after `init_from` (the environment exists).
+/// Found once per process with the first configuration asked (the node has one) and logged once; an error
+/// means "this provider cannot run here", never a reason to stop: the next provider is tried.
+pub fn gpu_provider_ready(provider: Provider, cfg: &RuntimeConfig) -> Result<(), String> {
+    let (cell, prepare): (_, Prepare) = match provider {
+        Provider::Cpu => return Ok(()),
+        Provider::Cuda => (&CUDA_READY, prepare_cuda),
+        Provider::TensorRt => (&TENSORRT_READY, prepare_tensorrt),
+    };
+    if !feature_enabled(provider) {
+        return Err("not compiled in (cargo feature)".into());
+    }
+    environment().map_err(|e| e.to_string())?;
+    cell.get_or_init(|| {
+        let r = prepare(cfg);
+        match &r {
+            Ok(what) => tracing::info!(provider = provider.name(), "{what}"),
+            Err(why) => tracing::warn!(provider = provider.name(), "{why}; falling back"),
+        }
+        r
+    })
+    .as_ref()
+    .map(|_| ())
+    .map_err(Clone::clone)
+}
+
+// --- TensorRT caches ----------------------------------------------------------------------------------------
+
+/// FNV-1a (64 bit) of a file's bytes: the model part of the TensorRT cache key. Not cryptographic: it only
+/// tells two models apart, so an engine is never reused for other weights.
+fn file_hash(path: &Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h);
+        }
+        for &b in &buf[..n] {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// The GPU part of the cache key: the model name from the NVIDIA driver (/proc/driver/nvidia/gpus) when
+/// every GPU there is the same model (so the device index cannot pick another kind), else `device<id>`.
+fn gpu_key(device_id: i32) -> String {
+    let mut models: Vec<String> = std::fs::read_dir("/proc/driver/nvidia/gpus")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("information")).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("Model:").map(|m| m.trim().to_string()))
+        })
+        .collect();
+    models.dedup();
+    match models.as_slice() {
+        [one] => one
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect(),
+        _ => format!("device{device_id}"),
+    }
+}
+
+/// `<trt_cache_dir>/<hash of the ONNX file>/<gpu>`: engines and timing caches of one stage on one kind of GPU.
+pub fn trt_cache_dir_for(cfg: &RuntimeConfig, onnx: &Path) -> Result<PathBuf, String> {
+    let hash = file_hash(onnx).map_err(|e| format!("cannot hash {}: {e}", onnx.display()))?;
+    let dir = cfg
+        .trt_cache_dir
+        .join(format!("{hash:016x}"))
+        .join(gpu_key(cfg.device_id));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create the TensorRT cache {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Builds one stage's session with `provider`, logging what it costs (a TensorRT engine build can take
+/// minutes on a first start and must not be silent).
+fn build_stage(
+    env: &ort::environment::Environment,
+    provider: Provider,
+    cfg: &RuntimeConfig,
+    stage: &str,
+    file: &Path,
+) -> Result<(Session, f64), String> {
+    let cache = match provider {
+        Provider::TensorRt => {
+            let dir = trt_cache_dir_for(cfg, file)?;
+            let cached = std::fs::read_dir(&dir)
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_string_lossy().ends_with(".engine"))
+                })
+                .unwrap_or(false);
+            if cached {
+                tracing::info!(stage, cache = %dir.display(), "loading cached TensorRT engine");
+            } else {
+                tracing::info!(
+                    stage,
+                    cache = %dir.display(),
+                    fp16 = cfg.fp16,
+                    "building TensorRT engine: a first build can take minutes; it is cached for the next start"
+                );
+            }
+            Some(dir)
+        }
+        _ => None,
+    };
+    let t = Instant::now();
+    let session =
+        build_session(env, provider, cfg, file, cache.as_deref()).map_err(|e| e.to_string())?;
+    let secs = t.elapsed().as_secs_f64();
+    tracing::info!(
+        stage,
+        provider = provider.name(),
+        seconds = format!("{secs:.3}"),
+        "session built"
+    );
+    Ok((session, secs))
 }
 
 fn elem_of(t: &TensorElementType) -> ElemType {
@@ -399,6 +662,7 @@ struct Batch {
 pub struct ModelRuntime {
     dims: Dims,
     provider: Provider,
+    build_times: Vec<(String, f64)>,
     encode: Session,
     context: Session,
     denoise: Session,
@@ -462,14 +726,21 @@ impl ModelRuntime {
         let env = environment()?;
         let m = &bundle.manifest;
         let encode_file = bundle.path_of(&m.stages.encode.file);
-        let (provider, encode) = Self::first_working_provider(env, cfg, &encode_file)?;
-        let load = |stage: &str, file: &str| -> Result<Session, RuntimeError> {
+        let (provider, encode, encode_s) = Self::first_working_provider(env, cfg, &encode_file)?;
+        let mut build_times = vec![("encode".to_string(), encode_s)];
+        let mut load = |stage: &str, file: &str| -> Result<Session, RuntimeError> {
             let path = bundle.path_of(file);
-            build_session(env, provider, cfg, &path).map_err(|e| RuntimeError::Session {
-                stage: stage.to_string(),
-                file: path,
-                message: e.to_string(),
-            })
+            match build_stage(env, provider, cfg, stage, &path) {
+                Ok((session, secs)) => {
+                    build_times.push((stage.to_string(), secs));
+                    Ok(session)
+                }
+                Err(message) => Err(RuntimeError::Session {
+                    stage: stage.to_string(),
+                    file: path,
+                    message,
+                }),
+            }
         };
         let context = load("context", &m.stages.context.file)?;
         let denoise = load("denoise", &m.stages.denoise.file)?;
@@ -477,6 +748,16 @@ impl ModelRuntime {
             Some(d) => Some(load("decode", &d.file)?),
             None => None,
         };
+        let total: f64 = build_times.iter().map(|(_, s)| s).sum();
+        let per_stage: Vec<String> = build_times
+            .iter()
+            .map(|(stage, s)| format!("{stage} {s:.3} s"))
+            .collect();
+        tracing::info!(
+            provider = provider.name(),
+            "sessions built in {total:.3} s ({})",
+            per_stage.join(", ")
+        );
 
         // The manifest against what the files really declare.
         let format2 = m.format_version >= 2;
@@ -623,6 +904,7 @@ impl ModelRuntime {
         Ok(ModelRuntime {
             dims: d,
             provider,
+            build_times,
             encode,
             context,
             denoise,
@@ -656,7 +938,7 @@ impl ModelRuntime {
         env: &ort::environment::Environment,
         cfg: &RuntimeConfig,
         file: &Path,
-    ) -> Result<(Provider, Session), RuntimeError> {
+    ) -> Result<(Provider, Session, f64), RuntimeError> {
         let mut failures = Vec::new();
         for &provider in &cfg.providers {
             if !feature_enabled(provider) {
@@ -667,15 +949,24 @@ impl ModelRuntime {
                 failures.push(format!("{}: not compiled in", provider.name()));
                 continue;
             }
-            match build_session(env, provider, cfg, file) {
-                Ok(session) => {
-                    if provider == Provider::Cpu && cfg.require_accelerator {
-                        return Err(RuntimeError::NoAccelerator {
-                            tried: failures.join("; "),
-                        });
-                    }
+            if let Err(why) = gpu_provider_ready(provider, cfg) {
+                // Logged once where it was found; this is the fallback.
+                tracing::warn!(
+                    provider = provider.name(),
+                    "execution provider cannot be used here; trying the next one"
+                );
+                failures.push(format!("{}: {why}", provider.name()));
+                continue;
+            }
+            if provider == Provider::Cpu && cfg.require_accelerator {
+                return Err(RuntimeError::NoAccelerator {
+                    tried: failures.join("; "),
+                });
+            }
+            match build_stage(env, provider, cfg, "encode", file) {
+                Ok((session, secs)) => {
                     tracing::info!(provider = provider.name(), "execution provider in use");
-                    return Ok((provider, session));
+                    return Ok((provider, session, secs));
                 }
                 Err(e) => {
                     tracing::warn!(provider = provider.name(), error = %e, "execution provider could not be used; trying the next one");
@@ -697,6 +988,11 @@ impl ModelRuntime {
 
     pub fn provider(&self) -> Provider {
         self.provider
+    }
+
+    /// Seconds each stage's session took to build at load (a TensorRT engine build or a cache load).
+    pub fn build_times(&self) -> &[(String, f64)] {
+        &self.build_times
     }
 
     pub fn dims(&self) -> &Dims {
@@ -1128,4 +1424,48 @@ fn copy_output_f32(
         *d = h.to_f32();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TensorRT caches are kept per model (hash of the ONNX bytes) and GPU: another model never reuses an
+    /// engine, the same bytes always find theirs.
+    #[test]
+    fn trt_cache_dir_is_keyed_by_model_bytes_and_gpu() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = RuntimeConfig {
+            trt_cache_dir: tmp.path().join("cache"),
+            ..RuntimeConfig::default()
+        };
+        let (a, b, c) = (
+            tmp.path().join("a.onnx"),
+            tmp.path().join("b.onnx"),
+            tmp.path().join("c.onnx"),
+        );
+        std::fs::write(&a, b"model one").unwrap();
+        std::fs::write(&b, b"model one").unwrap();
+        std::fs::write(&c, b"model two").unwrap();
+        let da = trt_cache_dir_for(&cfg, &a).unwrap();
+        assert!(da.is_dir());
+        assert!(da.starts_with(&cfg.trt_cache_dir));
+        assert_eq!(da.parent().unwrap().parent().unwrap(), cfg.trt_cache_dir);
+        assert_eq!(da, trt_cache_dir_for(&cfg, &b).unwrap());
+        assert_ne!(da, trt_cache_dir_for(&cfg, &c).unwrap());
+        let gpu = da.file_name().unwrap().to_string_lossy().to_string();
+        assert!(!gpu.is_empty() && !gpu.contains('/'), "{gpu}");
+        let missing = trt_cache_dir_for(&cfg, &tmp.path().join("none.onnx")).unwrap_err();
+        assert!(missing.contains("none.onnx"), "{missing}");
+    }
+
+    /// The wheel's CUDA folders are found from ORT_DYLIB_PATH's place in site-packages; a configured
+    /// folder wins.
+    #[test]
+    fn configured_library_folders_win() {
+        assert_eq!(
+            lib_dir(Path::new("/opt/cuda/lib"), "cu13"),
+            Some(PathBuf::from("/opt/cuda/lib"))
+        );
+    }
 }

@@ -470,32 +470,97 @@ fn a_monitor_calibration_is_read() {
 #[test]
 fn unavailable_providers_fall_back_or_refuse() {
     let bundle = Bundle::load(bundle_dir()).unwrap();
-    // The CPU build of ONNX Runtime has neither CUDA nor TensorRT: both fail for real and CPU is used.
+    // What this machine can really run, found independently of the runtime under test: the CPU build of
+    // ONNX Runtime (the test prefix) has neither GPU provider, and without a driver neither can run.
+    let cuda = cuda_usable_here();
+    let trt = cuda.clone().and_then(|()| tensorrt_usable_here());
+    println!("CUDA here: {cuda:?}; TensorRT here: {trt:?}");
+    let expected = match (&trt, &cuda) {
+        (Ok(()), _) => Provider::TensorRt,
+        (_, Ok(())) => Provider::Cuda,
+        _ => Provider::Cpu,
+    };
     let cfg = config(&[(
         "providers",
         ParamValue::StringArray(vec!["tensorrt".into(), "cuda".into(), "cpu".into()]),
     )]);
     let rt = ModelRuntime::load(&bundle, &cfg.runtime).unwrap();
-    assert_eq!(rt.provider(), Provider::Cpu);
+    assert_eq!(rt.provider(), expected, "CUDA: {cuda:?}; TensorRT: {trt:?}");
+    assert_eq!(rt.build_times().len(), 4, "{:?}", rt.build_times());
 
     let cfg = config(&[("require_accelerator", ParamValue::Bool(true))]);
-    match ModelRuntime::load(&bundle, &cfg.runtime) {
-        Err(e @ RuntimeError::NoAccelerator { .. }) => {
+    match (ModelRuntime::load(&bundle, &cfg.runtime), expected) {
+        (Err(e @ RuntimeError::NoAccelerator { .. }), Provider::Cpu) => {
             let msg = e.to_string();
             assert!(msg.contains("cuda") && msg.contains("tensorrt"), "{msg}");
         }
-        other => panic!("expected NoAccelerator, got {:?}", other.err()),
+        (Ok(rt), Provider::Cuda | Provider::TensorRt) => assert_eq!(rt.provider(), expected),
+        (other, _) => panic!(
+            "expected {} with require_accelerator, got {:?}",
+            expected.name(),
+            other.err()
+        ),
     }
 
     let cfg = config(&[("providers", ParamValue::StringArray(vec!["cuda".into()]))]);
-    let msg = ModelRuntime::load(&bundle, &cfg.runtime)
-        .err()
-        .expect("cuda alone cannot load here")
-        .to_string();
-    assert!(
-        msg.contains("stage `encode`") && msg.contains("cuda"),
-        "{msg}"
-    );
+    match (ModelRuntime::load(&bundle, &cfg.runtime), &cuda) {
+        (Err(e), Err(_)) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("stage `encode`") && msg.contains("cuda"),
+                "{msg}"
+            );
+        }
+        (Ok(rt), Ok(())) => assert_eq!(rt.provider(), Provider::Cuda),
+        (Ok(_), Err(why)) => panic!("cuda loaded although it cannot run here: {why}"),
+        (Err(e), Ok(())) => panic!("cuda should load on this machine but failed: {e}"),
+    }
+}
+
+/// The folder of the ONNX Runtime library the tests load (where its provider libraries lie).
+fn ort_dir() -> PathBuf {
+    let lib = PathBuf::from(wam_policy::runtime::ort_library_path());
+    lib.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Whether a CUDA provider can be registered here: the ONNX Runtime build has one, the NVIDIA driver's
+/// libcuda.so.1 loads and a device node exists.
+fn cuda_usable_here() -> Result<(), String> {
+    if !ort_dir().join("libonnxruntime_providers_cuda.so").exists() {
+        return Err(format!(
+            "{} is a CPU build of ONNX Runtime (no libonnxruntime_providers_cuda.so beside it)",
+            wam_policy::runtime::ort_library_path()
+        ));
+    }
+    ort::util::preload_dylib("libcuda.so.1")
+        .map_err(|e| format!("no NVIDIA driver ({})", dl_reason(&e)))?;
+    if !Path::new("/dev/nvidiactl").exists() {
+        return Err("no NVIDIA device (/dev/nvidiactl)".into());
+    }
+    Ok(())
+}
+
+/// Whether TensorRT can be registered too: its provider library and TensorRT 10 itself.
+fn tensorrt_usable_here() -> Result<(), String> {
+    if !ort_dir()
+        .join("libonnxruntime_providers_tensorrt.so")
+        .exists()
+    {
+        return Err("no TensorRT provider in this ONNX Runtime build".into());
+    }
+    let cfg = config(&[]).runtime;
+    let lib = if cfg.trt_lib_dir.as_os_str().is_empty() {
+        PathBuf::from("libnvinfer.so.10")
+    } else {
+        cfg.trt_lib_dir.join("libnvinfer.so.10")
+    };
+    ort::util::preload_dylib(&lib).map_err(|e| format!("no TensorRT 10 ({})", dl_reason(&e)))
+}
+
+/// The loader's reason (libloading's own message is only "dlopen failed").
+fn dl_reason(e: &dyn std::error::Error) -> String {
+    e.source()
+        .map_or_else(|| e.to_string(), ToString::to_string)
 }
 
 #[test]

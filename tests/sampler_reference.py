@@ -348,7 +348,9 @@ def dumps(fx: dict) -> str:
     """JSON with one case per line (diffs stay readable); floats as repr, which round-trips exactly."""
     head = {k: v for k, v in fx.items() if k != "cases"}
     lines = [json.dumps(head)[:-1] + ', "cases": [']
-    lines += [json.dumps(c) + ("," if i + 1 < len(fx["cases"]) else "") for i, c in enumerate(fx["cases"])]
+    lines += [
+        json.dumps(c) + ("," if i + 1 < len(fx["cases"]) else "") for i, c in enumerate(fx["cases"])
+    ]
     return "\n".join(lines) + "\n]}\n"
 
 

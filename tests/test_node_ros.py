@@ -216,9 +216,7 @@ def quiet(
     leaves out holds (one-point trajectories), e.g. the hold a reset commands."""
 
     def got() -> list[JointTrajectory]:
-        return [
-            t for t in peer.trajectories_since(since) if not chunks_only or len(t.points) > 1
-        ]
+        return [t for t in peer.trajectories_since(since) if not chunks_only or len(t.points) > 1]
 
     peer.wait_for(got, window)
     return got()
@@ -310,9 +308,7 @@ def test_happy_path_trajectory_chunk_frames_preview_status() -> None:
         tiles = rgb_of(preview).astype(np.int64)
         for v, observed in enumerate((ext, wrist)):
             row = tiles[v * 32 : (v + 1) * 32]
-            assert (
-                np.abs(row[:, 0:32] - observed.astype(np.int64)).max() <= 1
-            ), f"observed tile {v}"
+            assert np.abs(row[:, 0:32] - observed.astype(np.int64)).max() <= 1, f"observed tile {v}"
             for f in range(2):
                 tile = row[:, (f + 1) * 32 : (f + 2) * 32]
                 assert np.abs(tile - exp.frames[v, f]).max() <= 1, f"predicted tile {v},{f}"
@@ -613,11 +609,13 @@ def test_bad_messages_are_refused_and_counted() -> None:
             before = status_now(peer)
             # The reset's hold (one point) may arrive after its answer: only chunks count here.
             got = quiet(peer, t0, QUIET_WINDOW, chunks_only=True)
-            assert got == [], f"{name}: {len(got)} trajectories published: {[(stamp_seconds(g.header.stamp) - t0, len(g.points)) for g in got]} {peer.statuses_since(t0)[-1]}"
+            assert got == [], (
+                f"{name}: {len(got)} trajectories published: {[(stamp_seconds(g.header.stamp) - t0, len(g.points)) for g in got]} {peer.statuses_since(t0)[-1]}"
+            )
             after = status_now(peer)
-            assert getattr(after, counter) > getattr(
-                before, counter
-            ), f"{name}: {counter} not counted: {after}"
+            assert getattr(after, counter) > getattr(before, counter), (
+                f"{name}: {counter} not counted: {after}"
+            )
             assert after.state in (
                 PolicyStatus.STATE_WAITING,
                 PolicyStatus.STATE_STALE,

@@ -54,7 +54,10 @@ def test_manifest_shapes(bundle: Path) -> None:
                 f"{name}.{vi.name} batch"
             )
     vocab = (bundle / m["instruction"]["file"]).read_text().split("\n")
-    assert vocab[m["instruction"]["pad_id"]] == "<pad>" and vocab[m["instruction"]["unk_id"]] == "<unk>"
+    assert (
+        vocab[m["instruction"]["pad_id"]] == "<pad>"
+        and vocab[m["instruction"]["unk_id"]] == "<unk>"
+    )
     assert "decode" in m["stages"] if bundle.name == "wam_sim" else "decode" not in m["stages"]
 
 

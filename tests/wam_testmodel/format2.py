@@ -416,7 +416,13 @@ def chunk_inputs(chunk: int) -> dict[str, Any]:
     tokens = np.array([[2, 4, 0, 0]] if chunk % 3 else [[3, 4, 2, 0]], dtype=np.int64)
     noise_a = rng.standard_normal(ACTIONS_SHAPE).round(4)
     noise_v = rng.standard_normal(VIDEO_SHAPE).round(4)
-    return {"frames": frames, "state": state, "tokens": tokens, "noise_a": noise_a, "noise_v": noise_v}
+    return {
+        "frames": frames,
+        "state": state,
+        "tokens": tokens,
+        "noise_a": noise_a,
+        "noise_v": noise_v,
+    }
 
 
 def run_case(
@@ -430,20 +436,35 @@ def run_case(
         latents = encode_reference(inp["frames"])
         state_norm = (inp["state"] - np.array(STATE_MEAN)) / np.array(STATE_STD)
         ca, cv, ck, cvv = context_reference(
-            latents, state_norm, inp["tokens"], cond_state.k, cond_state.v,
-            cond_state.length, cond_state.position,
+            latents,
+            state_norm,
+            inp["tokens"],
+            cond_state.k,
+            cond_state.v,
+            cond_state.length,
+            cond_state.position,
         )
         uncond = None
         if guidance is not None:
             pad = np.full_like(inp["tokens"], PAD_ID)
             ua, uv, uk, uvv = context_reference(
-                latents, state_norm, pad, uncond_state.k, uncond_state.v,
-                uncond_state.length, uncond_state.position,
+                latents,
+                state_norm,
+                pad,
+                uncond_state.k,
+                uncond_state.v,
+                uncond_state.length,
+                uncond_state.position,
             )
             uncond = (ua, uv)
         x_a, x_v = sample_reference(
-            inp["noise_a"], inp["noise_v"], (ca, cv), uncond,
-            solver=solver, guidance=guidance, reuse=reuse,
+            inp["noise_a"],
+            inp["noise_v"],
+            (ca, cv),
+            uncond,
+            solver=solver,
+            guidance=guidance,
+            reuse=reuse,
         )
         actions = x_a * np.array(ACTION_STD) + np.array(ACTION_MEAN)
         cond_state.commit(ck, cvv)

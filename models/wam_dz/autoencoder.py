@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
-from torch import Tensor, nn
+from torch import Tensor
 from wam_model.nets import AutoEncoder
 from wam_model.spec import BUNDLE_DIR, ModelSpec
 
@@ -34,29 +34,3 @@ def load_sim_autoencoder(bundle: Path = BUNDLE_DIR) -> AutoEncoder:
                     state[key] = torch.from_numpy(np.array(inits[inp]).reshape(-1))
     ae.load_state_dict(state)
     return ae.eval()
-
-
-class Encode(nn.Module):
-    """frames [1, V, T, 3, 64, 64] -> latents [1, V, T, 8, 8, 8]."""
-
-    def __init__(self, ae: AutoEncoder) -> None:
-        super().__init__()
-        self.ae = ae
-
-    def forward(self, frames: Tensor) -> Tensor:
-        b, v, t, c, h, w = frames.shape
-        z = self.ae.encode(frames.reshape(b * v * t, c, h, w))
-        return z.reshape(b, v, t, *z.shape[1:])
-
-
-class Decode(nn.Module):
-    """latents [1, V, F, 8, 8, 8] -> frames [1, V, F, 3, 64, 64] in [0, 1]."""
-
-    def __init__(self, ae: AutoEncoder) -> None:
-        super().__init__()
-        self.ae = ae
-
-    def forward(self, video_latents: Tensor) -> Tensor:
-        b, v, f, c, h, w = video_latents.shape
-        x = self.ae.decode(video_latents.reshape(b * v * f, c, h, w))
-        return x.reshape(b, v, f, *x.shape[1:])

@@ -36,9 +36,10 @@ from wam_export import (
     read_manifest,
 )
 from wam_export.exporter import ParityEpisode, WamModules, export_bundle
+from wam_model.export import DecodeStage, EncodeStage
 from wam_model.spec import BUNDLE_DIR, MODELS, ModelSpec, vocab
 
-from .autoencoder import Decode, Encode, load_sim_autoencoder
+from .autoencoder import load_sim_autoencoder
 from .nets import (
     ActContext,
     ActDenoise,
@@ -189,7 +190,7 @@ def main() -> None:
             position="chunk_index",
         ),
     )
-    mods = WamModules(Encode(ae), DzContext(wam), DzDenoise(wam), Decode(ae))
+    mods = WamModules(EncodeStage(ae), DzContext(wam), DzDenoise(wam), DecodeStage(ae))
     rep = export_bundle(
         mods,
         spec,
@@ -211,7 +212,7 @@ def main() -> None:
         context_outputs=("memory", "last_latents"),
         decode=False,
     )
-    mods = WamModules(Encode(ae), ActContext(pol), ActDenoise(pol), None)
+    mods = WamModules(EncodeStage(ae), ActContext(pol), ActDenoise(pol), None)
     act_episode = ParityEpisode(INSTRUCTION, list(frames[:ACT_CHUNKS]), states[:ACT_CHUNKS])
     rep = export_bundle(
         mods,

@@ -71,9 +71,44 @@ impl Provider {
     }
 }
 
-/// How the model runs: providers in order of preference and their options.
+/// Where the bundle's stages run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// In this process, with ONNX Runtime and the configured providers.
+    Local,
+    /// On a Triton Inference Server (KServe v2 HTTP), one model per stage.
+    Remote,
+}
+
+/// The Triton server of `backend: remote`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8000`.
+    pub url: String,
+    /// Model names are `<prefix><stage>` (as `wam_policy_node triton-repo --prefix` writes them).
+    pub model_prefix: String,
+    /// Per request, connection included.
+    pub timeout_s: f64,
+    /// How long start-up waits for the server and every stage's model to be ready.
+    pub ready_timeout_s: f64,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            url: "http://127.0.0.1:8000".to_string(),
+            model_prefix: String::new(),
+            timeout_s: 2.0,
+            ready_timeout_s: 30.0,
+        }
+    }
+}
+
+/// How the model runs: in process (providers in order of preference and their options) or remote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeConfig {
+    pub backend: Backend,
+    pub remote: RemoteConfig,
     pub providers: Vec<Provider>,
     pub require_accelerator: bool,
     pub device_id: i32,
@@ -96,6 +131,8 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
+            backend: Backend::Local,
+            remote: RemoteConfig::default(),
             providers: vec![Provider::TensorRt, Provider::Cuda, Provider::Cpu],
             require_accelerator: false,
             device_id: 0,
@@ -579,6 +616,31 @@ pub const PARAMETERS: &[ParamSpec] = &[
         name: "debug_extra_latency_s",
         default: ParamDefault::Double(0.0),
         doc: "double >= 0: added to every inference, to test behaviour under a slower model",
+    },
+    ParamSpec {
+        name: "backend",
+        default: ParamDefault::Str("local"),
+        doc: "string: `local` (the stages run in this process with ONNX Runtime) or `remote` (on a Triton Inference Server at remote_url, one model per stage as `wam_policy_node triton-repo` writes them; the sampler, execution and safety stay in the node)",
+    },
+    ParamSpec {
+        name: "remote_url",
+        default: ParamDefault::Str("http://127.0.0.1:8000"),
+        doc: "string: base URL of the Triton server's HTTP endpoint (backend remote)",
+    },
+    ParamSpec {
+        name: "remote_model_prefix",
+        default: ParamDefault::Str(""),
+        doc: "string: the server's models are named <prefix>encode, <prefix>context, <prefix>denoise, <prefix>decode (backend remote)",
+    },
+    ParamSpec {
+        name: "remote_timeout_s",
+        default: ParamDefault::Double(2.0),
+        doc: "double > 0: limit of one request to the server, connection included; a request over it fails the chunk, which holds (backend remote)",
+    },
+    ParamSpec {
+        name: "remote_ready_timeout_s",
+        default: ParamDefault::Double(30.0),
+        doc: "double > 0: how long start-up waits for the server and every stage's model to be ready before it fails naming the server (backend remote)",
     },
     ParamSpec {
         name: "providers",
@@ -1148,7 +1210,31 @@ impl NodeConfig {
             }
         };
         let device_id = r.count("device_id")?;
+        let backend = match r.string("backend")?.as_str() {
+            "local" => Backend::Local,
+            "remote" => Backend::Remote,
+            other => {
+                return Err(perr(
+                    "backend",
+                    format!("expected `local` or `remote`, got `{other}`"),
+                ))
+            }
+        };
+        let remote_url = r.string("remote_url")?;
+        if backend == Backend::Remote && !remote_url.starts_with("http://") {
+            return Err(perr(
+                "remote_url",
+                format!("expected an http:// URL of the Triton server, got `{remote_url}`"),
+            ));
+        }
         let runtime = RuntimeConfig {
+            backend,
+            remote: RemoteConfig {
+                url: remote_url,
+                model_prefix: r.string("remote_model_prefix")?,
+                timeout_s: r.positive("remote_timeout_s")?,
+                ready_timeout_s: r.positive("remote_ready_timeout_s")?,
+            },
             providers,
             require_accelerator: r.boolean("require_accelerator")?,
             device_id: i32::try_from(device_id).map_err(|_| perr("device_id", "is too large"))?,

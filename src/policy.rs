@@ -225,7 +225,7 @@ impl Policy {
     }
 
     pub fn provider_name(&self) -> &'static str {
-        self.runtime.provider().name()
+        self.runtime.provider_name()
     }
 
     pub fn sampler_steps(&self) -> usize {

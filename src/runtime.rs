@@ -3,19 +3,19 @@
 //! inference (encode -> context once -> the sampler's denoise evaluations -> decode) into preallocated
 //! buffers.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use half::f16;
-use ort::session::{Session, SessionInputValue, SessionOutputs};
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::session::Session;
 
 use crate::bundle::{self, Bundle, BundleError, Dims, ElemType, StageTensors, TensorInfo};
-use crate::config::{Provider, RuntimeConfig};
+use crate::config::{Backend, Provider, RuntimeConfig};
 use crate::model_state::CarriedState;
+use crate::remote::RemoteStage;
 use crate::sampler::{FlowSampler, Inpaint, Workspace};
+use crate::stage::{Feed, InData, LocalStage, OutData, Stage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -27,6 +27,8 @@ pub enum RuntimeError {
         file: PathBuf,
         message: String,
     },
+    #[error("stage `{stage}` (backend remote): {message}")]
+    Remote { stage: String, message: String },
     #[error("only the CPU provider could be used ({tried}), and require_accelerator is set")]
     NoAccelerator { tried: String },
     #[error(transparent)]
@@ -405,43 +407,6 @@ fn build_stage(
     Ok((session, secs))
 }
 
-fn elem_of(t: &TensorElementType) -> ElemType {
-    match t {
-        TensorElementType::Float32 => ElemType::F32,
-        TensorElementType::Float16 => ElemType::F16,
-        TensorElementType::Float64 => ElemType::F64,
-        TensorElementType::Int64 => ElemType::I64,
-        TensorElementType::Int32 => ElemType::I32,
-        TensorElementType::Uint8 => ElemType::U8,
-        TensorElementType::Bool => ElemType::Bool,
-        _ => ElemType::Other,
-    }
-}
-
-fn outlet_infos<'a>(outlets: impl Iterator<Item = (&'a str, &'a ValueType)>) -> Vec<TensorInfo> {
-    outlets
-        .map(|(name, ty)| match ty {
-            ValueType::Tensor { ty, shape, .. } => TensorInfo {
-                name: name.to_string(),
-                elem: elem_of(ty),
-                shape: shape.to_vec(),
-            },
-            _ => TensorInfo {
-                name: name.to_string(),
-                elem: ElemType::Other,
-                shape: Vec::new(),
-            },
-        })
-        .collect()
-}
-
-fn session_tensors(session: &Session) -> StageTensors {
-    StageTensors {
-        inputs: outlet_infos(session.inputs().iter().map(|o| (o.name(), o.dtype()))),
-        outputs: outlet_infos(session.outputs().iter().map(|o| (o.name(), o.dtype()))),
-    }
-}
-
 /// Wall-clock seconds spent per stage in one inference.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StageTimings {
@@ -543,24 +508,31 @@ impl CacheData {
         }
     }
 
-    fn copy_from(
-        &mut self,
-        stage: &str,
-        outputs: &SessionOutputs<'_>,
-        name: &str,
-    ) -> Result<(), RuntimeError> {
-        match self {
-            CacheData::F32(b) => copy_output(stage, outputs, name, b),
-            CacheData::F16(b) => copy_output(stage, outputs, name, b),
-            CacheData::I64(b) => copy_output(stage, outputs, name, b),
+    /// The stage's output `name`, which must have this buffer's element type and size.
+    fn copy_from(&mut self, stage: &str, from: &Stage, name: &str) -> Result<(), RuntimeError> {
+        let out = from.output(name).map_err(|e| run_err(stage, e))?;
+        let expected = match self {
+            CacheData::F32(_) => "float32",
+            CacheData::F16(_) => "float16",
+            CacheData::I64(_) => "int64",
+        };
+        let got = out.type_name();
+        match (self, out) {
+            (CacheData::F32(b), OutData::F32(d)) => copy_same(stage, name, d, b),
+            (CacheData::F16(b), OutData::F16(d)) => copy_same(stage, name, d, b),
+            (CacheData::I64(b), OutData::I64(d)) => copy_same(stage, name, d, b),
+            _ => Err(run_err(
+                stage,
+                format!("output `{name}` is {got}, expected {expected}"),
+            )),
         }
     }
 
-    fn value<'a>(&'a self, shape: &'a [i64]) -> Result<SessionInputValue<'a>, RuntimeError> {
+    fn data(&self) -> InData<'_> {
         match self {
-            CacheData::F32(b) => feed("denoise", shape, b),
-            CacheData::F16(b) => feed("denoise", shape, b),
-            CacheData::I64(b) => feed("denoise", shape, b),
+            CacheData::F32(b) => InData::F32(b),
+            CacheData::F16(b) => InData::F16(b),
+            CacheData::I64(b) => InData::I64(b),
         }
     }
 
@@ -599,24 +571,29 @@ impl Port {
         }
     }
 
-    fn feed<'a>(
-        &'a mut self,
-        stage: &str,
-        data: &'a [f32],
-    ) -> Result<(Cow<'a, str>, SessionInputValue<'a>), RuntimeError> {
-        let name = Cow::from(self.name.as_str());
-        let Port { shape, half, .. } = self;
-        let value = match half {
+    fn feed<'a>(&'a mut self, data: &'a [f32]) -> Feed<'a> {
+        let Port { name, shape, half } = self;
+        let data = match half {
             Some(half) => {
                 for (h, x) in half.iter_mut().zip(data) {
                     *h = f16::from_f32(*x);
                 }
-                feed(stage, shape, half)?
+                InData::F16(half)
             }
-            None => feed(stage, shape, data)?,
+            None => InData::F32(data),
         };
-        Ok((name, value))
+        Feed { name, shape, data }
     }
+}
+
+/// The stages as loaded or connected, before the manifest checks.
+struct Stages {
+    provider: Provider,
+    build_times: Vec<(String, f64)>,
+    encode: Stage,
+    context: Stage,
+    denoise: Stage,
+    decode: Option<Stage>,
 }
 
 /// What one branch (conditional, or guidance's unconditional) keeps per chunk: the context outputs passed
@@ -663,10 +640,12 @@ pub struct ModelRuntime {
     dims: Dims,
     provider: Provider,
     build_times: Vec<(String, f64)>,
-    encode: Session,
-    context: Session,
-    denoise: Session,
-    decode: Option<Session>,
+    /// `Some(url)` with backend remote: the stages run on that Triton server.
+    remote: Option<String>,
+    encode: Stage,
+    context: Stage,
+    denoise: Stage,
+    decode: Option<Stage>,
     frames_port: Port,
     latents_out: String,
     context_ports: ContextPorts,
@@ -723,41 +702,19 @@ impl ModelRuntime {
     /// Loads every stage with the first provider that works, checks the bundle against the sessions and
     /// preallocates all buffers.
     pub fn load(bundle: &Bundle, cfg: &RuntimeConfig) -> Result<Self, RuntimeError> {
-        let env = environment()?;
         let m = &bundle.manifest;
-        let encode_file = bundle.path_of(&m.stages.encode.file);
-        let (provider, encode, encode_s) = Self::first_working_provider(env, cfg, &encode_file)?;
-        let mut build_times = vec![("encode".to_string(), encode_s)];
-        let mut load = |stage: &str, file: &str| -> Result<Session, RuntimeError> {
-            let path = bundle.path_of(file);
-            match build_stage(env, provider, cfg, stage, &path) {
-                Ok((session, secs)) => {
-                    build_times.push((stage.to_string(), secs));
-                    Ok(session)
-                }
-                Err(message) => Err(RuntimeError::Session {
-                    stage: stage.to_string(),
-                    file: path,
-                    message,
-                }),
-            }
+        let Stages {
+            provider,
+            build_times,
+            encode,
+            context,
+            denoise,
+            decode,
+        } = match cfg.backend {
+            Backend::Local => Self::load_local(bundle, cfg)?,
+            Backend::Remote => Self::connect_remote(bundle, cfg)?,
         };
-        let context = load("context", &m.stages.context.file)?;
-        let denoise = load("denoise", &m.stages.denoise.file)?;
-        let decode = match &m.stages.decode {
-            Some(d) => Some(load("decode", &d.file)?),
-            None => None,
-        };
-        let total: f64 = build_times.iter().map(|(_, s)| s).sum();
-        let per_stage: Vec<String> = build_times
-            .iter()
-            .map(|(stage, s)| format!("{stage} {s:.3} s"))
-            .collect();
-        tracing::info!(
-            provider = provider.name(),
-            "sessions built in {total:.3} s ({})",
-            per_stage.join(", ")
-        );
+        let remote = (cfg.backend == Backend::Remote).then(|| cfg.remote.url.clone());
 
         // The manifest against what the files really declare.
         let format2 = m.format_version >= 2;
@@ -765,8 +722,8 @@ impl ModelRuntime {
         if format2 {
             expected.values_mut().for_each(StageTensors::accept_f16);
         }
-        let actual_context = session_tensors(&context);
-        let actual_denoise = session_tensors(&denoise);
+        let actual_context = context.tensors();
+        let actual_denoise = denoise.tensors();
         let cache_infos = bundle::check_context_outputs(
             &m.stages.context.outputs,
             &actual_context.outputs,
@@ -798,7 +755,7 @@ impl ModelRuntime {
                     exp.inputs.extend(s.context_inputs());
                 }
             }
-            bundle::check_stage(stage, &exp, &session_tensors(session))?;
+            bundle::check_stage(stage, &exp, &session.tensors())?;
         }
 
         let d = bundle.dims();
@@ -815,7 +772,7 @@ impl ModelRuntime {
         let enc = expected.get("encode").cloned().unwrap_or_default();
         let dn = expected.get("denoise").cloned().unwrap_or_default();
         let ctx = expected.get("context").cloned().unwrap_or_default();
-        let actual_encode = session_tensors(&encode);
+        let actual_encode = encode.tensors();
         let (frames_name, latents_shape) = (&s.encode.inputs.frames, enc.outputs[0].shape.clone());
         let frames_port = Port::new(
             frames_name,
@@ -895,7 +852,7 @@ impl ModelRuntime {
                 Some(Port::new(
                     &dec.inputs.latents,
                     dn.inputs[1].shape.clone(),
-                    elem_in(&session_tensors(session).inputs, &dec.inputs.latents),
+                    elem_in(&session.tensors().inputs, &dec.inputs.latents),
                 )),
                 dec.outputs.frames.clone(),
             ),
@@ -904,6 +861,7 @@ impl ModelRuntime {
         Ok(ModelRuntime {
             dims: d,
             provider,
+            remote,
             build_times,
             encode,
             context,
@@ -933,6 +891,92 @@ impl ModelRuntime {
             prefix_weight: vec![0.0; d.action_len()],
         })
     }
+    /// Every stage in this process: the first provider that works on the encode stage runs them all.
+    fn load_local(bundle: &Bundle, cfg: &RuntimeConfig) -> Result<Stages, RuntimeError> {
+        let env = environment()?;
+        let m = &bundle.manifest;
+        let encode_file = bundle.path_of(&m.stages.encode.file);
+        let (provider, encode, encode_s) = Self::first_working_provider(env, cfg, &encode_file)?;
+        let mut build_times = vec![("encode".to_string(), encode_s)];
+        let accelerated = provider != Provider::Cpu;
+        let bind = |stage: &str, session: Session| {
+            LocalStage::new(session, accelerated)
+                .map(Stage::Local)
+                .map_err(|e| run_err(stage, e))
+        };
+        let encode = bind("encode", encode)?;
+        let mut load = |stage: &str, file: &str| -> Result<Stage, RuntimeError> {
+            let path = bundle.path_of(file);
+            match build_stage(env, provider, cfg, stage, &path) {
+                Ok((session, secs)) => {
+                    build_times.push((stage.to_string(), secs));
+                    bind(stage, session)
+                }
+                Err(message) => Err(RuntimeError::Session {
+                    stage: stage.to_string(),
+                    file: path,
+                    message,
+                }),
+            }
+        };
+        let context = load("context", &m.stages.context.file)?;
+        let denoise = load("denoise", &m.stages.denoise.file)?;
+        let decode = match &m.stages.decode {
+            Some(d) => Some(load("decode", &d.file)?),
+            None => None,
+        };
+        let total: f64 = build_times.iter().map(|(_, s)| s).sum();
+        let per_stage: Vec<String> = build_times
+            .iter()
+            .map(|(stage, s)| format!("{stage} {s:.3} s"))
+            .collect();
+        tracing::info!(
+            provider = provider.name(),
+            "sessions built in {total:.3} s ({})",
+            per_stage.join(", ")
+        );
+        Ok(Stages {
+            provider,
+            build_times,
+            encode,
+            context,
+            denoise,
+            decode,
+        })
+    }
+
+    /// Every stage on the Triton server of `cfg.remote`: waits for its models, reads their metadata (checked
+    /// against the manifest like an ONNX file's declarations). No ONNX Runtime is loaded.
+    fn connect_remote(bundle: &Bundle, cfg: &RuntimeConfig) -> Result<Stages, RuntimeError> {
+        let start = Instant::now();
+        let connect = |stage: &str| {
+            RemoteStage::connect(&cfg.remote, stage)
+                .map(Stage::Remote)
+                .map_err(|e| RuntimeError::Remote {
+                    stage: stage.to_string(),
+                    message: e.to_string(),
+                })
+        };
+        let encode = connect("encode")?;
+        let context = connect("context")?;
+        let denoise = connect("denoise")?;
+        let decode = match &bundle.manifest.stages.decode {
+            Some(_) => Some(connect("decode")?),
+            None => None,
+        };
+        let secs = start.elapsed().as_secs_f64();
+        tracing::info!(url = %cfg.remote.url, "remote stages ready in {secs:.3} s");
+        Ok(Stages {
+            // Not used remotely: the server's own configuration decides where the stages run.
+            provider: Provider::Cpu,
+            build_times: vec![("remote".to_string(), secs)],
+            encode,
+            context,
+            denoise,
+            decode,
+        })
+    }
+
     /// Tries the providers in order on the first stage; the one that works runs every stage.
     fn first_working_provider(
         env: &ort::environment::Environment,
@@ -988,6 +1032,19 @@ impl ModelRuntime {
 
     pub fn provider(&self) -> Provider {
         self.provider
+    }
+
+    /// What runs the stages, for logs and status: the provider's name, or `remote` with backend remote.
+    pub fn provider_name(&self) -> &'static str {
+        match self.remote {
+            Some(_) => "remote",
+            None => self.provider.name(),
+        }
+    }
+
+    /// The Triton server's URL with backend remote.
+    pub fn remote_url(&self) -> Option<&str> {
+        self.remote.as_deref()
     }
 
     /// Seconds each stage's session took to build at load (a TensorRT engine build or a cache load).
@@ -1073,7 +1130,7 @@ impl ModelRuntime {
     /// Runs the context stage for one branch: its outputs into the branch's cache, its present state
     /// tensors into the branch's state buffers (committed only when the chunk is accepted).
     fn run_context(
-        session: &mut Session,
+        session: &mut Stage,
         ports: &mut ContextPorts,
         latents: &[f32],
         state_norm: &[f32],
@@ -1086,36 +1143,39 @@ impl ModelRuntime {
             .as_ref()
             .map_or((0, 0), |s| (s.length(), s.position()));
         let (length, position) = ([length], [position]);
-        let mut feeds: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-            Vec::with_capacity(5 + ports.past.len());
-        feeds.push(ports.latents.feed("context", latents)?);
-        feeds.push(ports.state.feed("context", state_norm)?);
-        feeds.push((
-            Cow::from(ports.tokens.as_str()),
-            feed("context", &ports.tokens_shape, tokens)?,
-        ));
+        let mut feeds: Vec<Feed<'_>> = Vec::with_capacity(5 + ports.past.len());
+        feeds.push(ports.latents.feed(latents));
+        feeds.push(ports.state.feed(state_norm));
+        feeds.push(Feed {
+            name: &ports.tokens,
+            shape: &ports.tokens_shape,
+            data: InData::I64(tokens),
+        });
         if let Some(state) = &branch.state {
             for (port, t) in ports.past.iter_mut().zip(&state.tensors) {
-                feeds.push(port.feed("context", &t.past)?);
+                feeds.push(port.feed(&t.past));
             }
-            feeds.push((
-                Cow::from(ports.length.as_str()),
-                feed("context", &TIME_SHAPE, &length)?,
-            ));
+            feeds.push(Feed {
+                name: &ports.length,
+                shape: &TIME_SHAPE,
+                data: InData::I64(&length),
+            });
             if let Some(p) = &ports.position {
-                feeds.push((
-                    Cow::from(p.as_str()),
-                    feed("context", &TIME_SHAPE, &position)?,
-                ));
+                feeds.push(Feed {
+                    name: p,
+                    shape: &TIME_SHAPE,
+                    data: InData::I64(&position),
+                });
             }
         }
-        let outputs = session.run(feeds).map_err(|e| run_err("context", e))?;
+        session.run(&feeds).map_err(|e| run_err("context", e))?;
+        drop(feeds);
         for (c, (name, _)) in branch.cache.iter_mut().zip(names) {
-            c.copy_from("context", &outputs, name)?;
+            c.copy_from("context", session, name)?;
         }
         if let Some(state) = &mut branch.state {
             for t in &mut state.tensors {
-                copy_output_f32("context", &outputs, &t.output, &mut t.present)?;
+                copy_output_f32("context", session, &t.output, &mut t.present)?;
             }
         }
         Ok(())
@@ -1132,19 +1192,19 @@ impl ModelRuntime {
 
         // encode
         {
-            let feeds = vec![self.frames_port.feed("encode", &input.frames)?];
-            let outputs = self.encode.run(feeds).map_err(|e| run_err("encode", e))?;
-            copy_output_f32("encode", &outputs, &self.latents_out, &mut self.latents)?;
+            let feeds = [self.frames_port.feed(&input.frames)];
+            self.encode.run(&feeds).map_err(|e| run_err("encode", e))?;
+            copy_output_f32("encode", &self.encode, &self.latents_out, &mut self.latents)?;
         }
         output.observed_latents.copy_from_slice(&self.latents);
         if input.monitor_used.iter().any(|u| *u) {
             // The monitor's real frames at predicted times that no window holds: the same stage,
             // one more run (the frames buffer has the window's shape).
-            let feeds = vec![self.frames_port.feed("encode", &input.monitor_frames)?];
-            let outputs = self.encode.run(feeds).map_err(|e| run_err("encode", e))?;
+            let feeds = [self.frames_port.feed(&input.monitor_frames)];
+            self.encode.run(&feeds).map_err(|e| run_err("encode", e))?;
             copy_output_f32(
                 "encode",
-                &outputs,
+                &self.encode,
                 &self.latents_out,
                 &mut output.monitor_latents,
             )?;
@@ -1295,9 +1355,9 @@ impl ModelRuntime {
         if let (Some(decode), Some(port), true) =
             (&mut self.decode, &mut self.decode_port, input.decode)
         {
-            let feeds = vec![port.feed("decode", &self.x_video)?];
-            let outputs = decode.run(feeds).map_err(|e| run_err("decode", e))?;
-            copy_output_f32("decode", &outputs, &self.dec_out, &mut output.frames)?;
+            let feeds = [port.feed(&self.x_video)];
+            decode.run(&feeds).map_err(|e| run_err("decode", e))?;
+            copy_output_f32("decode", decode, &self.dec_out, &mut output.frames)?;
             output.frames_decoded = true;
         }
         // The chunk is accepted: the state the context computed for it becomes the past.
@@ -1318,7 +1378,7 @@ const TIME_SHAPE: [i64; 1] = [1];
 /// One denoise run on the given state, time and context outputs; the velocities into `out_a`, `out_v`.
 #[allow(clippy::too_many_arguments)]
 fn run_denoise(
-    session: &mut Session,
+    session: &mut Stage,
     ports: &mut DenoisePorts,
     xa: &[f32],
     xv: &[f32],
@@ -1335,40 +1395,22 @@ fn run_denoise(
         out_video,
         caches,
     } = ports;
-    let mut feeds: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-        Vec::with_capacity(3 + caches.len());
-    feeds.push(actions.feed("denoise", xa)?);
-    feeds.push(video.feed("denoise", xv)?);
-    feeds.push(time_port.feed("denoise", time)?);
+    let mut feeds: Vec<Feed<'_>> = Vec::with_capacity(3 + caches.len());
+    feeds.push(actions.feed(xa));
+    feeds.push(video.feed(xv));
+    feeds.push(time_port.feed(time));
     for (data, (name, shape)) in cache.iter().zip(caches.iter()) {
-        feeds.push((Cow::from(name.as_str()), data.value(shape)?));
+        feeds.push(Feed {
+            name,
+            shape,
+            data: data.data(),
+        });
     }
-    let outputs = session.run(feeds).map_err(|e| run_err("denoise", e))?;
-    copy_output_f32("denoise", &outputs, out_actions, out_a)?;
-    copy_output_f32("denoise", &outputs, out_video, out_v)?;
+    session.run(&feeds).map_err(|e| run_err("denoise", e))?;
+    drop(feeds);
+    copy_output_f32("denoise", session, out_actions, out_a)?;
+    copy_output_f32("denoise", session, out_video, out_v)?;
     Ok(())
-}
-
-/// A borrowed view of a preallocated buffer as a stage input (no copy).
-fn feed<'a, T: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static>(
-    stage: &str,
-    shape: &'a [i64],
-    data: &'a [T],
-) -> Result<SessionInputValue<'a>, RuntimeError> {
-    Ok(TensorRef::from_array_view((shape, data))
-        .map_err(|e| run_err(stage, e))?
-        .into())
-}
-
-fn output_value<'o>(
-    stage: &str,
-    outputs: &'o SessionOutputs<'_>,
-    name: &str,
-) -> Result<&'o ort::value::DynValue, RuntimeError> {
-    outputs.get(name).ok_or_else(|| RuntimeError::Run {
-        stage: stage.to_string(),
-        message: format!("output `{name}` is missing"),
-    })
 }
 
 fn size_err(stage: &str, name: &str, got: usize, expected: usize) -> RuntimeError {
@@ -1380,50 +1422,42 @@ fn size_err(stage: &str, name: &str, got: usize, expected: usize) -> RuntimeErro
     }
 }
 
-fn copy_output<T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug>(
+fn copy_same<T: Copy>(
     stage: &str,
-    outputs: &SessionOutputs<'_>,
     name: &str,
+    src: &[T],
     dst: &mut [T],
 ) -> Result<(), RuntimeError> {
-    let (_, data) = output_value(stage, outputs, name)?
-        .try_extract_tensor::<T>()
-        .map_err(|e| run_err(stage, e))?;
-    if data.len() != dst.len() {
-        return Err(size_err(stage, name, data.len(), dst.len()));
+    if src.len() != dst.len() {
+        return Err(size_err(stage, name, src.len(), dst.len()));
     }
-    dst.copy_from_slice(data);
+    dst.copy_from_slice(src);
     Ok(())
 }
 
 /// A float output into an f32 buffer: copied, or converted from float16.
 fn copy_output_f32(
     stage: &str,
-    outputs: &SessionOutputs<'_>,
+    from: &Stage,
     name: &str,
     dst: &mut [f32],
 ) -> Result<(), RuntimeError> {
-    let value = output_value(stage, outputs, name)?;
-    let half = matches!(
-        value.dtype(),
-        ValueType::Tensor {
-            ty: TensorElementType::Float16,
-            ..
+    match from.output(name).map_err(|e| run_err(stage, e))? {
+        OutData::F32(src) => copy_same(stage, name, src, dst),
+        OutData::F16(src) => {
+            if src.len() != dst.len() {
+                return Err(size_err(stage, name, src.len(), dst.len()));
+            }
+            for (d, h) in dst.iter_mut().zip(src) {
+                *d = h.to_f32();
+            }
+            Ok(())
         }
-    );
-    if !half {
-        return copy_output(stage, outputs, name, dst);
+        OutData::I64(_) => Err(run_err(
+            stage,
+            format!("output `{name}` is int64, expected a float tensor"),
+        )),
     }
-    let (_, data) = value
-        .try_extract_tensor::<f16>()
-        .map_err(|e| run_err(stage, e))?;
-    if data.len() != dst.len() {
-        return Err(size_err(stage, name, data.len(), dst.len()));
-    }
-    for (d, h) in dst.iter_mut().zip(data) {
-        *d = h.to_f32();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

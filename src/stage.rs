@@ -1,0 +1,360 @@
+//! One bundle stage's execution, wherever it runs: an ONNX Runtime session in this process with its
+//! inputs and outputs bound once to preallocated tensors (IoBinding), or the same ONNX file served by a
+//! Triton Inference Server (`backend: remote`, [`crate::remote`]). The runtime feeds named host buffers
+//! and reads named outputs; it does not know which.
+
+use half::f16;
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session};
+use ort::value::{DynTensor, TensorElementType, ValueType};
+
+use crate::bundle::{ElemType, StageTensors, TensorInfo};
+use crate::remote::RemoteStage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Ort(#[from] ort::Error),
+    #[error("`{0}` is not an input of this stage")]
+    UnknownInput(String),
+    #[error("output `{0}` is missing")]
+    MissingOutput(String),
+    #[error("output `{name}` is {got}, expected {expected}")]
+    OutputType {
+        name: String,
+        got: &'static str,
+        expected: &'static str,
+    },
+    #[error("input `{name}` is {got}, and was {expected} on the previous run")]
+    InputType {
+        name: String,
+        got: &'static str,
+        expected: &'static str,
+    },
+    /// The Triton server refused, failed or did not answer in time.
+    #[error("{0}")]
+    Remote(String),
+}
+
+/// A borrowed input buffer in the element type the stage declares.
+#[derive(Clone, Copy)]
+pub enum InData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    I64(&'a [i64]),
+}
+
+/// A borrowed view of an output after a run.
+pub enum OutData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    I64(&'a [i64]),
+}
+
+impl InData<'_> {
+    pub fn elem(&self) -> ElemType {
+        match self {
+            InData::F32(_) => ElemType::F32,
+            InData::F16(_) => ElemType::F16,
+            InData::I64(_) => ElemType::I64,
+        }
+    }
+}
+
+impl OutData<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            OutData::F32(d) => d.len(),
+            OutData::F16(d) => d.len(),
+            OutData::I64(d) => d.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            OutData::F32(_) => "float32",
+            OutData::F16(_) => "float16",
+            OutData::I64(_) => "int64",
+        }
+    }
+}
+
+/// One named input of a run.
+pub struct Feed<'a> {
+    pub name: &'a str,
+    pub shape: &'a [i64],
+    pub data: InData<'a>,
+}
+
+pub enum Stage {
+    Local(LocalStage),
+    Remote(RemoteStage),
+}
+
+impl Stage {
+    /// The inputs and outputs the stage declares (the ONNX file's, or the server's model metadata).
+    pub fn tensors(&self) -> StageTensors {
+        match self {
+            Stage::Local(s) => s.tensors(),
+            Stage::Remote(s) => s.tensors().clone(),
+        }
+    }
+
+    /// One run on `feeds`; read the results with [`Stage::output`].
+    pub fn run(&mut self, feeds: &[Feed<'_>]) -> Result<(), StageError> {
+        match self {
+            Stage::Local(s) => s.run(feeds),
+            Stage::Remote(s) => s.run(feeds),
+        }
+    }
+
+    /// Output `name` of the last successful run.
+    pub fn output(&self, name: &str) -> Result<OutData<'_>, StageError> {
+        match self {
+            Stage::Local(s) => s.output(name),
+            Stage::Remote(s) => s.output(name),
+        }
+    }
+}
+
+/// A tensor the binding holds; None until the first run tells its shape.
+struct Bound {
+    name: String,
+    tensor: Option<DynTensor>,
+}
+
+/// An in-process session with IoBinding: every input is an owned tensor bound once and refilled in
+/// place, every output is written by ONNX Runtime into a tensor allocated after the first run. Nothing
+/// is allocated per run but what ONNX Runtime's kernels allocate internally.
+pub struct LocalStage {
+    session: Session,
+    binding: IoBinding,
+    /// With an accelerator, a bound host input is copied to the device when it is bound: a changed input
+    /// is bound again. On the CPU the session reads the bound tensor's memory, so refilling it suffices.
+    rebind: bool,
+    inputs: Vec<Bound>,
+    outputs: Vec<Bound>,
+    /// Outputs are bound to preallocated tensors (false until a run has sized them).
+    outputs_bound: bool,
+    cpu: MemoryInfo<'static>,
+}
+
+fn elem_of(t: &TensorElementType) -> ElemType {
+    match t {
+        TensorElementType::Float32 => ElemType::F32,
+        TensorElementType::Float16 => ElemType::F16,
+        TensorElementType::Float64 => ElemType::F64,
+        TensorElementType::Int64 => ElemType::I64,
+        TensorElementType::Int32 => ElemType::I32,
+        TensorElementType::Uint8 => ElemType::U8,
+        TensorElementType::Bool => ElemType::Bool,
+        _ => ElemType::Other,
+    }
+}
+
+fn outlet_infos<'a>(outlets: impl Iterator<Item = (&'a str, &'a ValueType)>) -> Vec<TensorInfo> {
+    outlets
+        .map(|(name, ty)| match ty {
+            ValueType::Tensor { ty, shape, .. } => TensorInfo {
+                name: name.to_string(),
+                elem: elem_of(ty),
+                shape: shape.to_vec(),
+            },
+            _ => TensorInfo {
+                name: name.to_string(),
+                elem: ElemType::Other,
+                shape: Vec::new(),
+            },
+        })
+        .collect()
+}
+
+/// The inputs and outputs an ONNX session declares.
+pub fn session_tensors(session: &Session) -> StageTensors {
+    StageTensors {
+        inputs: outlet_infos(session.inputs().iter().map(|o| (o.name(), o.dtype()))),
+        outputs: outlet_infos(session.outputs().iter().map(|o| (o.name(), o.dtype()))),
+    }
+}
+
+fn tensor_elem(data: InData<'_>) -> TensorElementType {
+    match data {
+        InData::F32(_) => TensorElementType::Float32,
+        InData::F16(_) => TensorElementType::Float16,
+        InData::I64(_) => TensorElementType::Int64,
+    }
+}
+
+fn elem_name(t: &TensorElementType) -> &'static str {
+    match t {
+        TensorElementType::Float32 => "float32",
+        TensorElementType::Float16 => "float16",
+        TensorElementType::Int64 => "int64",
+        _ => "another type",
+    }
+}
+
+/// Copies `src` into `dst` when they differ; true when it copied.
+fn refill<T: PartialEq + Copy>(dst: &mut [T], src: &[T]) -> bool {
+    if dst == src {
+        return false;
+    }
+    dst.copy_from_slice(src);
+    true
+}
+
+impl LocalStage {
+    /// `accelerated`: the session runs on a GPU provider (inputs are copied to the device at bind time).
+    pub fn new(session: Session, accelerated: bool) -> Result<Self, StageError> {
+        let binding = session.create_binding()?;
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| Bound {
+                name: o.name().to_string(),
+                tensor: None,
+            })
+            .collect();
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| Bound {
+                name: o.name().to_string(),
+                tensor: None,
+            })
+            .collect();
+        Ok(LocalStage {
+            session,
+            binding,
+            rebind: accelerated,
+            inputs,
+            outputs,
+            outputs_bound: false,
+            cpu: MemoryInfo::new(
+                AllocationDevice::CPU,
+                0,
+                AllocatorType::Device,
+                MemoryType::CPUOutput,
+            )?,
+        })
+    }
+
+    pub fn tensors(&self) -> StageTensors {
+        session_tensors(&self.session)
+    }
+
+    fn fill(&mut self, feed: &Feed<'_>) -> Result<(), StageError> {
+        let Some(slot) = self.inputs.iter_mut().find(|b| b.name == feed.name) else {
+            return Err(StageError::UnknownInput(feed.name.to_string()));
+        };
+        let elem = tensor_elem(feed.data);
+        let fits = slot
+            .tensor
+            .as_ref()
+            .is_some_and(|t| &**t.shape() == feed.shape && *t.data_type() == elem);
+        if !fits {
+            if let Some(t) = &slot.tensor {
+                if *t.data_type() != elem {
+                    return Err(StageError::InputType {
+                        name: feed.name.to_string(),
+                        got: elem_name(&elem),
+                        expected: elem_name(t.data_type()),
+                    });
+                }
+            }
+            // First run, or a new shape: a new tensor, and the outputs sized again.
+            slot.tensor = Some(DynTensor::new(
+                &Allocator::default(),
+                elem,
+                feed.shape.to_vec(),
+            )?);
+            self.outputs_bound = false;
+        }
+        let Some(tensor) = slot.tensor.as_mut() else {
+            return Ok(());
+        };
+        let changed = match feed.data {
+            InData::F32(src) => refill(tensor.try_extract_tensor_mut::<f32>()?.1, src),
+            InData::F16(src) => refill(tensor.try_extract_tensor_mut::<f16>()?.1, src),
+            InData::I64(src) => refill(tensor.try_extract_tensor_mut::<i64>()?.1, src),
+        };
+        if !fits || (changed && self.rebind) {
+            self.binding.bind_input(feed.name, &*tensor)?;
+        }
+        Ok(())
+    }
+
+    pub fn run(&mut self, feeds: &[Feed<'_>]) -> Result<(), StageError> {
+        for feed in feeds {
+            self.fill(feed)?;
+        }
+        if self.outputs_bound {
+            self.session.run_binding(&self.binding)?;
+            return Ok(());
+        }
+        // First run (or new input shapes): ONNX Runtime allocates the outputs; they tell the shapes of
+        // the tensors bound for every later run.
+        self.binding.clear_outputs();
+        for out in &self.outputs {
+            self.binding.bind_output_to_device(&out.name, &self.cpu)?;
+        }
+        let mut sized = Vec::with_capacity(self.outputs.len());
+        {
+            let results = self.session.run_binding(&self.binding)?;
+            for out in &self.outputs {
+                let value = results
+                    .get(&out.name)
+                    .ok_or_else(|| StageError::MissingOutput(out.name.clone()))?;
+                let (shape, elem) = match value.dtype() {
+                    ValueType::Tensor { ty, shape, .. } => (shape.to_vec(), *ty),
+                    _ => return Err(StageError::MissingOutput(out.name.clone())),
+                };
+                let mut tensor = DynTensor::new(&Allocator::default(), elem, shape)?;
+                match elem {
+                    TensorElementType::Float16 => {
+                        copy_into::<f16>(value, &mut tensor)?;
+                    }
+                    TensorElementType::Int64 => {
+                        copy_into::<i64>(value, &mut tensor)?;
+                    }
+                    _ => copy_into::<f32>(value, &mut tensor)?,
+                }
+                sized.push(tensor);
+            }
+        }
+        self.binding.clear_outputs();
+        for (out, mut tensor) in self.outputs.iter_mut().zip(sized) {
+            self.binding.bind_output(&out.name, &mut tensor)?;
+            out.tensor = Some(tensor);
+        }
+        self.outputs_bound = true;
+        Ok(())
+    }
+
+    pub fn output(&self, name: &str) -> Result<OutData<'_>, StageError> {
+        let tensor = self
+            .outputs
+            .iter()
+            .find(|b| b.name == name)
+            .and_then(|b| b.tensor.as_ref())
+            .ok_or_else(|| StageError::MissingOutput(name.to_string()))?;
+        Ok(match tensor.data_type() {
+            TensorElementType::Float16 => OutData::F16(tensor.try_extract_tensor::<f16>()?.1),
+            TensorElementType::Int64 => OutData::I64(tensor.try_extract_tensor::<i64>()?.1),
+            _ => OutData::F32(tensor.try_extract_tensor::<f32>()?.1),
+        })
+    }
+}
+
+fn copy_into<T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug>(
+    value: &ort::value::DynValue,
+    dst: &mut DynTensor,
+) -> Result<(), StageError> {
+    let (_, src) = value.try_extract_tensor::<T>()?;
+    dst.try_extract_tensor_mut::<T>()?.1.copy_from_slice(src);
+    Ok(())
+}

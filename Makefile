@@ -48,6 +48,7 @@ test-rust: setup
 	$(ENV) python -m pytest -q tests/wam_testmodel tests/test_wam_model_parity.py tests/test_launch_files.py \
 		tests/test_monitor_bench.py tests/test_sampler_reference.py tests/test_wam_export.py \
 		tests/test_export_tutorial.py
+	$(ENV) .prefix-triton/bin/python -m pytest -q tests/test_triton_serve.py
 
 test-ros: build
 	$(ENV) python -m pytest -q tests/test_node_ros.py tests/test_execution_ros.py tests/test_controller_ros.py \

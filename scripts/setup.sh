@@ -3,6 +3,7 @@
 # into the git-ignored prefix .prefix of this checkout:
 #   .prefix            a Python venv that is also a ROS prefix (requirements/ros.txt, tools.txt)
 #   .prefix/wam_msgs   wam_policy/msg/* built by CMakeLists.txt (C, C++, Python, typesupports)
+#   .prefix-triton     a second venv with PyTriton (requirements/triton.txt: needs numpy<2)
 # Then `source scripts/env.sh` gives a shell that builds and runs the node and the tests.
 #
 # Idempotent: a second run checks stamps (hashes of the inputs) and returns in a second or two.
@@ -118,6 +119,29 @@ if [ "$force" = 1 ] || [ "$(cat "$pip_stamp" 2>/dev/null)" != "$pip_hash" ]; the
     rm -f "$prefix/.stamp-msgs"
 else
     say "Python packages up to date"
+fi
+
+# --- 2b. PyTriton venv (requirements/triton.txt) ---------------------------------------------
+# A real tritonserver for the remote backend's tests (python -m wam_export.triton_serve) in a venv
+# of its own, .prefix-triton: nvidia-pytriton needs numpy<2 and tritonclient protobuf<7, against
+# ros.txt/tools.txt's numpy 2 and protobuf 7 (requirements/triton.txt says why).
+triton_prefix="$repo/.prefix-triton"
+triton_stamp="$triton_prefix/.stamp-pip"
+triton_hash="$(hash_of "$repo/requirements/triton.txt" "$0")"
+if [ "$force" = 1 ] || [ "$(cat "$triton_stamp" 2>/dev/null)" != "$triton_hash" ]; then
+    if [ ! -x "$triton_prefix/bin/python" ]; then
+        base_py="$("$pybin" -c 'import sys; print(sys._base_executable)')"
+        say "creating venv $triton_prefix with $base_py"
+        "$base_py" -m venv "$triton_prefix" || die "python -m venv $triton_prefix failed"
+    fi
+    say "pip install -r requirements/triton.txt into .prefix-triton (log: $logdir/pip-triton.log)"
+    run_logged "$logdir/pip-triton.log" "$triton_prefix/bin/python" -m pip install \
+        --disable-pip-version-check -r "$repo/requirements/triton.txt"
+    "$triton_prefix/bin/python" -c 'import pytriton.triton, tritonclient.http, onnxruntime' \
+        || die "pytriton does not import in $triton_prefix"
+    echo "$triton_hash" >"$triton_stamp"
+else
+    say "PyTriton venv up to date"
 fi
 
 # --- 3. This package's messages --------------------------------------------------------------

@@ -34,6 +34,7 @@ pub mod stats;
 pub mod task;
 pub mod tokenizer;
 pub mod trajectory;
+pub mod triton_repo;
 pub mod urdf;
 pub mod worker;
 

@@ -362,6 +362,23 @@ pub fn trt_cache_dir_for(cfg: &RuntimeConfig, onnx: &Path) -> Result<PathBuf, St
     Ok(dir)
 }
 
+/// A CPU session on one ONNX file, with the process's environment (tools and benchmarks).
+pub fn cpu_session(path: &Path) -> Result<Session, RuntimeError> {
+    let env = environment()?;
+    build_session(env, Provider::Cpu, &RuntimeConfig::default(), path, None).map_err(|e| {
+        RuntimeError::Session {
+            stage: path.display().to_string(),
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    })
+}
+
+/// The inputs and outputs an ONNX file declares (read from a CPU session).
+pub fn onnx_tensors(path: &Path) -> Result<StageTensors, RuntimeError> {
+    Ok(crate::stage::session_tensors(&cpu_session(path)?))
+}
+
 /// Builds one stage's session with `provider`, logging what it costs (a TensorRT engine build can take
 /// minutes on a first start and must not be silent).
 fn build_stage(

@@ -1,0 +1,134 @@
+//! What IoBinding saves per stage run on the CPU (issue 15): the bundled WAM's denoise stage (models/wam_sim,
+//! run K times per chunk) and context stage, fed the same inputs
+//! - `views`: the way the runtime ran stages before: borrowed tensor views built per run, ONNX Runtime
+//!   allocating the outputs, which are copied out;
+//! - `binding`: `stage::LocalStage`, what the runtime runs now: inputs refilled in place in bound tensors,
+//!   outputs written into tensors bound after the first run, copied out the same way.
+
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ort::session::{Session, SessionInputValue};
+use ort::value::TensorRef;
+use wam_policy::bundle::{Bundle, ElemType, TensorInfo};
+use wam_policy::runtime::cpu_session;
+use wam_policy::stage::{session_tensors, Feed, InData, LocalStage, OutData};
+
+/// Inputs of the stage's declared shapes (dynamic dimensions as 1), float32 or int64.
+struct Inputs {
+    infos: Vec<TensorInfo>,
+    shapes: Vec<Vec<i64>>,
+    f32s: Vec<Vec<f32>>,
+    i64s: Vec<Vec<i64>>,
+}
+
+fn inputs(session: &Session) -> Inputs {
+    let infos = session_tensors(session).inputs;
+    let shapes: Vec<Vec<i64>> = infos
+        .iter()
+        .map(|t| t.shape.iter().map(|d| (*d).max(1)).collect())
+        .collect();
+    let len = |s: &Vec<i64>| s.iter().product::<i64>() as usize;
+    let f32s = shapes
+        .iter()
+        .map(|s| {
+            (0..len(s))
+                .map(|i| ((i % 17) as f32) / 17.0 - 0.5)
+                .collect()
+        })
+        .collect();
+    let i64s = shapes.iter().map(|s| vec![1; len(s)]).collect();
+    Inputs {
+        infos,
+        shapes,
+        f32s,
+        i64s,
+    }
+}
+
+fn feeds(inp: &Inputs) -> Vec<Feed<'_>> {
+    inp.infos
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Feed {
+            name: &t.name,
+            shape: &inp.shapes[i],
+            data: match t.elem {
+                ElemType::I64 => InData::I64(&inp.i64s[i]),
+                _ => InData::F32(&inp.f32s[i]),
+            },
+        })
+        .collect()
+}
+
+fn run_views(session: &mut Session, inp: &Inputs, outs: &mut [Vec<f32>], names: &[String]) {
+    let mut values: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(inp.infos.len());
+    for (i, t) in inp.infos.iter().enumerate() {
+        let v: SessionInputValue<'_> = match t.elem {
+            ElemType::I64 => {
+                TensorRef::from_array_view((inp.shapes[i].as_slice(), inp.i64s[i].as_slice()))
+                    .unwrap()
+                    .into()
+            }
+            _ => TensorRef::from_array_view((inp.shapes[i].as_slice(), inp.f32s[i].as_slice()))
+                .unwrap()
+                .into(),
+        };
+        values.push((t.name.clone(), v));
+    }
+    let results = session.run(values).unwrap();
+    for (dst, name) in outs.iter_mut().zip(names) {
+        let (_, data) = results[name.as_str()].try_extract_tensor::<f32>().unwrap();
+        dst.clear();
+        dst.extend_from_slice(data);
+    }
+}
+
+fn run_binding(stage: &mut LocalStage, inp: &Inputs, outs: &mut [Vec<f32>], names: &[String]) {
+    stage.run(&feeds(inp)).unwrap();
+    for (dst, name) in outs.iter_mut().zip(names) {
+        let OutData::F32(data) = stage.output(name).unwrap() else {
+            panic!("{name} is not float32");
+        };
+        dst.clear();
+        dst.extend_from_slice(data);
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/wam_sim");
+    let bundle = Bundle::load(&dir).unwrap();
+    let stages = &bundle.manifest.stages;
+    let mut group = c.benchmark_group("stage_run");
+    for (name, file) in [
+        ("denoise", &stages.denoise.file),
+        ("context", &stages.context.file),
+    ] {
+        let path = bundle.path_of(file);
+        let mut session = cpu_session(&path).unwrap();
+        let inp = inputs(&session);
+        let names: Vec<String> = session_tensors(&session)
+            .outputs
+            .into_iter()
+            .filter(|t| t.elem == ElemType::F32)
+            .map(|t| t.name)
+            .collect();
+        let mut outs = vec![Vec::new(); names.len()];
+        group.bench_function(format!("{name}/views"), |b| {
+            b.iter(|| run_views(&mut session, &inp, &mut outs, &names))
+        });
+        let mut stage = LocalStage::new(cpu_session(&path).unwrap(), false).unwrap();
+        let mut bound = vec![Vec::new(); names.len()];
+        group.bench_function(format!("{name}/binding"), |b| {
+            b.iter(|| run_binding(&mut stage, &inp, &mut bound, &names))
+        });
+        // Same numbers either way.
+        run_views(&mut session, &inp, &mut outs, &names);
+        run_binding(&mut stage, &inp, &mut bound, &names);
+        assert_eq!(outs, bound, "{name}: binding changed the outputs");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -167,6 +167,13 @@ fn dreamzero_style_bundle_matches_pytorch_over_chunks() {
     check_bundle("wam_sim_dz", 5);
 }
 
+/// The same WAM exported with float16 stages (`python -m wam_dz.export --float16`), against the float32
+/// PyTorch model within the kit's float16 tolerance.
+#[test]
+fn float16_export_matches_pytorch_over_chunks() {
+    check_bundle("wam_sim_dz_f16", 5);
+}
+
 #[test]
 fn act_like_bundle_matches_pytorch_over_chunks() {
     check_bundle("wam_sim_act", 1);

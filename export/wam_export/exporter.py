@@ -68,6 +68,9 @@ __all__ = [
 
 OPSET = 17
 IR_VERSION = 10
+# A float16 export is checked against the float32 PyTorch model: float16 keeps 11 significant bits, and
+# its rounding goes through every stage, K denoise steps and the carried state.
+DEFAULT_TOL_F16 = {"actions": 1e-2, "frames": 2e-2, "video_latents": 3e-2}
 F32 = NDArray[np.float32]
 
 
@@ -175,6 +178,7 @@ def _export_one(
     inputs: list[str],
     outputs: list[str],
     dynamic_batch: bool = False,
+    half: bool = False,
 ) -> None:
     module.eval()
     dyn = {n: {0: "batch"} for n in [*inputs, *outputs]} if dynamic_batch else None
@@ -191,6 +195,11 @@ def _export_one(
             dynamo=False,
         )
     m = onnx.load(str(path))
+    if half:
+        from onnxconverter_common import float16  # only float16 exports need it
+
+        m = float16.convert_float_to_float16(m, keep_io_types=False)
+        _retarget_float_casts(m)
     m.ir_version = IR_VERSION
     onnx.checker.check_model(m)
     got_in = [i.name for i in m.graph.input]
@@ -203,6 +212,23 @@ def _export_one(
     if got_out != outputs:
         raise ExportError(f"{path.name}: outputs {got_out} != {outputs}")
     onnx.save(m, str(path))
+
+
+def _retarget_float_casts(m: onnx.ModelProto) -> None:
+    """After the float16 conversion: the graph's own Cast-to-float nodes (an integer position made a
+    float, say) are declared float16 by the converter but still cast to float; they cast to float16
+    now. The casts the converter inserted around float32-only operators are left alone."""
+    half = {
+        v.name
+        for v in [*m.graph.value_info, *m.graph.output]
+        if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    }
+    for node in m.graph.node:
+        if node.op_type != "Cast" or node.output[0] not in half:
+            continue
+        for attr in node.attribute:
+            if attr.name == "to" and attr.i == onnx.TensorProto.FLOAT:
+                attr.i = onnx.TensorProto.FLOAT16
 
 
 def example_context_feeds(spec: BundleSpec) -> Arrays:
@@ -224,17 +250,25 @@ def example_context_feeds(spec: BundleSpec) -> Arrays:
 
 def export_onnx(modules: WamModules, spec: BundleSpec, out: Path) -> None:
     """Exports the four stages into `out` (fixed shapes; denoise batch-dynamic with batched
-    guidance)."""
+    guidance). For `spec.dtype` float16 each float32 graph is then converted to float16, inputs and
+    outputs included (onnxconverter-common; operators without float16 support keep float32 behind
+    casts)."""
     spec.validate()
-    if spec.dtype != "float32":
-        raise ExportError("the exporter writes float32 stages (convert to f16 afterwards)")
+    if spec.dtype not in ("float32", "float16"):
+        raise ExportError(f"dtype {spec.dtype!r}: the exporter writes float32 or float16 stages")
     if spec.decode != (modules.decode is not None):
         raise ExportError("spec.decode and the decode module disagree")
+    half = spec.dtype == "float16"
     out.mkdir(parents=True, exist_ok=True)
     n = spec.names
     frames = tuple(torch.zeros(s) for s in spec.frame_shapes())
     _export_one(
-        modules.encode, frames, out / spec.files["encode"], spec.encode_input_names(), [n.latents]
+        modules.encode,
+        frames,
+        out / spec.files["encode"],
+        spec.encode_input_names(),
+        [n.latents],
+        half=half,
     )
     feeds = example_context_feeds(spec)
     cin = spec.context_input_names()
@@ -244,6 +278,7 @@ def export_onnx(modules: WamModules, spec: BundleSpec, out: Path) -> None:
         out / spec.files["context"],
         cin,
         spec.context_output_names(),
+        half=half,
     )
     ctx = TorchBackend(spec, modules, False).context(feeds)
     dn_args = (
@@ -260,6 +295,7 @@ def export_onnx(modules: WamModules, spec: BundleSpec, out: Path) -> None:
         spec.denoise_input_names(),
         [n.action_out, n.video_out],
         dynamic_batch=batched,
+        half=half,
     )
     if modules.decode is not None:
         _export_one(
@@ -268,6 +304,7 @@ def export_onnx(modules: WamModules, spec: BundleSpec, out: Path) -> None:
             out / spec.files["decode"],
             [n.decode_in],
             [n.decode_out],
+            half=half,
         )
 
 
@@ -308,14 +345,16 @@ def export_bundle(
     fixture_decimals: dict[str, int] | None = None,
 ) -> ExportReport:
     """Exports, writes the manifest and the fixtures, checks parity (raises `ExportError` beyond the
-    tolerance, default actions 1e-4, video latents and frames 1e-3) and the node's `check`.
+    tolerance, default actions 1e-4, video latents and frames 1e-3; for `spec.dtype` float16 the ONNX
+    stages are float16 and are checked against the float32 modules within `DEFAULT_TOL_F16`) and the
+    node's `check`.
     `source`: the exporting script's text, whose SHA-256 the report records (the tutorial's test
     compares it with the tutorial). `manifest_extra`: lines appended to the manifest (default: an
     existing manifest's `monitor:` section is kept). `fixture_decimals`: smaller fixtures, e.g.
     `{"frames": 2, "frames_out": 4}` (input frames rounded before they are run, decoded frames
     written rounded; see `wam_export.fixtures`)."""
     out = Path(out)
-    tol = dict(DEFAULT_TOL, **(tolerance or {}))
+    tol = dict(DEFAULT_TOL_F16 if spec.dtype == "float16" else DEFAULT_TOL, **(tolerance or {}))
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.onnx"):
         old.unlink()

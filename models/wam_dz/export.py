@@ -11,7 +11,11 @@ mujoco, synthetic frames are used. The fixtures store the input frames rounded t
 so) and the decoded frames to 4 (`wam_export.fixtures`), which keeps them small.
 
     python -m wam_dz.export [--checkpoint PATH | --untrained] [--out-dz models/wam_sim_dz]
-    [--out-act models/wam_sim_act] [--node PATH]"""
+    [--out-act models/wam_sim_act] [--node PATH]
+    python -m wam_dz.export --float16 [--out-dz16 models/wam_sim_dz_f16]
+
+`--float16` exports the WAM alone with float16 stages (weights and every float tensor at the stage
+boundaries), checked against the float32 model within wam_export's float16 tolerance."""
 
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ from .train import CHECKPOINT, load_checkpoint
 
 DZ_DIR = MODELS / "wam_sim_dz"
 ACT_DIR = MODELS / "wam_sim_act"
+DZ16_DIR = MODELS / "wam_sim_dz_f16"
 CHUNKS = 5
 ACT_CHUNKS = 3
 FIXTURE_DECIMALS = {"frames": 2, "frames_out": 4}
@@ -137,6 +142,8 @@ def main() -> None:
     )
     ap.add_argument("--out-dz", type=Path, default=DZ_DIR)
     ap.add_argument("--out-act", type=Path, default=ACT_DIR)
+    ap.add_argument("--out-dz16", type=Path, default=DZ16_DIR)
+    ap.add_argument("--float16", action="store_true", help="the WAM alone, float16 stages")
     ap.add_argument(
         "--node", type=Path, default=None, help="wam_policy_node for `check` (or $WAM_NODE)"
     )
@@ -191,17 +198,22 @@ def main() -> None:
         ),
     )
     mods = WamModules(EncodeStage(ae), DzContext(wam), DzDenoise(wam), DecodeStage(ae))
+    if a.float16:
+        spec = replace(spec, model_id=f"{spec.model_id}_f16", dtype="float16")
     rep = export_bundle(
         mods,
         spec,
-        a.out_dz,
+        a.out_dz16 if a.float16 else a.out_dz,
         [episode],
         seed=a.seed,
         header=header,
         node=a.node,
         fixture_decimals=FIXTURE_DECIMALS,
     )
-    summary["wam_sim_dz"] = _summary(rep.to_json(), count_params(wam))
+    summary["wam_sim_dz_f16" if a.float16 else "wam_sim_dz"] = _summary(rep.to_json(), count_params(wam))
+    if a.float16:
+        print(json.dumps(summary, indent=1))
+        return
 
     # --- ACT-like deterministic chunking policy (solver none) -----------------------------------
     torch.manual_seed(a.seed + 1)

@@ -1,5 +1,6 @@
 //! What IoBinding saves per stage run on the CPU (issue 15): the bundled WAM's denoise stage (models/wam_sim,
-//! run K times per chunk) and context stage, fed the same inputs
+//! run K times per chunk) and context stage, and the tiny stages of models/wam_test_state (where the cost
+//! of a run besides the model shows), fed the same inputs
 //! - `views`: the way the runtime ran stages before: borrowed tensor views built per run, ONNX Runtime
 //!   allocating the outputs, which are copied out;
 //! - `binding`: `stage::LocalStage`, what the runtime runs now: inputs refilled in place in bound tensors,
@@ -96,13 +97,24 @@ fn run_binding(stage: &mut LocalStage, inp: &Inputs, outs: &mut [Vec<f32>], name
 }
 
 fn bench(c: &mut Criterion) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/wam_sim");
-    let bundle = Bundle::load(&dir).unwrap();
-    let stages = &bundle.manifest.stages;
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let sim = Bundle::load(models.join("wam_sim")).unwrap();
+    let tiny = Bundle::load(models.join("wam_test_state")).unwrap();
     let mut group = c.benchmark_group("stage_run");
-    for (name, file) in [
-        ("denoise", &stages.denoise.file),
-        ("context", &stages.context.file),
+    for (name, bundle, file) in [
+        ("wam_sim/denoise", &sim, &sim.manifest.stages.denoise.file),
+        ("wam_sim/context", &sim, &sim.manifest.stages.context.file),
+        // Stages of a few microseconds: what a run costs besides the model.
+        (
+            "wam_test_state/denoise",
+            &tiny,
+            &tiny.manifest.stages.denoise.file,
+        ),
+        (
+            "wam_test_state/context",
+            &tiny,
+            &tiny.manifest.stages.context.file,
+        ),
     ] {
         let path = bundle.path_of(file);
         let mut session = cpu_session(&path).unwrap();
@@ -117,7 +129,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("{name}/views"), |b| {
             b.iter(|| run_views(&mut session, &inp, &mut outs, &names))
         });
-        let mut stage = LocalStage::new(cpu_session(&path).unwrap(), false).unwrap();
+        let mut stage = LocalStage::new(cpu_session(&path).unwrap(), false, 0).unwrap();
         let mut bound = vec![Vec::new(); names.len()];
         group.bench_function(format!("{name}/binding"), |b| {
             b.iter(|| run_binding(&mut stage, &inp, &mut bound, &names))

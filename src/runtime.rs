@@ -917,7 +917,7 @@ impl ModelRuntime {
         let mut build_times = vec![("encode".to_string(), encode_s)];
         let accelerated = provider != Provider::Cpu;
         let bind = |stage: &str, session: Session| {
-            LocalStage::new(session, accelerated)
+            LocalStage::new(session, accelerated, cfg.device_id)
                 .map(Stage::Local)
                 .map_err(|e| run_err(stage, e))
         };

@@ -141,6 +141,29 @@ pub struct LocalStage {
     /// Outputs are bound to preallocated tensors (false until a run has sized them).
     outputs_bound: bool,
     cpu: MemoryInfo<'static>,
+    /// Where the bound host tensors live: CUDA pinned memory with a GPU provider (copies to and from
+    /// the device without a staging copy), else ordinary memory.
+    input_memory: Allocator,
+    output_memory: Allocator,
+}
+
+/// A CUDA pinned host allocator of the session for `kind` (input or output buffers); None where the
+/// loaded ONNX Runtime or the machine has none, and ordinary memory serves.
+fn pinned(session: &Session, device_id: i32, kind: MemoryType) -> Option<Allocator> {
+    let info = MemoryInfo::new(
+        AllocationDevice::CUDA_PINNED,
+        device_id,
+        AllocatorType::Device,
+        kind,
+    )
+    .ok()?;
+    match Allocator::new(session, info) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::debug!(error = %e, "no CUDA pinned host memory; bound buffers are pageable");
+            None
+        }
+    }
 }
 
 fn elem_of(t: &TensorElementType) -> ElemType {
@@ -208,9 +231,18 @@ fn refill<T: PartialEq + Copy>(dst: &mut [T], src: &[T]) -> bool {
 }
 
 impl LocalStage {
-    /// `accelerated`: the session runs on a GPU provider (inputs are copied to the device at bind time).
-    pub fn new(session: Session, accelerated: bool) -> Result<Self, StageError> {
+    /// `accelerated`: the session runs on a GPU provider (`device_id`): inputs are copied to the device
+    /// at bind time, from pinned host buffers where the provider offers them.
+    pub fn new(session: Session, accelerated: bool, device_id: i32) -> Result<Self, StageError> {
         let binding = session.create_binding()?;
+        let (input_memory, output_memory) = if accelerated {
+            (
+                pinned(&session, device_id, MemoryType::CPUInput),
+                pinned(&session, device_id, MemoryType::CPUOutput),
+            )
+        } else {
+            (None, None)
+        };
         let inputs = session
             .inputs()
             .iter()
@@ -240,6 +272,8 @@ impl LocalStage {
                 AllocatorType::Device,
                 MemoryType::CPUOutput,
             )?,
+            input_memory: input_memory.unwrap_or_default(),
+            output_memory: output_memory.unwrap_or_default(),
         })
     }
 
@@ -268,7 +302,7 @@ impl LocalStage {
             }
             // First run, or a new shape: a new tensor, and the outputs sized again.
             slot.tensor = Some(DynTensor::new(
-                &Allocator::default(),
+                &self.input_memory,
                 elem,
                 feed.shape.to_vec(),
             )?);
@@ -313,7 +347,7 @@ impl LocalStage {
                     ValueType::Tensor { ty, shape, .. } => (shape.to_vec(), *ty),
                     _ => return Err(StageError::MissingOutput(out.name.clone())),
                 };
-                let mut tensor = DynTensor::new(&Allocator::default(), elem, shape)?;
+                let mut tensor = DynTensor::new(&self.output_memory, elem, shape)?;
                 match elem {
                     TensorElementType::Float16 => {
                         copy_into::<f16>(value, &mut tensor)?;

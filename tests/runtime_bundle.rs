@@ -617,3 +617,69 @@ fn wiring_maps_cameras_joints_and_limits() {
         "{msg}"
     );
 }
+
+/// The in-process stage with a GPU provider's settings on a CPU session: the pinned host allocator is
+/// not there (the CPU build of ONNX Runtime has no CUDA), so bound buffers fall back to ordinary memory;
+/// inputs are bound again whenever they change. Run after run, with inputs that change and inputs that
+/// stay, both give the plain CPU stage's outputs: nothing stale, nothing lost.
+#[test]
+fn bound_stage_with_accelerator_settings_falls_back_and_sees_every_input_change() {
+    use wam_policy::runtime::cpu_session;
+    use wam_policy::stage::{session_tensors, Feed, InData, LocalStage, OutData};
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/wam_sim");
+    let bundle = Bundle::load(&dir).unwrap();
+    let path = bundle.path_of(&bundle.manifest.stages.denoise.file);
+    let declared = session_tensors(&cpu_session(&path).unwrap());
+    let mut plain = LocalStage::new(cpu_session(&path).unwrap(), false, 0).unwrap();
+    let mut accel = LocalStage::new(cpu_session(&path).unwrap(), true, 0).unwrap();
+    let shapes: Vec<Vec<i64>> = declared
+        .inputs
+        .iter()
+        .map(|t| t.shape.iter().map(|d| (*d).max(1)).collect())
+        .collect();
+    let mut data: Vec<Vec<f32>> = shapes
+        .iter()
+        .map(|s| vec![0.1; s.iter().product::<i64>() as usize])
+        .collect();
+    let out_name = &declared.outputs[0].name;
+    let mut previous: Option<Vec<f32>> = None;
+    for run in 0..4 {
+        // The first input (the noisy actions) changes every run; the others only on run 2.
+        data[0]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x = (i + run) as f32 * 0.01);
+        if run == 2 {
+            data.iter_mut().skip(1).flatten().for_each(|x| *x += 0.05);
+        }
+        let feeds: Vec<Feed<'_>> = declared
+            .inputs
+            .iter()
+            .zip(&shapes)
+            .zip(&data)
+            .map(|((t, shape), d)| Feed {
+                name: &t.name,
+                shape,
+                data: InData::F32(d),
+            })
+            .collect();
+        plain.run(&feeds).unwrap();
+        accel.run(&feeds).unwrap();
+        let (OutData::F32(a), OutData::F32(b)) = (
+            plain.output(out_name).unwrap(),
+            accel.output(out_name).unwrap(),
+        ) else {
+            panic!("{out_name} is not float32");
+        };
+        assert_eq!(a, b, "run {run}");
+        if let Some(p) = &previous {
+            assert_ne!(
+                p.as_slice(),
+                a,
+                "run {run}: the output did not follow the inputs"
+            );
+        }
+        previous = Some(a.to_vec());
+    }
+}

@@ -111,8 +111,17 @@ fn decode<T: Copy + Default, const N: usize>(
     }
 }
 
+/// After a failed connection the stage waits this long before it asks the server again, doubling per
+/// failure up to `BACKOFF_MAX` (the node asks for a chunk every control tick: a server that is down must
+/// not be hammered, nor flooded when it returns). An answer of the server, even an error, resets it.
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
 pub struct RemoteStage {
     agent: ureq::Agent,
+    timeout_s: f64,
+    /// No request before this instant (after connection failures), and the last failure.
+    backoff: Option<(Instant, Duration, String)>,
     /// `<url>` and the model's name, for messages.
     server: String,
     model: String,
@@ -225,6 +234,8 @@ impl RemoteStage {
         tracing::info!(%server, %model, "Triton model ready");
         Ok(RemoteStage {
             agent,
+            timeout_s: cfg.timeout_s,
+            backoff: None,
             infer_url: format!("{model_url}/infer"),
             server,
             model,
@@ -248,7 +259,36 @@ impl RemoteStage {
         ))
     }
 
+    /// A transport failure in words an operator reads: a timeout names the parameter.
+    fn transport(&self, e: &ureq::Error) -> String {
+        match e {
+            ureq::Error::Timeout(_) => {
+                format!("no answer within remote_timeout_s = {} s", self.timeout_s)
+            }
+            e => e.to_string(),
+        }
+    }
+
+    /// Records a connection failure: the next request waits (doubling) before it is sent.
+    fn back_off(&mut self, why: String) -> StageError {
+        let wait = match &self.backoff {
+            Some((_, w, _)) => (*w * 2).min(BACKOFF_MAX),
+            None => BACKOFF_FIRST,
+        };
+        let err = self.fail(&why);
+        self.backoff = Some((Instant::now() + wait, wait, why));
+        err
+    }
+
     pub fn run(&mut self, feeds: &[Feed<'_>]) -> Result<(), StageError> {
+        if let Some((until, wait, why)) = &self.backoff {
+            if Instant::now() < *until {
+                return Err(self.fail(format!(
+                    "{why} (not asked again for {:.2} s after a failed connection)",
+                    wait.as_secs_f64()
+                )));
+            }
+        }
         self.header.clear();
         self.header.push_str("{\"inputs\":[");
         for (i, f) in feeds.iter().enumerate() {
@@ -287,13 +327,20 @@ impl RemoteStage {
             }
         }
 
-        let mut resp = self
+        let sent = self
             .agent
             .post(&self.infer_url)
             .header(HEADER_LENGTH, self.header.len().to_string())
             .content_type("application/octet-stream")
-            .send(&self.body[..])
-            .map_err(|e| self.fail(e))?;
+            .send(&self.body[..]);
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let why = self.transport(&e);
+                return Err(self.back_off(why));
+            }
+        };
+        self.backoff = None;
         let status = resp.status().as_u16();
         let json_len = resp
             .headers()
@@ -301,10 +348,9 @@ impl RemoteStage {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         self.response.clear();
-        resp.body_mut()
-            .as_reader()
-            .read_to_end(&mut self.response)
-            .map_err(|e| self.fail(e))?;
+        if let Err(e) = resp.body_mut().as_reader().read_to_end(&mut self.response) {
+            return Err(self.back_off(format!("reading the answer: {e}")));
+        }
         if status != 200 {
             return Err(self.fail(error_text(status, &self.response)));
         }

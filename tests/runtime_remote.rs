@@ -184,6 +184,16 @@ fn server_lost_mid_run_fails_the_chunk_and_a_returning_server_recovers() {
         "the error names the model and the server: {msg}"
     );
 
+    // Asked again at once (the node asks every control tick), the stage does not call the server that
+    // just refused: it backs off (250 ms after a first failure, doubling up to 2 s).
+    let again_err = remote
+        .infer(&input, &mut sampler, &mut failed)
+        .expect_err("still no server");
+    assert!(
+        again_err.to_string().contains("not asked again"),
+        "{again_err}"
+    );
+
     Server::wait_port_free(port);
     let server = Server::start(repo.path(), port);
     let mut again = remote.new_output();

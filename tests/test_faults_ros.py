@@ -28,7 +28,12 @@ The faults:
    its wall-clock latency), which recovers when the clock slows down again;
 5. ROS time jumps back 30 s (a bag loop, ``use_sim_time``): a hold stamped on the new timeline,
    ``clock_jumps`` 1, then chunks from inputs on the new timeline;
-6. a burst of 5000 joint states and 300 frames per camera on top of the normal streams.
+6. a burst of 5000 joint states and 300 frames per camera on top of the normal streams;
+7. the Triton server of the ``remote`` backend stops mid-run and comes back on the same port (a
+   repository written by ``wam_policy_node triton-repo`` for the test bundle, served by
+   ``python -m wam_export.triton_serve``): ERROR naming the Triton model and the server,
+   ``inference_errors``, a hold, nothing else commanded while it is down; chunks, the bundle's
+   exact answer, once it is back.
 
 SIGTERM (and SIGINT) while commanding is covered by test_controller_ros
 (``test_signal_ends_in_a_hold_and_exits_0``): a hold at the measured position, exit status 0.
@@ -40,12 +45,19 @@ test_controller_ros. No assertion is about speed: every wait is generous.
 
 from __future__ import annotations
 
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -77,8 +89,11 @@ from test_node_ros import (  # noqa: E402
     wait_trajectories,
     wrist_image,
 )
+from test_triton_serve import assert_gone, descendants, needs_server  # noqa: E402
+from wam_export.triton_serve import free_port  # noqa: E402
 from wam_peer import (  # noqa: E402
     BUNDLE_JOINTS,
+    TEST_BUNDLE,
     Expected,
     NodeProcess,
     Peer,
@@ -773,3 +788,181 @@ def test_burst_of_thousands_of_messages() -> None:
         for t in peer.trajectories_since(t0):
             if is_hold(t):
                 assert np.allclose(t.points[0].positions, Q, rtol=0.0, atol=1e-9)
+
+
+# -------------------------------------------------------------------------------------------------
+# 7. The remote backend's Triton server is lost, then comes back
+
+# pytriton's tritonserver is ready in about 8 s and stops in 3-6 s after SIGTERM.
+SERVER_READY_TIMEOUT = 60.0
+SERVER_STOP_TIMEOUT = 30.0
+
+
+class TritonServer:
+    """``python -m wam_export.triton_serve <repo> --http-port <port>`` (pytriton's tritonserver,
+    the stages run in ONNX Runtime), started and stopped on one port; its stderr is appended to
+    ``log``. `stop` ends the server and everything it started, and returns once nothing accepts
+    connections on the port, so that it can start again there. As a context manager: started on
+    entry; on exit whatever is left of it is stopped (`close`), and its log tail is attached to a
+    failure."""
+
+    def __init__(self, repo: Path, port: int, log: Path) -> None:
+        self.repo = repo
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._pids: set[int] = set()
+
+    def start(self) -> None:
+        assert self.proc is None, "already started"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        command = [sys.executable, "-m", "wam_export.triton_serve", str(self.repo)]
+        with self.log.open("ab") as err:
+            proc = subprocess.Popen(
+                [*command, "--http-port", str(self.port)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=env,
+            )
+        self.proc = proc
+        assert proc.stdout is not None
+        line = b""
+        deadline = time.monotonic() + SERVER_READY_TIMEOUT
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in line:
+                left = deadline - time.monotonic()
+                if left <= 0 or proc.poll() is not None:
+                    self.close()
+                    pytest.fail(f"Triton server not ready:\n{self.log_tail()}")
+                if sel.select(timeout=min(left, 0.5)):
+                    line += os.read(proc.stdout.fileno(), 4096)
+        assert line.decode().split("\n", 1)[0] == f"ready {self.url}", line
+        self._pids |= descendants(proc.pid)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Sends ``sig`` and waits until the server, its tritonserver and their helpers are gone
+        and the port is free."""
+        proc = self.proc
+        assert proc is not None, "not started"
+        self._pids |= descendants(proc.pid)
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=SERVER_STOP_TIMEOUT)
+            assert_gone(self._pids)
+        finally:
+            self.close()
+        deadline = time.monotonic() + SERVER_STOP_TIMEOUT
+        while not self.port_free():
+            assert time.monotonic() < deadline, f"port {self.port} still taken after the stop"
+            time.sleep(0.2)
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+        if exc is not None:
+            exc.add_note(f"Triton server log tail:\n{self.log_tail()}")
+
+    def close(self) -> None:
+        """Ends whatever is left of the server: SIGTERM (so that it removes its work folder), then
+        SIGKILL for the process and its tritonserver and helpers if they linger (nothing is left
+        after a clean `stop`)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            self._pids |= descendants(proc.pid)
+            proc.terminate()
+            try:
+                proc.wait(timeout=SERVER_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+        pids, self._pids = self._pids, set()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def port_free(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return False
+        except OSError:
+            return True
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def remote_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test bundle's Triton model repository, as ``wam_policy_node triton-repo`` writes it
+    (``--cpu``: instance groups on the CPU)."""
+    out = tmp_path_factory.mktemp("wam_test_triton") / "repo"
+    r = subprocess.run(
+        [str(NODE_BIN), "triton-repo", str(TEST_BUNDLE), str(out), "--cpu"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["context", "decode", "denoise", "encode"]
+    return out
+
+
+@needs_server
+def test_remote_server_lost_holds_reports_error_then_recovers(
+    remote_repository: Path, tmp_path: Path
+) -> None:
+    exp = expected()
+    triton = TritonServer(remote_repository, free_port(), tmp_path / "triton.log")
+    server = f"127.0.0.1:{triton.port}"
+    params = {**PARAMS, "backend": "remote", "remote_url": triton.url, "remote_timeout_s": 1.0}
+    # faulted: the node commands the bundle's exact answer, computed on the server.
+    with triton, faulted(params) as (node, peer, diagnostics):
+        before = diagnostics.fresh()
+        assert before.count("inference_errors") == 0, before.values
+
+        t0 = peer.mark()
+        triton.stop()
+        wait_hold(peer, t0, Q, "hold when the server was lost", FAULT_TIMEOUT)
+        s = wait_status(
+            peer, lambda s: s.state == PolicyStatus.STATE_ERROR, "ERROR", FAULT_TIMEOUT, t0
+        )
+        assert "Triton model" in s.detail and server in s.detail, s.detail
+        d = diagnostics.wait(lambda d: d.values.get("state") == "ERROR", "state ERROR", since=t0)
+        assert d.level == ERROR, (d.level, d.message)
+        assert "Triton model" in d.message and server in d.message, d.message
+        assert d.count("inference_errors") >= 1, d.values
+
+        # While the server is down: the node keeps asking, every chunk fails, and nothing is
+        # commanded after the hold.
+        t1 = peer.mark()
+        assert quiet(peer, t1, 3.0) == [], "a command while the server was down"
+        assert peer.chunks_since(t1) == [], "an ActionChunk while the server was down"
+        states = {x.state_name for x in peer.statuses_since(t1)}
+        assert states == {"ERROR"}, states
+        later = diagnostics.fresh()
+        assert later.count("inference_errors") > d.count("inference_errors"), later.values
+        assert later.level == ERROR
+        assert node.running(), "the node exited without its server"
+
+        # The server comes back on the same port: the node drives again, with the exact answer.
+        t2 = peer.mark()
+        triton.start()
+        check_recovery(peer, diagnostics, exp, t2, before, "after the server came back")

@@ -352,9 +352,9 @@ def check_chunks(
         ramped.append(traj)
     if ramped:
         ramps = diagnostics.fresh().count("catch_up_ramps") - before.count("catch_up_ramps")
-        assert ramps >= len(
-            ramped
-        ), f"{what}: {len(ramped)} chunks ramp in from the hold, {ramps} catch-up ramps counted"
+        assert ramps >= len(ramped), (
+            f"{what}: {len(ramped)} chunks ramp in from the hold, {ramps} catch-up ramps counted"
+        )
 
 
 def check_recovery(
@@ -667,8 +667,9 @@ def test_model_slower_than_its_chunk_mid_run_holds_then_recovers() -> None:
         clock.set_rate(warp)
         wait_hold(peer, t0, Q, "hold when the chunks came too late", 10.0)
         diagnostics.wait(
-            lambda d: d.count("rejected.chunk_too_late")
-            >= before.count("rejected.chunk_too_late") + 2,
+            lambda d: (
+                d.count("rejected.chunk_too_late") >= before.count("rejected.chunk_too_late") + 2
+            ),
             "2 more rejected.chunk_too_late",
             timeout=15.0,
             since=t0,
@@ -757,9 +758,9 @@ def test_burst_of_thousands_of_messages() -> None:
         }
         pubs = [joints, *cameras.values()]
         before = diagnostics.fresh()
-        assert peer.wait_for(
-            lambda: all(p.get_subscription_count() > 0 for p in pubs), 10.0
-        ), "the burst publishers were not discovered"
+        assert peer.wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs), 10.0), (
+            "the burst publishers were not discovered"
+        )
 
         # As fast as this thread can, on top of the normal streams: the same content, fresh
         # stamps (the subscriptions' queues may drop some: nothing is asserted about how many

@@ -10,9 +10,9 @@ whole file with `.prefix-triton/bin/python -m pytest tests/test_triton_serve.py`
 fallback parser, the server tests that need no client run the CLI (which re-executes itself
 under .prefix-triton), and the rest is skipped.
 
-`write_repository` writes the repository the way `wam_policy_node triton-repo` does (one model per
-stage, <out>/<prefix><stage>/{config.pbtxt,1/model.onnx}); the tests may later take the node's
-output instead."""
+The repositories are what `wam_policy_node triton-repo` writes (the built node, WAM_NODE_BIN or
+target/release/wam_policy_node), so the server's config checks also check that subcommand's output
+against the ONNX files with Triton's own ModelConfig parser."""
 
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ MODELS = REPO / "models"
 STAGES = ("encode", "context", "denoise", "decode")
 READY_TIMEOUT_S = 60.0
 TRITON_PYTHON = Path(os.environ.get("WAM_TRITON_PYTHON") or REPO / ".prefix-triton/bin/python")
+NODE_BIN = Path(
+    os.environ.get("WAM_NODE_BIN", str(REPO / "target" / "release" / "wam_policy_node"))
+)
 
 needs_server = pytest.mark.skipif(
     _pytriton_usable() is not None and not TRITON_PYTHON.is_file(),
@@ -68,11 +71,6 @@ def _http() -> Any:
     return tritonclient.http
 
 
-_TRITON_TYPES = {
-    "tensor(float)": "TYPE_FP32",
-    "tensor(float16)": "TYPE_FP16",
-    "tensor(int64)": "TYPE_INT64",
-}
 _NP_TYPES: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -81,55 +79,21 @@ _NP_TYPES: dict[str, type[np.generic]] = {
 _WIRE_TYPES = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(int64)": "INT64"}
 
 
-# --- the repository (what `wam_policy_node triton-repo <bundle> <out> --prefix P` writes) --------
-def _dims(shape: list[Any]) -> list[int]:
-    return [d if isinstance(d, int) else -1 for d in shape]
-
-
-def _tensor_lines(args: list[Any]) -> str:
-    entries = [
-        f'  {{ name: "{a.name}" data_type: {_TRITON_TYPES[a.type]} '
-        f"dims: [ {', '.join(str(d) for d in _dims(list(a.shape)))} ] }}"
-        for a in args
-    ]
-    return ",\n".join(entries)
-
-
-def config_pbtxt(name: str, onnx_file: Path) -> str:
-    """config.pbtxt for `onnx_file` served as model `name`: the ONNX file's declared inputs and
-    outputs (-1 for a dynamic dimension), no batching, one GPU instance, TensorRT FP16."""
-    sess = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    return (
-        f'name: "{name}"\n'
-        'backend: "onnxruntime"\n'
-        "max_batch_size: 0\n"
-        f"input [\n{_tensor_lines(sess.get_inputs())}\n]\n"
-        f"output [\n{_tensor_lines(sess.get_outputs())}\n]\n"
-        "instance_group [ { kind: KIND_GPU count: 1 } ]\n"
-        "optimization { execution_accelerators { gpu_execution_accelerator: [ "
-        '{ name: "tensorrt" parameters { key: "precision_mode" value: "FP16" } '
-        'parameters { key: "trt_engine_cache_enable" value: "true" } } ] } }\n'
-    )
-
-
+# --- the repository ---------------------------------------------------------------------------------
 def write_repository(bundle: Path, out: Path, prefix: str = "") -> dict[str, Path]:
-    """Writes a Triton model repository for `bundle` into `out`: one model per stage of its
-    wam.yaml (encode, context, denoise, and decode when the bundle has one) as
-    <out>/<prefix><stage>/config.pbtxt and <out>/<prefix><stage>/1/model.onnx (a copy).
-    Returns {stage: model folder}."""
+    """The Triton model repository `wam_policy_node triton-repo <bundle> <out> --prefix P --cpu`
+    writes: one model per stage of its wam.yaml, <out>/<prefix><stage>/config.pbtxt and
+    <out>/<prefix><stage>/1/model.onnx. Returns {stage: model folder}."""
+    r = subprocess.run(
+        [str(NODE_BIN), "triton-repo", str(bundle), str(out), "--prefix", prefix, "--cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, f"{NODE_BIN} triton-repo failed:\n{r.stdout}{r.stderr}"
     manifest = yaml.safe_load((bundle / "wam.yaml").read_text())
-    written: dict[str, Path] = {}
-    for stage in STAGES:
-        entry = manifest["stages"].get(stage)
-        if not entry:
-            continue
-        name = f"{prefix}{stage}"
-        model_dir = out / name
-        (model_dir / "1").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(bundle / entry["file"], model_dir / "1" / "model.onnx")
-        (model_dir / "config.pbtxt").write_text(config_pbtxt(name, bundle / entry["file"]))
-        written[stage] = model_dir
-    return written
+    return {s: out / f"{prefix}{s}" for s in STAGES if manifest["stages"].get(s)}
 
 
 # --- inputs ---------------------------------------------------------------------------------------

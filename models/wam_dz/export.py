@@ -210,7 +210,9 @@ def main() -> None:
         node=a.node,
         fixture_decimals=FIXTURE_DECIMALS,
     )
-    summary["wam_sim_dz_f16" if a.float16 else "wam_sim_dz"] = _summary(rep.to_json(), count_params(wam))
+    summary["wam_sim_dz_f16" if a.float16 else "wam_sim_dz"] = _summary(
+        rep.to_json(), count_params(wam)
+    )
     if a.float16:
         print(json.dumps(summary, indent=1))
         return

@@ -18,8 +18,7 @@ fn dims(side: usize) -> Dims {
     Dims {
         cameras: 2,
         context_frames: 2,
-        height: side,
-        width: side,
+        sizes: wam_policy::bundle::same_size(side, side),
         state: JOINTS,
         horizon: HORIZON,
         action: JOINTS,

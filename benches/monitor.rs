@@ -31,7 +31,7 @@ fn bench_bookkeeping(c: &mut Criterion) {
         let video = vec![0.1; d.video_latent_len()];
         let frames = vec![0.5; d.predicted_frames_len()];
         let window = vec![0.0; d.cameras * d.context_frames * d.latent_len()];
-        let frame = vec![0.2; d.frame_len()];
+        let frame = vec![0.2; d.frame_len(0)];
         let stamps = vec![f64::NEG_INFINITY; d.cameras * d.context_frames];
         let mut slot_frames = vec![0.0; d.obs_frames_len()];
         let mut used = vec![false; d.cameras * d.context_frames];

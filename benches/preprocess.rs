@@ -19,8 +19,7 @@ fn dims(side: usize) -> Dims {
     Dims {
         cameras: CAMERAS,
         context_frames: 2,
-        height: side,
-        width: side,
+        sizes: wam_policy::bundle::same_size(side, side),
         state: 7,
         horizon: 16,
         action: 7,

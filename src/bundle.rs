@@ -316,10 +316,36 @@ pub struct StatePair {
     pub output: String,
 }
 
+/// Frames as one tensor for all cameras ([1, V, T|F, 3, H, W]), or one tensor per camera
+/// ([1, T|F, 3, h_v, w_v], by camera name): cameras of different sizes (format 2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FrameTensors {
+    One(String),
+    PerCamera(BTreeMap<String, String>),
+}
+
+impl FrameTensors {
+    /// The tensor names in camera order (one name for all cameras, or one per camera).
+    pub fn names(&self, cameras: &[CameraSpec]) -> Vec<String> {
+        match self {
+            FrameTensors::One(n) => vec![n.clone()],
+            FrameTensors::PerCamera(map) => cameras
+                .iter()
+                .map(|c| map.get(&c.name).cloned().unwrap_or_default())
+                .collect(),
+        }
+    }
+
+    pub fn per_camera(&self) -> bool {
+        matches!(self, FrameTensors::PerCamera(_))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncodeIn {
-    pub frames: String,
+    pub frames: FrameTensors,
 }
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -354,7 +380,29 @@ pub struct DecodeIn {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecodeOut {
-    pub frames: String,
+    pub frames: FrameTensors,
+}
+
+/// The frame tensors of `ft`: [1, V, n, 3, H, W] as one tensor, or [1, n, 3, h_v, w_v] per camera.
+fn frame_infos(ft: &FrameTensors, m: &Manifest, d: &Dims, n: i64) -> Vec<TensorInfo> {
+    let names = ft.names(&m.cameras);
+    match ft {
+        FrameTensors::One(name) => {
+            let (h, w) = d.sizes[0];
+            vec![TensorInfo::f32(
+                name,
+                vec![1, d.cameras as i64, n, 3, h as i64, w as i64],
+            )]
+        }
+        FrameTensors::PerCamera(_) => names
+            .iter()
+            .enumerate()
+            .map(|(v, name)| {
+                let (h, w) = d.sizes[v];
+                TensorInfo::f32(name, vec![1, n, 3, h as i64, w as i64])
+            })
+            .collect(),
+    }
 }
 
 impl Manifest {
@@ -384,13 +432,23 @@ pub struct Bundle {
     pub manifest: Manifest,
 }
 
-/// Sizes derived once from the manifest, used by every later stage.
+/// The most cameras a bundle may have (sizes are kept in a fixed array: `Dims` is `Copy`).
+pub const MAX_CAMERAS: usize = 8;
+
+/// Every camera of (height, width) `h` x `w`.
+pub const fn same_size(h: usize, w: usize) -> [(usize, usize); MAX_CAMERAS] {
+    [(h, w); MAX_CAMERAS]
+}
+
+/// Sizes derived once from the manifest, used by every later stage. Frame buffers are laid out camera
+/// after camera, each camera's frames at its own size ([T, 3, h_v, w_v] or [F, 3, h_v, w_v]): with one
+/// size for all cameras this is [V, T, 3, H, W].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dims {
     pub cameras: usize,
     pub context_frames: usize,
-    pub height: usize,
-    pub width: usize,
+    /// (height, width) of each camera's model input; unused entries are (0, 0).
+    pub sizes: [(usize, usize); MAX_CAMERAS],
     pub state: usize,
     pub horizon: usize,
     pub action: usize,
@@ -400,14 +458,46 @@ pub struct Dims {
 }
 
 impl Dims {
-    pub fn frame_len(&self) -> usize {
-        3 * self.height * self.width
+    /// (height, width) of camera `v`.
+    pub fn size(&self, v: usize) -> (usize, usize) {
+        self.sizes[v]
+    }
+    /// Values of one [3, h, w] frame of camera `v`.
+    pub fn frame_len(&self, v: usize) -> usize {
+        let (h, w) = self.sizes[v];
+        3 * h * w
+    }
+    /// The largest height and width over the cameras (the preview's tile).
+    pub fn max_size(&self) -> (usize, usize) {
+        self.sizes[..self.cameras]
+            .iter()
+            .fold((0, 0), |(h, w), (a, b)| (h.max(*a), w.max(*b)))
+    }
+    /// Every camera has the same size.
+    pub fn uniform(&self) -> bool {
+        self.sizes[..self.cameras].iter().all(|s| *s == self.sizes[0])
+    }
+    /// Where frame `k` of camera `v` lies in a buffer of `per_camera` frames per camera.
+    fn frame_range(&self, per_camera: usize, v: usize, k: usize) -> std::ops::Range<usize> {
+        let start: usize = (0..v).map(|u| per_camera * self.frame_len(u)).sum::<usize>()
+            + k * self.frame_len(v);
+        start..start + self.frame_len(v)
+    }
+    /// Frame `k` of camera `v` in an observation buffer ([V, T] frames).
+    pub fn obs_frame(&self, v: usize, k: usize) -> std::ops::Range<usize> {
+        self.frame_range(self.context_frames, v, k)
+    }
+    /// Predicted frame `f` of camera `v` in a predicted-frames buffer ([V, F] frames).
+    pub fn predicted_frame(&self, v: usize, f: usize) -> std::ops::Range<usize> {
+        self.frame_range(self.video_frames, v, f)
     }
     pub fn latent_len(&self) -> usize {
         self.latent.iter().product()
     }
     pub fn obs_frames_len(&self) -> usize {
-        self.cameras * self.context_frames * self.frame_len()
+        (0..self.cameras)
+            .map(|v| self.context_frames * self.frame_len(v))
+            .sum()
     }
     pub fn action_len(&self) -> usize {
         self.horizon * self.action
@@ -416,7 +506,9 @@ impl Dims {
         self.cameras * self.video_frames * self.latent_len()
     }
     pub fn predicted_frames_len(&self) -> usize {
-        self.cameras * self.video_frames * self.frame_len()
+        (0..self.cameras)
+            .map(|v| self.video_frames * self.frame_len(v))
+            .sum()
     }
 }
 
@@ -451,12 +543,14 @@ impl Bundle {
 
     pub fn dims(&self) -> Dims {
         let m = &self.manifest;
-        let first = &m.cameras[0];
+        let mut sizes = [(0, 0); MAX_CAMERAS];
+        for (s, c) in sizes.iter_mut().zip(&m.cameras) {
+            *s = (c.height, c.width);
+        }
         Dims {
             cameras: m.cameras.len(),
             context_frames: m.context_frames,
-            height: first.height,
-            width: first.width,
+            sizes,
             state: m.state.joints.len(),
             horizon: m.action.horizon,
             action: m.action.joints.len(),
@@ -492,6 +586,12 @@ impl Bundle {
         if m.cameras.is_empty() {
             return Err(field_err("cameras", "must list at least one camera"));
         }
+        if m.cameras.len() > MAX_CAMERAS {
+            return Err(field_err(
+                "cameras",
+                format!("lists {}, at most {MAX_CAMERAS}", m.cameras.len()),
+            ));
+        }
         let first = &m.cameras[0];
         for (i, cam) in m.cameras.iter().enumerate() {
             if cam.name.is_empty() {
@@ -509,7 +609,7 @@ impl Bundle {
                     "height and width must be positive",
                 ));
             }
-            if (cam.height, cam.width) != (first.height, first.width) {
+            if (cam.height, cam.width) != (first.height, first.width) && m.format_version < 2 {
                 return Err(field_err(
                     format!("cameras[{i}]"),
                     format!(
@@ -571,21 +671,27 @@ impl Bundle {
         }
         // Every buffer the node allocates from these sizes must fit: a product that overflows would
         // size a buffer wrongly (found by fuzzing).
-        let first = &m.cameras[0];
         let product = |xs: &[usize]| -> u128 {
             xs.iter()
                 .fold(1u128, |acc, &x| acc.saturating_mul(x as u128))
         };
+        // The largest camera bounds every camera's frames.
+        let pixels = m
+            .cameras
+            .iter()
+            .map(|c| product(&[c.height, c.width]))
+            .max()
+            .unwrap_or(0);
         let latent = product(&m.video.latent_shape);
         let (cams, frames) = (m.cameras.len(), m.video.frames);
         for (field, elements) in [
             (
                 "cameras",
-                product(&[cams, m.context_frames, 3, first.height, first.width]),
+                product(&[cams, m.context_frames, 3]).saturating_mul(pixels),
             ),
             (
                 "video.frames",
-                product(&[cams, frames, 3, first.height, first.width]),
+                product(&[cams, frames, 3]).saturating_mul(pixels),
             ),
             (
                 "frame_dt",
@@ -593,9 +699,8 @@ impl Bundle {
                     cams,
                     crate::obs_window::frame_slots(m.context_frames, m.frame_dt),
                     3,
-                    first.height,
-                    first.width,
-                ]),
+                ])
+                .saturating_mul(pixels),
             ),
             (
                 "video.latent_shape",
@@ -674,6 +779,10 @@ impl Bundle {
         }
         self.check_file("instruction.file", &m.instruction.file)?;
         self.check_file("stages.encode.file", &m.stages.encode.file)?;
+        check_frame_tensors(m, "stages.encode.inputs.frames", &m.stages.encode.inputs.frames)?;
+        if let Some(decode) = &m.stages.decode {
+            check_frame_tensors(m, "stages.decode.outputs.frames", &decode.outputs.frames)?;
+        }
         self.check_file("stages.context.file", &m.stages.context.file)?;
         self.check_file("stages.denoise.file", &m.stages.denoise.file)?;
         if let Some(decode) = &m.stages.decode {
@@ -810,12 +919,7 @@ impl Bundle {
     pub fn expected_tensors(&self) -> BTreeMap<&'static str, StageTensors> {
         let m = &self.manifest;
         let d = self.dims();
-        let (v, t, h, w) = (
-            d.cameras as i64,
-            d.context_frames as i64,
-            d.height as i64,
-            d.width as i64,
-        );
+        let (v, t) = (d.cameras as i64, d.context_frames as i64);
         let [lc, lh, lw] = d.latent.map(|x| x as i64);
         let f = d.video_frames as i64;
         let latents = vec![1, v, t, lc, lh, lw];
@@ -825,10 +929,7 @@ impl Bundle {
         stages.insert(
             "encode",
             StageTensors {
-                inputs: vec![TensorInfo::f32(
-                    &m.stages.encode.inputs.frames,
-                    vec![1, v, t, 3, h, w],
-                )],
+                inputs: frame_infos(&m.stages.encode.inputs.frames, m, &d, t),
                 outputs: vec![TensorInfo::f32(
                     &m.stages.encode.outputs.latents,
                     latents.clone(),
@@ -872,11 +973,48 @@ impl Bundle {
                 "decode",
                 StageTensors {
                     inputs: vec![TensorInfo::f32(&dec.inputs.latents, video)],
-                    outputs: vec![TensorInfo::f32(&dec.outputs.frames, vec![1, v, f, 3, h, w])],
+                    outputs: frame_infos(&dec.outputs.frames, m, &d, f),
                 },
             );
         }
         stages
+    }
+}
+
+/// Frames of cameras of different sizes need one tensor per camera (format 2); a per-camera map names
+/// every camera once and nothing else.
+fn check_frame_tensors(m: &Manifest, field: &str, ft: &FrameTensors) -> Result<(), BundleError> {
+    let first = (m.cameras[0].height, m.cameras[0].width);
+    let mixed = m.cameras.iter().any(|c| (c.height, c.width) != first);
+    match ft {
+        FrameTensors::One(_) if mixed => Err(field_err(
+            field,
+            "the cameras have different sizes: give one tensor per camera, {<camera>: <tensor>, ...}",
+        )),
+        FrameTensors::One(_) => Ok(()),
+        FrameTensors::PerCamera(_) if m.format_version < 2 => {
+            Err(field_err(field, "one tensor per camera needs format_version 2"))
+        }
+        FrameTensors::PerCamera(map) => {
+            for c in &m.cameras {
+                match map.get(&c.name) {
+                    Some(t) if !t.is_empty() => {}
+                    _ => {
+                        return Err(field_err(
+                            format!("{field}.{}", c.name),
+                            "missing: every camera needs its tensor",
+                        ))
+                    }
+                }
+            }
+            if let Some(extra) = map.keys().find(|k| !m.cameras.iter().any(|c| &c.name == *k)) {
+                return Err(field_err(
+                    format!("{field}.{extra}"),
+                    "is not a camera of `cameras`",
+                ));
+            }
+            Ok(())
+        }
     }
 }
 

@@ -74,9 +74,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         builds.iter().map(|(_, s)| s).sum::<f64>() * 1e3,
         per_stage.join(", ")
     );
+    let sizes: Vec<String> = (0..d.cameras)
+        .map(|v| format!("{}x{}", d.size(v).0, d.size(v).1))
+        .collect();
+    let sizes = if d.uniform() {
+        sizes[0].clone()
+    } else {
+        format!("{} (one encode input per camera)", sizes.join(", "))
+    };
     println!(
-        "inputs      {} cameras x {} frames of {}x{}, {} state joints, {} instruction tokens",
-        d.cameras, d.context_frames, d.height, d.width, d.state, d.tokens
+        "inputs      {} cameras x {} frames of {sizes}, {} state joints, {} instruction tokens",
+        d.cameras, d.context_frames, d.state, d.tokens
     );
     let m = &bundle.manifest;
     let resize: Vec<String> = m

@@ -312,8 +312,10 @@ impl Controller {
             preprocessors: m
                 .cameras
                 .iter()
-                .map(|cam| {
-                    Preprocessor::with_resize(dims.width, dims.height, mean, std, cam.resize)
+                .enumerate()
+                .map(|(v, cam)| {
+                    let (h, w) = dims.size(v);
+                    Preprocessor::with_resize(w, h, mean, std, cam.resize)
                 })
                 .collect(),
             camera_sizes: vec![CameraSize::default(); dims.cameras],

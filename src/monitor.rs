@@ -161,7 +161,7 @@ impl Monitor {
                 latents: vec![0.0; dims.video_latent_len()],
                 frames: vec![0.0; dims.predicted_frames_len()],
                 observed_stamps: vec![f64::NAN; vf],
-                observed: vec![0.0; vf * dims.frame_len()],
+                observed: vec![0.0; dims.predicted_frames_len()],
                 source: vec![LatentSource::None; vf],
                 latent_error: vec![f64::NAN; vf],
                 predicted_motion: 0.0,
@@ -181,7 +181,7 @@ impl Monitor {
             holds: 0,
             last: None,
             last_predicted: vec![f32::NAN; dims.predicted_frames_len()],
-            last_observed: vec![0.0; vf * dims.frame_len()],
+            last_observed: vec![0.0; dims.predicted_frames_len()],
             last_observed_stamps: vec![f64::NAN; vf],
         }
     }
@@ -287,7 +287,7 @@ impl Monitor {
         if !self.params.enabled {
             return;
         }
-        let (fl, nf) = (self.dims.frame_len(), self.dims.video_frames);
+        let (d, nf) = (self.dims, self.dims.video_frames);
         let tol = self.params.pair_tolerance_s;
         for p in self.pending.iter_mut().filter(|p| p.active) {
             for f in 0..nf {
@@ -297,7 +297,7 @@ impl Monitor {
                 let better = gap <= tol && (kept.is_nan() || gap < (kept - p.times[i]).abs());
                 if better && matches!(p.source[i], LatentSource::None) {
                     p.observed_stamps[i] = stamp;
-                    p.observed[i * fl..(i + 1) * fl].copy_from_slice(frame);
+                    p.observed[d.predicted_frame(cam, f)].copy_from_slice(frame);
                 }
             }
         }
@@ -318,11 +318,10 @@ impl Monitor {
         if !self.params.enabled {
             return;
         }
-        let (fl, nf, t) = (
-            self.dims.frame_len(),
-            self.dims.video_frames,
-            self.dims.context_frames,
-        );
+        let (d, nf, t) = (self.dims, self.dims.video_frames, self.dims.context_frames);
+        // Slots are the window's [V, T] places; with cameras of different sizes a frame goes into a
+        // place of its own camera (the places have its size).
+        let uniform = d.uniform();
         let tol = self.params.pair_tolerance_s;
         let mut next_slot = 0;
         for p in self.pending.iter_mut() {
@@ -338,11 +337,16 @@ impl Monitor {
                 let in_window = (0..t).find(|&k| window_stamps[cam * t + k] == stamp);
                 if let Some(k) = in_window {
                     p.source[i] = LatentSource::Window(cam * t + k);
-                } else if next_slot < slot_used.len() {
-                    slot_frames[next_slot * fl..(next_slot + 1) * fl]
-                        .copy_from_slice(&p.observed[i * fl..(i + 1) * fl]);
-                    slot_used[next_slot] = true;
-                    p.source[i] = LatentSource::Slot(next_slot);
+                } else if let Some(slot) = if uniform {
+                    (next_slot < slot_used.len()).then_some(next_slot)
+                } else {
+                    (cam * t..(cam + 1) * t).find(|s| !slot_used[*s])
+                } {
+                    let (sv, sk) = (slot / t, slot % t);
+                    slot_frames[d.obs_frame(sv, sk)]
+                        .copy_from_slice(&p.observed[d.predicted_frame(cam, i % nf)]);
+                    slot_used[slot] = true;
+                    p.source[i] = LatentSource::Slot(slot);
                     next_slot += 1;
                 }
             }
@@ -404,7 +408,7 @@ impl Monitor {
     /// Scores pending prediction `pi` with what it has and frees its place.
     fn finish(&mut self, pi: usize) -> Option<ChunkScore> {
         let d = self.dims;
-        let (nf, fl) = (d.video_frames, d.frame_len());
+        let nf = d.video_frames;
         let p = &mut self.pending[pi];
         p.active = false;
         let mut cameras = Vec::with_capacity(d.cameras);
@@ -420,8 +424,8 @@ impl Monitor {
                 if !p.observed_stamps[i].is_nan() && p.frames.first().is_some_and(|x| x.is_finite())
                 {
                     psnr += psnr_db(
-                        &p.frames[i * fl..(i + 1) * fl],
-                        &p.observed[i * fl..(i + 1) * fl],
+                        &p.frames[d.predicted_frame(v, f)],
+                        &p.observed[d.predicted_frame(v, f)],
                         &self.mean,
                         &self.std,
                     );
@@ -575,8 +579,7 @@ mod tests {
         Dims {
             cameras: 2,
             context_frames: 2,
-            height: 1,
-            width: 1,
+            sizes: crate::bundle::same_size(1, 1),
             state: 1,
             horizon: 3,
             action: 1,

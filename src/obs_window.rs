@@ -267,8 +267,8 @@ impl ObsWindow {
         let joint_history = joint_history.max(MIN_JOINT_HISTORY);
         let slots = frame_slots(dims.context_frames, frame_dt);
         let cameras = (0..dims.cameras)
-            .map(|_| CameraRing {
-                frames: vec![0.0; slots * dims.frame_len()],
+            .map(|v| CameraRing {
+                frames: vec![0.0; slots * dims.frame_len(v)],
                 stamps: vec![f64::NEG_INFINITY; slots],
                 newest: 0,
                 count: 0,
@@ -316,14 +316,14 @@ impl ObsWindow {
 
     /// The spare slot of `camera` to preprocess a new frame into; it joins the window on [`Self::commit_frame`].
     pub fn frame_slot(&mut self, camera: usize) -> &mut [f32] {
-        let len = self.dims.frame_len();
+        let len = self.dims.frame_len(camera);
         let slot = self.spare_slot(camera);
         &mut self.cameras[camera].frames[slot * len..(slot + 1) * len]
     }
 
     /// The newest committed frame of `camera` ([3, H, W], normalized).
     pub fn newest_frame(&self, camera: usize) -> &[f32] {
-        let len = self.dims.frame_len();
+        let len = self.dims.frame_len(camera);
         let c = &self.cameras[camera];
         &c.frames[c.newest * len..(c.newest + 1) * len]
     }
@@ -484,8 +484,9 @@ impl ObsWindow {
         state: &mut [f64],
     ) -> Result<ObsMeta, NotReady> {
         let meta = self.readiness(now)?;
-        let (t, len) = (self.dims.context_frames, self.dims.frame_len());
+        let t = self.dims.context_frames;
         for (v, c) in self.cameras.iter().enumerate() {
+            let len = self.dims.frame_len(v);
             for k in 0..t {
                 // k = 0 is the oldest frame of the window.
                 let back = t - 1 - k;
@@ -493,8 +494,8 @@ impl ObsWindow {
                     None => self.slot_back(c, back),
                     Some(dt) => self.nearest_frame(c, meta.stamp - back as f64 * dt),
                 };
-                let dst = (v * t + k) * len;
-                frames[dst..dst + len].copy_from_slice(&c.frames[slot * len..(slot + 1) * len]);
+                frames[self.dims.obs_frame(v, k)]
+                    .copy_from_slice(&c.frames[slot * len..(slot + 1) * len]);
                 stamps[v * t + k] = c.stamps[slot];
             }
         }
@@ -515,8 +516,7 @@ mod tests {
         Dims {
             cameras: 2,
             context_frames: 2,
-            height: 1,
-            width: 1,
+            sizes: crate::bundle::same_size(1, 1),
             state: 2,
             horizon: 2,
             action: 2,

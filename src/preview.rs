@@ -26,11 +26,12 @@ fn chw_to_rgb8(chw: &[f32], h: usize, w: usize, out: &mut [u8], stride: usize) {
 
 pub struct PreviewImages {
     dims: Dims,
-    /// [V * F] RGB8 frames of H x W.
+    /// [V * F] RGB8 frames, each of its camera's size.
     pub predicted: Vec<Vec<u8>>,
-    /// V rows x (1 + F) columns of H x W tiles, then (monitor) 2V rows of the pairs from column 1.
+    /// V rows x (1 + F) columns of tiles, then (monitor) 2V rows of the pairs from column 1. A tile is
+    /// the largest camera's size; a smaller camera's frames sit in its top-left corner, on black.
     pub tiled: Vec<u8>,
-    /// 2V rows (predicted, then observed, per camera) x F columns of H x W tiles.
+    /// 2V rows (predicted, then observed, per camera) x F columns of tiles.
     pub monitor_tiled: Vec<u8>,
     image_mean: [f32; 3],
     image_std: [f32; 3],
@@ -38,13 +39,17 @@ pub struct PreviewImages {
 
 impl PreviewImages {
     pub fn new(dims: Dims, image_mean: [f32; 3], image_std: [f32; 3]) -> Self {
-        let frame = dims.height * dims.width * 3;
+        let (th, tw) = dims.max_size();
+        let tile = th * tw * 3;
         PreviewImages {
             predicted: (0..dims.cameras * dims.video_frames)
-                .map(|_| vec![0; frame])
+                .map(|i| {
+                    let (h, w) = dims.size(i / dims.video_frames.max(1));
+                    vec![0; h * w * 3]
+                })
                 .collect(),
-            tiled: vec![0; 3 * dims.cameras * (1 + dims.video_frames) * frame],
-            monitor_tiled: vec![0; 2 * dims.cameras * dims.video_frames * frame],
+            tiled: vec![0; 3 * dims.cameras * (1 + dims.video_frames) * tile],
+            monitor_tiled: vec![0; 2 * dims.cameras * dims.video_frames * tile],
             dims,
             image_mean,
             image_std,
@@ -53,11 +58,9 @@ impl PreviewImages {
 
     /// (height, width) of the tiled preview; `monitor`: with the monitor's rows.
     pub fn tiled_size(&self, monitor: bool) -> (usize, usize) {
+        let (th, tw) = self.dims.max_size();
         let rows = if monitor { 3 } else { 1 } * self.dims.cameras;
-        (
-            rows * self.dims.height,
-            (1 + self.dims.video_frames) * self.dims.width,
-        )
+        (rows * th, (1 + self.dims.video_frames) * tw)
     }
 
     /// The tiled preview's bytes (`tiled_size(monitor)`).
@@ -67,51 +70,49 @@ impl PreviewImages {
     }
 
     pub fn monitor_size(&self) -> (usize, usize) {
-        (
-            2 * self.dims.cameras * self.dims.height,
-            self.dims.video_frames * self.dims.width,
-        )
+        let (th, tw) = self.dims.max_size();
+        (2 * self.dims.cameras * th, self.dims.video_frames * tw)
     }
 
-    /// The monitor's pairs: `predicted` [V, F, 3, H, W] in [0, 1] (NaN without decode: black),
-    /// `observed` [V, F, 3, H, W] normalized, `observed_stamps` [V, F] (NaN: none paired, black).
-    pub fn update_monitor(&mut self, predicted: &[f32], observed: &[f32], observed_stamps: &[f64]) {
-        let d = self.dims;
-        let (h, w, flen, nf) = (d.height, d.width, d.frame_len(), d.video_frames);
-        let stride = nf * w * 3;
+    /// Writes a normalized CHW frame, un-normalized to [0, 1], as RGB8 (black when `shown` is false).
+    fn write_observed(&self, obs: &[f32], h: usize, w: usize, shown: bool, out: &mut [u8], stride: usize) {
         let plane = h * w;
-        for v in 0..d.cameras {
-            for f in 0..nf {
-                let i = v * nf + f;
-                let top = (2 * v) * h * stride + f * w * 3;
-                let bottom = (2 * v + 1) * h * stride + f * w * 3;
-                chw_to_rgb8(
-                    &predicted[i * flen..(i + 1) * flen],
-                    h,
-                    w,
-                    &mut self.monitor_tiled[top..],
-                    stride,
-                );
-                let obs = &observed[i * flen..(i + 1) * flen];
-                let paired = !observed_stamps[i].is_nan();
-                for y in 0..h {
-                    for x in 0..w {
-                        for c in 0..3 {
-                            let value =
-                                obs[c * plane + y * w + x] * self.image_std[c] + self.image_mean[c];
-                            self.monitor_tiled[bottom + y * stride + x * 3 + c] =
-                                if paired { to_u8(value) } else { 0 };
-                        }
-                    }
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..3 {
+                    let value = obs[c * plane + y * w + x] * self.image_std[c] + self.image_mean[c];
+                    out[y * stride + x * 3 + c] = if shown { to_u8(value) } else { 0 };
                 }
             }
         }
+    }
+
+    /// The monitor's pairs: `predicted` [V, F] frames in [0, 1] (NaN without decode: black),
+    /// `observed` [V, F] frames normalized, `observed_stamps` [V, F] (NaN: none paired, black).
+    pub fn update_monitor(&mut self, predicted: &[f32], observed: &[f32], observed_stamps: &[f64]) {
+        let d = self.dims;
+        let ((th, tw), nf) = (d.max_size(), d.video_frames);
+        let stride = nf * tw * 3;
+        let mut tiles = std::mem::take(&mut self.monitor_tiled);
+        for v in 0..d.cameras {
+            let (h, w) = d.size(v);
+            for f in 0..nf {
+                let i = v * nf + f;
+                let top = (2 * v) * th * stride + f * tw * 3;
+                let bottom = (2 * v + 1) * th * stride + f * tw * 3;
+                let range = d.predicted_frame(v, f);
+                chw_to_rgb8(&predicted[range.clone()], h, w, &mut tiles[top..], stride);
+                let paired = !observed_stamps[i].is_nan();
+                self.write_observed(&observed[range], h, w, paired, &mut tiles[bottom..], stride);
+            }
+        }
+        self.monitor_tiled = tiles;
         // The same pairs under the preview's rows, from its column 1 (under the predicted frames).
-        let tiled_stride = (1 + nf) * w * 3;
-        let first_row = d.cameras * h;
-        for row in 0..2 * d.cameras * h {
+        let tiled_stride = (1 + nf) * tw * 3;
+        let first_row = d.cameras * th;
+        for row in 0..2 * d.cameras * th {
             let src = &self.monitor_tiled[row * stride..(row + 1) * stride];
-            let dst = (first_row + row) * tiled_stride + w * 3;
+            let dst = (first_row + row) * tiled_stride + tw * 3;
             self.tiled[dst..dst + stride].copy_from_slice(src);
         }
     }
@@ -120,39 +121,25 @@ impl PreviewImages {
         &self.predicted[camera * self.dims.video_frames + step]
     }
 
-    /// `predicted`: [V, F, 3, H, W] in [0, 1]; `observed`: the model input [V, T, 3, H, W], normalized.
+    /// `predicted`: [V, F] frames in [0, 1]; `observed`: the model input [V, T] frames, normalized.
     pub fn update(&mut self, predicted: &[f32], observed: &[f32]) {
         let d = self.dims;
-        let (h, w, flen) = (d.height, d.width, d.frame_len());
-        let stride = (1 + d.video_frames) * w * 3;
+        let (th, tw) = d.max_size();
+        let stride = (1 + d.video_frames) * tw * 3;
+        let mut tiled = std::mem::take(&mut self.tiled);
         for v in 0..d.cameras {
-            let row = &mut self.tiled[v * h * stride..(v + 1) * h * stride];
+            let (h, w) = d.size(v);
+            let row = &mut tiled[v * th * stride..(v + 1) * th * stride];
             // Newest observed frame, un-normalized back to [0, 1].
-            let o = (v * d.context_frames + d.context_frames - 1) * flen;
-            let obs = &observed[o..o + flen];
-            let plane = h * w;
-            for y in 0..h {
-                for x in 0..w {
-                    let i = y * w + x;
-                    for c in 0..3 {
-                        row[y * stride + x * 3 + c] =
-                            to_u8(obs[c * plane + i] * self.image_std[c] + self.image_mean[c]);
-                    }
-                }
-            }
+            let obs = &observed[d.obs_frame(v, d.context_frames - 1)];
+            self.write_observed(obs, h, w, true, row, stride);
             for f in 0..d.video_frames {
-                let src = &predicted
-                    [(v * d.video_frames + f) * flen..(v * d.video_frames + f + 1) * flen];
-                chw_to_rgb8(
-                    src,
-                    h,
-                    w,
-                    &mut self.predicted[v * d.video_frames + f],
-                    w * 3,
-                );
-                chw_to_rgb8(src, h, w, &mut row[(1 + f) * w * 3..], stride);
+                let src = &predicted[d.predicted_frame(v, f)];
+                chw_to_rgb8(src, h, w, &mut self.predicted[v * d.video_frames + f], w * 3);
+                chw_to_rgb8(src, h, w, &mut row[(1 + f) * tw * 3..], stride);
             }
         }
+        self.tiled = tiled;
     }
 }
 
@@ -165,8 +152,7 @@ mod tests {
         let dims = Dims {
             cameras: 2,
             context_frames: 1,
-            height: 1,
-            width: 2,
+            sizes: crate::bundle::same_size(1, 2),
             state: 1,
             horizon: 1,
             action: 1,
@@ -196,8 +182,7 @@ mod tests {
         let dims = Dims {
             cameras: 1,
             context_frames: 1,
-            height: 1,
-            width: 1,
+            sizes: crate::bundle::same_size(1, 1),
             state: 1,
             horizon: 1,
             action: 1,

@@ -3,6 +3,7 @@
 //! inference (encode -> context once -> the sampler's denoise evaluations -> decode) into preallocated
 //! buffers.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -603,6 +604,38 @@ impl Port {
     }
 }
 
+/// Frame tensors with their part of a frames buffer ([V, T] frames, or [V, F] with `predicted`): the
+/// whole buffer for one tensor, or camera `v`'s frames for its own tensor.
+fn frame_spans(
+    ft: &bundle::FrameTensors,
+    m: &bundle::Manifest,
+    d: &Dims,
+    predicted: bool,
+) -> Vec<(String, Range<usize>)> {
+    let n = if predicted {
+        d.video_frames
+    } else {
+        d.context_frames
+    };
+    let frame = |v: usize, k: usize| {
+        if predicted {
+            d.predicted_frame(v, k)
+        } else {
+            d.obs_frame(v, k)
+        }
+    };
+    let names = ft.names(&m.cameras);
+    if !ft.per_camera() {
+        let end = frame(d.cameras - 1, n - 1).end;
+        return names.into_iter().map(|name| (name, 0..end)).collect();
+    }
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(v, name)| (name, frame(v, 0).start..frame(v, n - 1).end))
+        .collect()
+}
+
 /// The stages as loaded or connected, before the manifest checks.
 struct Stages {
     provider: Provider,
@@ -663,12 +696,15 @@ pub struct ModelRuntime {
     context: Stage,
     denoise: Stage,
     decode: Option<Stage>,
-    frames_port: Port,
+    /// The encode stage's frame inputs: one for all cameras, or one per camera, each with its part of
+    /// the [V, T] frames buffer.
+    frames_ports: Vec<(Port, Range<usize>)>,
     latents_out: String,
     context_ports: ContextPorts,
     denoise_ports: DenoisePorts,
     decode_port: Option<Port>,
-    dec_out: String,
+    /// The decode stage's frame outputs with their part of the [V, F] frames buffer.
+    dec_outs: Vec<(String, Range<usize>)>,
     state_mean: Vec<f32>,
     state_std: Vec<f32>,
     action_mean: Vec<f32>,
@@ -790,12 +826,15 @@ impl ModelRuntime {
         let dn = expected.get("denoise").cloned().unwrap_or_default();
         let ctx = expected.get("context").cloned().unwrap_or_default();
         let actual_encode = encode.tensors();
-        let (frames_name, latents_shape) = (&s.encode.inputs.frames, enc.outputs[0].shape.clone());
-        let frames_port = Port::new(
-            frames_name,
-            enc.inputs[0].shape.clone(),
-            elem_in(&actual_encode.inputs, frames_name),
-        );
+        let latents_shape = enc.outputs[0].shape.clone();
+        let frames_ports = frame_spans(&s.encode.inputs.frames, m, &d, false)
+            .into_iter()
+            .zip(&enc.inputs)
+            .map(|((name, range), info)| {
+                let elem = elem_in(&actual_encode.inputs, &name);
+                (Port::new(&name, info.shape.clone(), elem), range)
+            })
+            .collect();
         let ci = &s.context.inputs;
         let context_ports = ContextPorts {
             latents: Port::new(
@@ -864,16 +903,16 @@ impl ModelRuntime {
                 .map(|info| CacheData::zeroed(info.elem, 2 * numel(&info.shape)))
                 .collect(),
         });
-        let (decode_port, dec_out) = match (&s.decode, &decode) {
+        let (decode_port, dec_outs) = match (&s.decode, &decode) {
             (Some(dec), Some(session)) => (
                 Some(Port::new(
                     &dec.inputs.latents,
                     dn.inputs[1].shape.clone(),
                     elem_in(&session.tensors().inputs, &dec.inputs.latents),
                 )),
-                dec.outputs.frames.clone(),
+                frame_spans(&dec.outputs.frames, m, &d, true),
             ),
-            _ => (None, String::new()),
+            _ => (None, Vec::new()),
         };
         Ok(ModelRuntime {
             dims: d,
@@ -884,12 +923,12 @@ impl ModelRuntime {
             context,
             denoise,
             decode,
-            frames_port,
+            frames_ports,
             latents_out: s.encode.outputs.latents.clone(),
             context_ports,
             denoise_ports,
             decode_port,
-            dec_out,
+            dec_outs,
             state_mean: m.state.mean.clone(),
             state_std: m.state.std.clone(),
             action_mean: m.action.mean.clone(),
@@ -1144,6 +1183,19 @@ impl ModelRuntime {
         self.batch.is_some()
     }
 
+    /// One encode run on a [V, T] frames buffer: each frame input gets its part.
+    fn encode_frames(
+        encode: &mut Stage,
+        ports: &mut [(Port, Range<usize>)],
+        frames: &[f32],
+    ) -> Result<(), RuntimeError> {
+        let feeds: Vec<Feed<'_>> = ports
+            .iter_mut()
+            .map(|(port, range)| port.feed(&frames[range.clone()]))
+            .collect();
+        encode.run(&feeds).map_err(|e| run_err("encode", e))
+    }
+
     /// Runs the context stage for one branch: its outputs into the branch's cache, its present state
     /// tensors into the branch's state buffers (committed only when the chunk is accepted).
     fn run_context(
@@ -1208,17 +1260,13 @@ impl ModelRuntime {
         let mut timings = StageTimings::default();
 
         // encode
-        {
-            let feeds = [self.frames_port.feed(&input.frames)];
-            self.encode.run(&feeds).map_err(|e| run_err("encode", e))?;
-            copy_output_f32("encode", &self.encode, &self.latents_out, &mut self.latents)?;
-        }
+        Self::encode_frames(&mut self.encode, &mut self.frames_ports, &input.frames)?;
+        copy_output_f32("encode", &self.encode, &self.latents_out, &mut self.latents)?;
         output.observed_latents.copy_from_slice(&self.latents);
         if input.monitor_used.iter().any(|u| *u) {
             // The monitor's real frames at predicted times that no window holds: the same stage,
             // one more run (the frames buffer has the window's shape).
-            let feeds = [self.frames_port.feed(&input.monitor_frames)];
-            self.encode.run(&feeds).map_err(|e| run_err("encode", e))?;
+            Self::encode_frames(&mut self.encode, &mut self.frames_ports, &input.monitor_frames)?;
             copy_output_f32(
                 "encode",
                 &self.encode,
@@ -1374,7 +1422,9 @@ impl ModelRuntime {
         {
             let feeds = [port.feed(&self.x_video)];
             decode.run(&feeds).map_err(|e| run_err("decode", e))?;
-            copy_output_f32("decode", decode, &self.dec_out, &mut output.frames)?;
+            for (name, range) in &self.dec_outs {
+                copy_output_f32("decode", decode, name, &mut output.frames[range.clone()])?;
+            }
             output.frames_decoded = true;
         }
         // The chunk is accepted: the state the context computed for it becomes the past.

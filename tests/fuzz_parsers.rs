@@ -981,10 +981,14 @@ fn check_bundle(bundle: &Bundle) -> Result<(), TestCaseError> {
     let prod = |xs: &[usize]| xs.iter().fold(1u128, |a, x| a.saturating_mul(*x as u128));
     let (c, t, f) = (d.cameras, d.context_frames, d.video_frames);
     let [lc, lh, lw] = d.latent;
+    let pixels = (0..c)
+        .map(|v| prod(&[d.size(v).0, d.size(v).1]))
+        .max()
+        .unwrap_or(0);
     let sizes = [
-        ("frame (3 x height x width)", prod(&[3, d.height, d.width])),
-        ("obs frames", prod(&[c, t, 3, d.height, d.width])),
-        ("predicted frames", prod(&[c, f, 3, d.height, d.width])),
+        ("frame (3 x height x width)", prod(&[3]).saturating_mul(pixels)),
+        ("obs frames", prod(&[c, t, 3]).saturating_mul(pixels)),
+        ("predicted frames", prod(&[c, f, 3]).saturating_mul(pixels)),
         ("video latents", prod(&[c, f, lc, lh, lw])),
         ("obs latents", prod(&[c, t, lc, lh, lw])),
         ("actions", prod(&[d.horizon, d.action])),

@@ -105,7 +105,8 @@ fn a_frame_that_differs_from_the_prediction_scores_higher() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/wam_sim");
     let bundle = Bundle::load(&dir).unwrap();
     let d = bundle.dims();
-    let (len, t) = (d.frame_len(), d.context_frames);
+    let (len, t) = (d.frame_len(0), d.context_frames);
+    let (height, width) = d.size(0);
     let c0 = case(&dir, 0);
     let c1 = case(&dir, 1);
     // The scene as it was observed: the arm moves little in a chunk, so it is close to the prediction.
@@ -115,11 +116,11 @@ fn a_frame_that_differs_from_the_prediction_scores_higher() {
     let std = bundle.manifest.image.std.clone();
     let occluded = score_with(&|v| {
         let mut f = newest_frame(&c0, v, t, len);
-        let plane = d.height * d.width;
+        let plane = height * width;
         for ch in 0..3 {
-            for y in 0..d.height {
-                for x in 0..d.width / 2 {
-                    f[ch * plane + y * d.width + x] = (0.0 - mean[ch]) / std[ch];
+            for y in 0..height {
+                for x in 0..width / 2 {
+                    f[ch * plane + y * width + x] = (0.0 - mean[ch]) / std[ch];
                 }
             }
         }

@@ -66,8 +66,8 @@ fn fill_frames(policy_input: &mut [f32], p0: u8, p1: u8, size: (usize, usize)) {
     let d = b.dims();
     let m = &b.manifest.image;
     let mut pre = Preprocessor::new(
-        d.width,
-        d.height,
+        d.size(0).1,
+        d.size(0).0,
         [m.mean[0], m.mean[1], m.mean[2]],
         [m.std[0], m.std[1], m.std[2]],
     );
@@ -76,8 +76,7 @@ fn fill_frames(policy_input: &mut [f32], p0: u8, p1: u8, size: (usize, usize)) {
         let data = vec![value; w * h * 3];
         let view = ImageView::new(w, h, w * 3, "rgb8", &data).unwrap();
         for t in 0..d.context_frames {
-            let off = (cam * d.context_frames + t) * d.frame_len();
-            pre.process(&view, &mut policy_input[off..off + d.frame_len()])
+            pre.process(&view, &mut policy_input[d.obs_frame(cam, t)])
                 .unwrap();
         }
     }

@@ -1384,8 +1384,8 @@ impl Pipeline {
                 let msg = rgb_image(
                     job.stamp + (f + 1) as f64 * self.video_dt,
                     &names[cam],
-                    d.width,
-                    d.height,
+                    d.size(cam).1,
+                    d.size(cam).0,
                     self.preview.frame(cam, f),
                 );
                 publish(publisher, &msg, "predicted frame");

@@ -27,7 +27,10 @@ fn main() {
         let frames = d.context_frames.max(d.video_frames);
         let limit = (isize::MAX as u128) / 8;
         let big = [
-            prod(&[d.cameras, frames, 3, d.height, d.width]),
+            (0..d.cameras)
+                .map(|v| prod(&[d.cameras, frames, 3, d.size(v).0, d.size(v).1]))
+                .max()
+                .unwrap_or(0),
             prod(&[d.cameras, frames, d.latent[0], d.latent[1], d.latent[2]]),
             prod(&[d.horizon, d.action]),
             prod(&[d.tokens]),

@@ -826,3 +826,45 @@ def test_compressed_png_transport() -> None:
         garbage.data = b"\x89PNG\r\n\x1a\n" + b"not really a png" * 8
         peer.set_camera("exterior", fixed_frame(garbage), 30.0)
         wait_status(peer, lambda s: s.bad_images > before.bad_images, "bad_images", since=0.0)
+
+
+def test_cameras_of_different_sizes_publish_frames_at_their_own_size() -> None:
+    """models/wam_test_mixed (format 2; exterior 8x8, wrist 4x6; tests/wam_testmodel/mixed.py): the
+    node brings each camera's 32x32 images to that camera's own size, feeds each to its own encode
+    input, and publishes each camera's predicted frames at its own size, with the bundle's answer
+    (a uniform image comes back as its value); the preview tiles them at the larger size."""
+    params = {
+        "bundle_path": str(REPO / "models" / "wam_test_mixed"),
+        "joint_names": ["joint1", "joint2"],
+        # The bundle's actions do not start at the measured state: wide limits, as for the 7-joint
+        # test bundle.
+        "joint_limits.lower": [-100.0, -100.0],
+        "joint_limits.upper": [100.0, 100.0],
+        "joint_limits.max_velocity": [1000.0, 1000.0],
+        "joint_limits.max_jump": 100.0,
+        "dry_run": True,
+        "enabled_at_start": True,
+        "instruction": "pick cube",
+    }
+    pixels = {"exterior": 230, "wrist": 160}
+    sizes = {"exterior": (8, 8), "wrist": (6, 4)}
+    with running(params) as (node, peer):
+        images = {c: np.full((32, 32, 3), p, np.uint8) for c, p in pixels.items()}
+        start_constant(peer, node, (0.2, 0.4), images, names=("joint1", "joint2"))
+        for cam, pixel in pixels.items():
+            # Normalized (x / 255 - 0.5) / 0.5, decoded as is: a pixel value in [0, 1].
+            want = round((2 * pixel / 255 - 1) * 255)
+
+            def frame(cam: str = cam) -> Image | None:
+                got = peer.predicted_since(cam)
+                return got[-1] if got else None
+
+            msg = peer.wait_for(frame, 10.0)
+            assert msg is not None, f"no predicted frame of {cam}"
+            assert (msg.width, msg.height) == sizes[cam], (cam, msg.width, msg.height)
+            err = np.abs(predicted_u8(msg) - want).max()
+            assert err <= 1, f"{cam}: predicted pixels off by {err} from {want}"
+        preview = peer.wait_for(lambda: (p := peer.previews_since(0.0)) and p[-1] or None, 5.0)
+        assert preview is not None, "no preview"
+        assert (preview.width, preview.height) == (3 * 8, 2 * 8)
+        assert node.running()

@@ -79,8 +79,14 @@ def context_model() -> onnx.ModelProto:
         _f32("state", [1, A]),
         helper.make_tensor_value_info("tokens", TensorProto.INT64, [1, L]),
     ]
-    per_camera = b.op("ReduceMean", ["latents"], axes=[2, 3, 4, 5], keepdims=1)  # [1, V, 1, 1, 1, 1]
-    b.op("Expand", [per_camera, b.const("video_shape", [1, V, F, C, LH, LW], dtype=np.int64)], "video_target")
+    per_camera = b.op(
+        "ReduceMean", ["latents"], axes=[2, 3, 4, 5], keepdims=1
+    )  # [1, V, 1, 1, 1, 1]
+    b.op(
+        "Expand",
+        [per_camera, b.const("video_shape", [1, V, F, C, LH, LW], dtype=np.int64)],
+        "video_target",
+    )
     total = b.op(
         "Add",
         [

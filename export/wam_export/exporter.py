@@ -167,8 +167,11 @@ class TorchBackend:
     def decode(self, latents: F32) -> F32 | None:
         if self.m.decode is None:
             return None
-        out: Tensor = self.m.decode(_t(latents))
-        return out.numpy().astype(np.float32)
+        out = self.m.decode(_t(latents))
+        if isinstance(out, Tensor):
+            return out.numpy().astype(np.float32)
+        # One tensor per camera (cameras of different sizes): camera after camera, flattened.
+        return np.concatenate([o.numpy().astype(np.float32).reshape(-1) for o in out])
 
 
 def _export_one(
@@ -303,7 +306,7 @@ def export_onnx(modules: WamModules, spec: BundleSpec, out: Path) -> None:
             (torch.zeros(spec.video_shape),),
             out / spec.files["decode"],
             [n.decode_in],
-            [n.decode_out],
+            spec.decode_output_names(),
             half=half,
         )
 

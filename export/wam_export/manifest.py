@@ -185,8 +185,14 @@ def manifest_lines(spec: BundleSpec, header: Sequence[str] = ()) -> list[str]:
             "  decode:",
             f"    file: {spec.files['decode']}",
             f"    inputs: {{latents: {n.decode_in}}}",
-            f"    outputs: {{frames: {n.decode_out}}}",
         ]
+        if spec.per_camera_inputs:
+            pairs = ", ".join(
+                f"{c.name}: {name}" for c, name in zip(spec.cameras, spec.decode_output_names())
+            )
+            lines.append(f"    outputs: {{frames: {{{pairs}}}}}")
+        else:
+            lines.append(f"    outputs: {{frames: {n.decode_out}}}")
     return lines
 
 
@@ -215,6 +221,19 @@ def _t(xs: Sequence[Any]) -> tuple[float, ...]:
     return tuple(float(x) for x in xs)
 
 
+def _frames_base(field: str, value: str | dict[str, str], cams: Sequence[Camera]) -> str:
+    """A frames tensor name, or the common base of per-camera names `<base>_<camera>` (the names the
+    kit writes; other per-camera names are refused)."""
+    if isinstance(value, str):
+        return value
+    first = value.get(cams[0].name, "")
+    base = first.removesuffix(f"_{cams[0].name}")
+    want = {c.name: f"{base}_{c.name}" for c in cams}
+    if dict(value) != want or base == first:
+        raise ValueError(f"{field}: per-camera names must be <base>_<camera> ({want}), got {value}")
+    return base
+
+
 def read_manifest(
     bundle: Path, state_shapes: dict[str, tuple[int, ...]] | None = None
 ) -> BundleSpec:
@@ -226,7 +245,8 @@ def read_manifest(
     cams = tuple(
         Camera(c["name"], int(c["height"]), int(c["width"]), c.get("resize")) for c in m["cameras"]
     )
-    frames_name = enc_in if isinstance(enc_in, str) else "frames"
+    frames_name = _frames_base("stages.encode.inputs.frames", enc_in, cams)
+    dec_out = st["decode"]["outputs"]["frames"] if "decode" in st else "predicted_frames"
     names = TensorNames(
         frames=frames_name,
         latents=st["encode"]["outputs"]["latents"],
@@ -239,7 +259,7 @@ def read_manifest(
         action_out=st["denoise"]["outputs"]["actions"],
         video_out=st["denoise"]["outputs"]["video"],
         decode_in=st["decode"]["inputs"]["latents"] if "decode" in st else "video_latents",
-        decode_out=st["decode"]["outputs"]["frames"] if "decode" in st else "predicted_frames",
+        decode_out=_frames_base("stages.decode.outputs.frames", dec_out, cams),
     )
     files = {k: v["file"] for k, v in st.items()}
     cs = None

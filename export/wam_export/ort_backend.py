@@ -74,8 +74,11 @@ class OrtBackend:
         if "decode" not in self.sessions:
             return None
         n = self.spec.names
-        (fr,) = self._run("decode", [n.decode_out], {n.decode_in: latents})
-        return np.asarray(fr, np.float32)
+        outs = self._run("decode", self.spec.decode_output_names(), {n.decode_in: latents})
+        if len(outs) == 1:
+            return np.asarray(outs[0], np.float32)
+        # One output per camera (cameras of different sizes): camera after camera, flattened.
+        return np.concatenate([np.asarray(o, np.float32).reshape(-1) for o in outs])
 
 
 def open_bundle(bundle: Path, threads: int = 1) -> Rollout:

@@ -59,7 +59,9 @@ class ChunkResult:
     actions: NDArray[np.float64]  # [H, A] de-normalized (before action.kind)
     actions_norm: F32  # [1, H, A]
     video_latents: F32  # [1, V, F, C, h, w]
-    frames_out: F32 | None  # [1, V, F, 3, H, W]
+    frames_out: (
+        F32 | None
+    )  # [1, V, F, 3, H, W]; cameras of different sizes: flat, camera after camera
     latents: F32  # encode output
     length: int  # valid state positions the context saw
     position: int

@@ -227,6 +227,13 @@ class BundleSpec:
             return [f"{self.names.frames}_{c.name}" for c in self.cameras]
         return [self.names.frames]
 
+    def decode_output_names(self) -> list[str]:
+        """The decode stage's frame outputs: one [1, V, F, 3, H, W], or per camera [1, F, 3, h, w]
+        (cameras of different sizes)."""
+        if self.per_camera_inputs:
+            return [f"{self.names.decode_out}_{c.name}" for c in self.cameras]
+        return [self.names.decode_out]
+
     def frame_shapes(self) -> list[tuple[int, ...]]:
         """Shapes of the encode inputs: [1, V, T, 3, H, W], or per camera [1, T, 3, h_v, w_v]."""
         t = self.context_frames
@@ -279,6 +286,8 @@ class BundleSpec:
             f.append("sampler.reuse")
         if self.context_state is not None:
             f.append("stages.context.state")
+        if self.per_camera_inputs:
+            f.append("cameras of different sizes")
         if self.dtype == "float16" or (
             self.context_state is not None
             and any(t.dtype == "float16" for t in self.context_state.tensors)
@@ -300,13 +309,6 @@ class BundleSpec:
         for c in self.cameras:
             if c.height <= 0 or c.width <= 0:
                 raise SpecError(f"cameras.{c.name}: height and width must be > 0")
-            if (c.height, c.width) != (self.cameras[0].height, self.cameras[0].width):
-                # The node does not support per-camera sizes yet (docs/bundle_format.md, Format 2).
-                raise SpecError(
-                    f"cameras.{c.name}: {c.height}x{c.width} differs from "
-                    f"{self.cameras[0].name}'s {self.cameras[0].height}x{self.cameras[0].width}: "
-                    "every camera must have the bundle's one size (use its `resize` policy)"
-                )
             if c.resize is not None and c.resize not in RESIZE:
                 raise SpecError(f"cameras.{c.name}.resize: {c.resize!r} not one of {RESIZE}")
         if not re.fullmatch(r"[^\n]+", self.model_id):

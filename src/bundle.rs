@@ -475,11 +475,15 @@ impl Dims {
     }
     /// Every camera has the same size.
     pub fn uniform(&self) -> bool {
-        self.sizes[..self.cameras].iter().all(|s| *s == self.sizes[0])
+        self.sizes[..self.cameras]
+            .iter()
+            .all(|s| *s == self.sizes[0])
     }
     /// Where frame `k` of camera `v` lies in a buffer of `per_camera` frames per camera.
     fn frame_range(&self, per_camera: usize, v: usize, k: usize) -> std::ops::Range<usize> {
-        let start: usize = (0..v).map(|u| per_camera * self.frame_len(u)).sum::<usize>()
+        let start: usize = (0..v)
+            .map(|u| per_camera * self.frame_len(u))
+            .sum::<usize>()
             + k * self.frame_len(v);
         start..start + self.frame_len(v)
     }
@@ -779,7 +783,11 @@ impl Bundle {
         }
         self.check_file("instruction.file", &m.instruction.file)?;
         self.check_file("stages.encode.file", &m.stages.encode.file)?;
-        check_frame_tensors(m, "stages.encode.inputs.frames", &m.stages.encode.inputs.frames)?;
+        check_frame_tensors(
+            m,
+            "stages.encode.inputs.frames",
+            &m.stages.encode.inputs.frames,
+        )?;
         if let Some(decode) = &m.stages.decode {
             check_frame_tensors(m, "stages.decode.outputs.frames", &decode.outputs.frames)?;
         }

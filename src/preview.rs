@@ -75,7 +75,15 @@ impl PreviewImages {
     }
 
     /// Writes a normalized CHW frame, un-normalized to [0, 1], as RGB8 (black when `shown` is false).
-    fn write_observed(&self, obs: &[f32], h: usize, w: usize, shown: bool, out: &mut [u8], stride: usize) {
+    fn write_observed(
+        &self,
+        obs: &[f32],
+        h: usize,
+        w: usize,
+        shown: bool,
+        out: &mut [u8],
+        stride: usize,
+    ) {
         let plane = h * w;
         for y in 0..h {
             for x in 0..w {
@@ -135,7 +143,13 @@ impl PreviewImages {
             self.write_observed(obs, h, w, true, row, stride);
             for f in 0..d.video_frames {
                 let src = &predicted[d.predicted_frame(v, f)];
-                chw_to_rgb8(src, h, w, &mut self.predicted[v * d.video_frames + f], w * 3);
+                chw_to_rgb8(
+                    src,
+                    h,
+                    w,
+                    &mut self.predicted[v * d.video_frames + f],
+                    w * 3,
+                );
                 chw_to_rgb8(src, h, w, &mut row[(1 + f) * tw * 3..], stride);
             }
         }

@@ -1266,7 +1266,11 @@ impl ModelRuntime {
         if input.monitor_used.iter().any(|u| *u) {
             // The monitor's real frames at predicted times that no window holds: the same stage,
             // one more run (the frames buffer has the window's shape).
-            Self::encode_frames(&mut self.encode, &mut self.frames_ports, &input.monitor_frames)?;
+            Self::encode_frames(
+                &mut self.encode,
+                &mut self.frames_ports,
+                &input.monitor_frames,
+            )?;
             copy_output_f32(
                 "encode",
                 &self.encode,

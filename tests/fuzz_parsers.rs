@@ -986,7 +986,10 @@ fn check_bundle(bundle: &Bundle) -> Result<(), TestCaseError> {
         .max()
         .unwrap_or(0);
     let sizes = [
-        ("frame (3 x height x width)", prod(&[3]).saturating_mul(pixels)),
+        (
+            "frame (3 x height x width)",
+            prod(&[3]).saturating_mul(pixels),
+        ),
         ("obs frames", prod(&[c, t, 3]).saturating_mul(pixels)),
         ("predicted frames", prod(&[c, f, 3]).saturating_mul(pixels)),
         ("video latents", prod(&[c, f, lc, lh, lw])),

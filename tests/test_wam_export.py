@@ -370,3 +370,84 @@ def test_per_camera_names_follow_the_kit_convention(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"stages.encode.inputs.frames: per-camera names"):
         read_manifest(bundle)
+
+
+def test_export_with_cameras_of_different_sizes(tmp_path: Path) -> None:
+    """With torch (`make test-export`): a small model whose cameras have different sizes is exported
+    with one encode input and one decode output per camera, and its ONNX stages agree with PyTorch
+    over two chunks (export_bundle raises otherwise)."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+    from wam_export import ActionSpec, Camera, Instruction, StateSpec, VideoSpec
+    from wam_export.exporter import ParityEpisode, WamModules, export_bundle
+
+    sizes = ((8, 8), (4, 6))
+    latent = (1, 1, 1, 2, 2, 2)  # [1, 1 camera, T, C, h, w]
+
+    class Encode(nn.Module):
+        def forward(self, ext: torch.Tensor, wrist: torch.Tensor) -> torch.Tensor:
+            parts = [x.mean(dim=(2, 3, 4)).reshape(1, 1, 1, 1, 1, 1) for x in (ext, wrist)]
+            return torch.cat([p.expand(*latent) for p in parts], dim=1)
+
+    class Context(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+
+        def forward(
+            self, latents: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            video = latents.mean(dim=(2, 3, 4, 5), keepdim=True).expand(1, 2, 1, 2, 2, 2)
+            act = self.lin(state) + latents.mean() + 0.01 * tokens.float().mean()
+            return act.reshape(1, 1, 2).expand(1, 4, 2), video
+
+    class Denoise(nn.Module):
+        def forward(
+            self,
+            xa: torch.Tensor,
+            xv: torch.Tensor,
+            t: torch.Tensor,
+            action_target: torch.Tensor,
+            video_target: torch.Tensor,
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            return (action_target - xa) / (1 - t), (video_target - xv) / (1 - t)
+
+    class Decode(nn.Module):
+        def forward(self, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            m = v.mean(dim=(3, 4, 5))  # [1, V, F]
+            return tuple(
+                m[:, i].reshape(1, 1, 1, 1, 1).expand(1, 1, 3, h, w)
+                for i, (h, w) in enumerate(sizes)
+            )
+
+    joints = ("a", "b")
+    spec = BundleSpec(
+        model_id="mixed_export_v1",
+        cameras=(Camera("ext", *sizes[0]), Camera("wrist", *sizes[1])),
+        context_frames=1,
+        state=StateSpec(joints, mean=(0.0, 0.0), std=(1.0, 1.0)),
+        action=ActionSpec(joints, horizon=4, dt=0.1, mean=(0.0, 0.0), std=(1.0, 1.0)),
+        video=VideoSpec(frames=1, latent_shape=(2, 2, 2), dt=0.4),
+        sampler=SamplerSpec(steps=2),
+        instruction=Instruction(vocab=("<pad>", "<unk>", "pick"), max_tokens=4),
+        context_outputs=("action_target", "video_target"),
+    )
+    assert spec.format_version == 2 and "cameras of different sizes" in spec.format2_features()
+    frames = [
+        [
+            np.full((1, 1, 3, *sizes[0]), 0.1 * k, np.float32),
+            np.full((1, 1, 3, *sizes[1]), 0.5, np.float32),
+        ]
+        for k in range(2)
+    ]
+    episode = ParityEpisode("pick", frames=frames, states=[np.zeros(2), np.ones(2)])
+    out = tmp_path / "bundle"
+    torch.manual_seed(0)
+    export_bundle(
+        WamModules(Encode(), Context(), Denoise(), Decode()), spec, out, [episode], node=None
+    )
+    text = (out / "wam.yaml").read_text()
+    assert "inputs: {frames: {ext: frames_ext, wrist: frames_wrist}}" in text
+    assert "outputs: {frames: {ext: predicted_frames_ext, wrist: predicted_frames_wrist}}" in text
+    back = read_manifest(out)
+    assert back.decode_output_names() == ["predicted_frames_ext", "predicted_frames_wrist"]

@@ -957,7 +957,7 @@ impl ModelRuntime {
         let accelerated = provider != Provider::Cpu;
         let bind = |stage: &str, session: Session| {
             LocalStage::new(session, accelerated, cfg.device_id)
-                .map(Stage::Local)
+                .map(|s| Stage::Local(Box::new(s)))
                 .map_err(|e| run_err(stage, e))
         };
         let encode = bind("encode", encode)?;
@@ -1007,7 +1007,7 @@ impl ModelRuntime {
         let start = Instant::now();
         let connect = |stage: &str| {
             RemoteStage::connect(&cfg.remote, stage)
-                .map(Stage::Remote)
+                .map(|s| Stage::Remote(Box::new(s)))
                 .map_err(|e| RuntimeError::Remote {
                     stage: stage.to_string(),
                     message: e.to_string(),

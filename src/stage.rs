@@ -91,8 +91,9 @@ pub struct Feed<'a> {
 }
 
 pub enum Stage {
-    Local(LocalStage),
-    Remote(RemoteStage),
+    // Boxed: both are large and of different sizes.
+    Local(Box<LocalStage>),
+    Remote(Box<RemoteStage>),
 }
 
 impl Stage {

@@ -149,13 +149,7 @@ def manifest_lines(spec: BundleSpec, header: Sequence[str] = ()) -> list[str]:
         "  encode:",
         f"    file: {spec.files['encode']}",
     ]
-    if spec.per_camera_inputs:
-        pairs = ", ".join(
-            f"{c.name}: {name}" for c, name in zip(spec.cameras, spec.encode_input_names())
-        )
-        lines.append(f"    inputs: {{frames: {{{pairs}}}}}")
-    else:
-        lines.append(f"    inputs: {{frames: {n.frames}}}")
+    lines.append(f"    inputs: {{frames: {_frames_value(spec, spec.encode_input_names())}}}")
     lines += [
         f"    outputs: {{latents: {n.latents}}}",
         "  context:",
@@ -186,13 +180,7 @@ def manifest_lines(spec: BundleSpec, header: Sequence[str] = ()) -> list[str]:
             f"    file: {spec.files['decode']}",
             f"    inputs: {{latents: {n.decode_in}}}",
         ]
-        if spec.per_camera_inputs:
-            pairs = ", ".join(
-                f"{c.name}: {name}" for c, name in zip(spec.cameras, spec.decode_output_names())
-            )
-            lines.append(f"    outputs: {{frames: {{{pairs}}}}}")
-        else:
-            lines.append(f"    outputs: {{frames: {n.decode_out}}}")
+        lines.append(f"    outputs: {{frames: {_frames_value(spec, spec.decode_output_names())}}}")
     return lines
 
 
@@ -219,6 +207,14 @@ def write_manifest(
 
 def _t(xs: Sequence[Any]) -> tuple[float, ...]:
     return tuple(float(x) for x in xs)
+
+
+def _frames_value(spec: BundleSpec, names: Sequence[str]) -> str:
+    """A frames role's value: the tensor's name, or {camera: name, ...} for cameras of different
+    sizes."""
+    if not spec.per_camera_inputs:
+        return names[0]
+    return "{" + ", ".join(f"{c.name}: {name}" for c, name in zip(spec.cameras, names)) + "}"
 
 
 def _frames_base(field: str, value: str | dict[str, str], cams: Sequence[Camera]) -> str:

@@ -135,6 +135,14 @@ pub struct RemoteStage {
     outputs: Vec<(String, OutBuf)>,
 }
 
+/// A configured number of seconds as a duration, at most a day (no panic on absurd values: the
+/// parameters are checked positive, a library caller's config may not be).
+fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s)
+        .unwrap_or(Duration::ZERO)
+        .min(Duration::from_secs(86_400))
+}
+
 fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
@@ -171,9 +179,9 @@ impl RemoteStage {
     pub fn connect(cfg: &RemoteConfig, stage: &str) -> Result<Self, StageError> {
         let server = cfg.url.trim_end_matches('/').to_string();
         let model = format!("{}{stage}", cfg.model_prefix);
-        let agent = agent(Duration::from_secs_f64(cfg.timeout_s));
+        let agent = agent(seconds(cfg.timeout_s));
         let model_url = format!("{server}/v2/models/{model}");
-        let deadline = Instant::now() + Duration::from_secs_f64(cfg.ready_timeout_s);
+        let deadline = Instant::now() + seconds(cfg.ready_timeout_s);
         let mut logged = false;
         loop {
             let ready = get(&agent, &format!("{server}/v2/health/ready"))

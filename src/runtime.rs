@@ -690,8 +690,8 @@ pub struct ModelRuntime {
     dims: Dims,
     provider: Provider,
     build_times: Vec<(String, f64)>,
-    /// `Some(url)` with backend remote: the stages run on that Triton server.
-    remote: Option<String>,
+    /// Backend remote: the stages run on a Triton server.
+    remote: bool,
     encode: Stage,
     context: Stage,
     denoise: Stage,
@@ -767,7 +767,7 @@ impl ModelRuntime {
             Backend::Local => Self::load_local(bundle, cfg)?,
             Backend::Remote => Self::connect_remote(bundle, cfg)?,
         };
-        let remote = (cfg.backend == Backend::Remote).then(|| cfg.remote.url.clone());
+        let remote = cfg.backend == Backend::Remote;
 
         // The manifest against what the files really declare.
         let format2 = m.format_version >= 2;
@@ -1092,15 +1092,11 @@ impl ModelRuntime {
 
     /// What runs the stages, for logs and status: the provider's name, or `remote` with backend remote.
     pub fn provider_name(&self) -> &'static str {
-        match self.remote {
-            Some(_) => "remote",
-            None => self.provider.name(),
+        if self.remote {
+            "remote"
+        } else {
+            self.provider.name()
         }
-    }
-
-    /// The Triton server's URL with backend remote.
-    pub fn remote_url(&self) -> Option<&str> {
-        self.remote.as_deref()
     }
 
     /// Seconds each stage's session took to build at load (a TensorRT engine build or a cache load).

@@ -51,29 +51,7 @@ pub enum OutData<'a> {
     I64(&'a [i64]),
 }
 
-impl InData<'_> {
-    pub fn elem(&self) -> ElemType {
-        match self {
-            InData::F32(_) => ElemType::F32,
-            InData::F16(_) => ElemType::F16,
-            InData::I64(_) => ElemType::I64,
-        }
-    }
-}
-
 impl OutData<'_> {
-    pub fn len(&self) -> usize {
-        match self {
-            OutData::F32(d) => d.len(),
-            OutData::F16(d) => d.len(),
-            OutData::I64(d) => d.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn type_name(&self) -> &'static str {
         match self {
             OutData::F32(_) => "float32",
@@ -129,8 +107,9 @@ struct Bound {
 }
 
 /// An in-process session with IoBinding: every input is an owned tensor bound once and refilled in
-/// place, every output is written by ONNX Runtime into a tensor allocated after the first run. Nothing
-/// is allocated per run but what ONNX Runtime's kernels allocate internally.
+/// place, every output is written by ONNX Runtime into a tensor allocated after the first run. What a
+/// run still allocates is small and fixed: the caller's list of feeds, and the list of bound outputs
+/// that ort's `run_binding` returns.
 pub struct LocalStage {
     session: Session,
     binding: IoBinding,

@@ -46,11 +46,9 @@ test_controller_ros. No assertion is about speed: every wait is generous.
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -89,7 +87,13 @@ from test_node_ros import (  # noqa: E402
     wait_trajectories,
     wrist_image,
 )
-from test_triton_serve import assert_gone, descendants, needs_server  # noqa: E402
+from test_triton_serve import (  # noqa: E402
+    Server,
+    descendants,
+    needs_server,
+    start_server,
+    stop_server,
+)
 from wam_export.triton_serve import free_port  # noqa: E402
 from wam_peer import (  # noqa: E402
     BUNDLE_JOINTS,
@@ -795,64 +799,35 @@ def test_burst_of_thousands_of_messages() -> None:
 # 7. The remote backend's Triton server is lost, then comes back
 
 # pytriton's tritonserver is ready in about 8 s and stops in 3-6 s after SIGTERM.
-SERVER_READY_TIMEOUT = 60.0
 SERVER_STOP_TIMEOUT = 30.0
 
 
 class TritonServer:
-    """``python -m wam_export.triton_serve <repo> --http-port <port>`` (pytriton's tritonserver,
-    the stages run in ONNX Runtime), started and stopped on one port; its stderr is appended to
-    ``log``. `stop` ends the server and everything it started, and returns once nothing accepts
-    connections on the port, so that it can start again there. As a context manager: started on
-    entry; on exit whatever is left of it is stopped (`close`), and its log tail is attached to a
-    failure."""
+    """``python -m wam_export.triton_serve <repo> --http-port <port>`` (test_triton_serve's
+    `start_server`), started and stopped on one port; its stderr is appended to ``log``. `stop`
+    ends the server and everything it started, and returns once nothing accepts connections on the
+    port, so that it can start again there. As a context manager: started on entry; on exit
+    whatever is left of it is stopped (`close`), and its log tail is attached to a failure."""
 
     def __init__(self, repo: Path, port: int, log: Path) -> None:
         self.repo = repo
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._pids: set[int] = set()
+        self.server: Server | None = None
 
     def start(self) -> None:
-        assert self.proc is None, "already started"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        command = [sys.executable, "-m", "wam_export.triton_serve", str(self.repo)]
-        with self.log.open("ab") as err:
-            proc = subprocess.Popen(
-                [*command, "--http-port", str(self.port)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                env=env,
-            )
-        self.proc = proc
-        assert proc.stdout is not None
-        line = b""
-        deadline = time.monotonic() + SERVER_READY_TIMEOUT
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            while b"\n" not in line:
-                left = deadline - time.monotonic()
-                if left <= 0 or proc.poll() is not None:
-                    self.close()
-                    pytest.fail(f"Triton server not ready:\n{self.log_tail()}")
-                if sel.select(timeout=min(left, 0.5)):
-                    line += os.read(proc.stdout.fileno(), 4096)
-        assert line.decode().split("\n", 1)[0] == f"ready {self.url}", line
-        self._pids |= descendants(proc.pid)
+        assert self.server is None, "already started"
+        self.server = start_server(self.repo, self.log, self.port)
+        assert self.server.url == self.url, self.server.url
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Sends ``sig`` and waits until the server, its tritonserver and their helpers are gone
         and the port is free."""
-        proc = self.proc
-        assert proc is not None, "not started"
-        self._pids |= descendants(proc.pid)
-        proc.send_signal(sig)
+        server = self.server
+        assert server is not None, "not started"
         try:
-            proc.wait(timeout=SERVER_STOP_TIMEOUT)
-            assert_gone(self._pids)
+            stop_server(server, sig)
         finally:
             self.close()
         deadline = time.monotonic() + SERVER_STOP_TIMEOUT
@@ -878,11 +853,13 @@ class TritonServer:
         """Ends whatever is left of the server: SIGTERM (so that it removes its work folder), then
         SIGKILL for the process and its tritonserver and helpers if they linger (nothing is left
         after a clean `stop`)."""
-        proc, self.proc = self.proc, None
-        if proc is None:
+        server, self.server = self.server, None
+        if server is None:
             return
+        proc = server.proc
+        pids = server.descendants
         if proc.poll() is None:
-            self._pids |= descendants(proc.pid)
+            pids |= descendants(proc.pid)
             proc.terminate()
             try:
                 proc.wait(timeout=SERVER_STOP_TIMEOUT)
@@ -891,7 +868,6 @@ class TritonServer:
                 proc.wait()
         assert proc.stdout is not None
         proc.stdout.close()
-        pids, self._pids = self._pids, set()
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -195,12 +195,14 @@ def _exe_name(pid: int) -> str | None:
     return None if rest.split()[0] == "Z" else name
 
 
-def start_server(repo: Path, log: Path) -> Server:
-    """`python -m wam_export.triton_serve repo` on free ports; returns once it prints ready."""
+def start_server(repo: Path, log: Path, http_port: int = 0) -> Server:
+    """`python -m wam_export.triton_serve repo` on `http_port` (0: a free one) and free other
+    ports, its stderr appended to `log`; returns once it prints ready."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with log.open("wb") as err:
+    ports = ["--http-port", str(http_port)] if http_port else []
+    with log.open("ab") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "wam_export.triton_serve", str(repo)],
+            [sys.executable, "-m", "wam_export.triton_serve", str(repo), *ports],
             stdout=subprocess.PIPE,
             stderr=err,
             env=env,

@@ -5,6 +5,8 @@
 //!   allocating the outputs, which are copied out;
 //! - `binding`: `stage::LocalStage`, what the runtime runs now: inputs refilled in place in bound tensors,
 //!   outputs written into tensors bound after the first run, copied out the same way.
+//! - `fixed`: `Placement::Fixed` in host memory, the path a CUDA graph runs on: every tensor also at a
+//!   fixed address, inputs copied in when they change (here they do not), outputs copied out per run.
 
 use std::path::Path;
 
@@ -13,7 +15,9 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 use wam_policy::bundle::{Bundle, ElemType, TensorInfo};
 use wam_policy::runtime::cpu_session;
-use wam_policy::stage::{session_tensors, Feed, InData, LocalStage, OutData};
+use wam_policy::stage::{
+    session_tensors, Feed, FixedMemory, InData, LocalStage, OutData, Placement,
+};
 
 /// Inputs of the stage's declared shapes (dynamic dimensions as 1), float32 or int64.
 struct Inputs {
@@ -129,15 +133,29 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("{name}/views"), |b| {
             b.iter(|| run_views(&mut session, &inp, &mut outs, &names))
         });
-        let mut stage = LocalStage::new(cpu_session(&path).unwrap(), false, 0).unwrap();
+        let host = Placement::Host { accelerated: false };
+        let mut stage = LocalStage::new(cpu_session(&path).unwrap(), host, 0).unwrap();
         let mut bound = vec![Vec::new(); names.len()];
         group.bench_function(format!("{name}/binding"), |b| {
             b.iter(|| run_binding(&mut stage, &inp, &mut bound, &names))
         });
-        // Same numbers either way.
+        // Tensors at fixed addresses (the CUDA graph path), here in host memory: what its copies in and
+        // out cost on top of the binding.
+        let fixed = Placement::Fixed {
+            memory: FixedMemory::Cpu,
+            graph: false,
+        };
+        let mut fixed_stage = LocalStage::new(cpu_session(&path).unwrap(), fixed, 0).unwrap();
+        let mut fixed_out = vec![Vec::new(); names.len()];
+        group.bench_function(format!("{name}/fixed"), |b| {
+            b.iter(|| run_binding(&mut fixed_stage, &inp, &mut fixed_out, &names))
+        });
+        // Same numbers every way.
         run_views(&mut session, &inp, &mut outs, &names);
         run_binding(&mut stage, &inp, &mut bound, &names);
+        run_binding(&mut fixed_stage, &inp, &mut fixed_out, &names);
         assert_eq!(outs, bound, "{name}: binding changed the outputs");
+        assert_eq!(outs, fixed_out, "{name}: fixed tensors changed the outputs");
     }
     group.finish();
 }

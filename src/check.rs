@@ -74,6 +74,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         builds.iter().map(|(_, s)| s).sum::<f64>() * 1e3,
         per_stage.join(", ")
     );
+    let graphs = policy.runtime().graph_stages();
+    if cfg.runtime.cuda_graph || !graphs.is_empty() {
+        println!(
+            "cuda_graph  {}",
+            if graphs.is_empty() {
+                "none (see the log for why)".to_string()
+            } else {
+                graphs.join(", ")
+            }
+        );
+    }
     let sizes: Vec<String> = (0..d.cameras)
         .map(|v| format!("{}x{}", d.size(v).0, d.size(v).1))
         .collect();

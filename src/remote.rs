@@ -129,6 +129,9 @@ pub struct RemoteStage {
     tensors: StageTensors,
     /// The `"outputs": [...]` part of every request: all the model's outputs, as binary data.
     outputs_json: String,
+    /// The inputs fed since the last run: their JSON descriptions (comma-separated) and their bytes.
+    fed_json: String,
+    fed_data: Vec<u8>,
     header: String,
     body: Vec<u8>,
     response: Vec<u8>,
@@ -249,6 +252,8 @@ impl RemoteStage {
             model,
             tensors,
             outputs_json,
+            fed_json: String::new(),
+            fed_data: Vec::new(),
             header: String::new(),
             body: Vec::new(),
             response: Vec::new(),
@@ -288,50 +293,55 @@ impl RemoteStage {
         err
     }
 
-    pub fn run(&mut self, feeds: &[Feed<'_>]) -> Result<(), StageError> {
+    /// Adds one input to the next request.
+    pub fn feed(&mut self, f: &Feed<'_>) {
+        if !self.fed_json.is_empty() {
+            self.fed_json.push(',');
+        }
+        let name = serde_json::to_string(f.name).unwrap_or_default();
+        let bytes = match f.data {
+            InData::F32(d) => d.len() * 4,
+            InData::F16(d) => d.len() * 2,
+            InData::I64(d) => d.len() * 8,
+        };
+        let _ = write!(
+            self.fed_json,
+            "{{\"name\":{name},\"shape\":{:?},\"datatype\":\"{}\",\"parameters\":{{\"binary_data_size\":{bytes}}}}}",
+            f.shape,
+            datatype_of(f.data)
+        );
+        match f.data {
+            InData::F32(d) => d
+                .iter()
+                .for_each(|x| self.fed_data.extend_from_slice(&x.to_le_bytes())),
+            InData::F16(d) => d
+                .iter()
+                .for_each(|x| self.fed_data.extend_from_slice(&x.to_le_bytes())),
+            InData::I64(d) => d
+                .iter()
+                .for_each(|x| self.fed_data.extend_from_slice(&x.to_le_bytes())),
+        }
+    }
+
+    /// One request with the inputs fed since the last one (forgotten after it, whatever its outcome).
+    pub fn run(&mut self) -> Result<(), StageError> {
+        self.header.clear();
+        self.header.push_str("{\"inputs\":[");
+        self.header.push_str(&self.fed_json);
+        self.header.push_str("],");
+        self.header.push_str(&self.outputs_json);
+        self.header.push('}');
+        self.body.clear();
+        self.body.extend_from_slice(self.header.as_bytes());
+        self.body.extend_from_slice(&self.fed_data);
+        self.fed_json.clear();
+        self.fed_data.clear();
         if let Some((until, wait, why)) = &self.backoff {
             if Instant::now() < *until {
                 return Err(self.fail(format!(
                     "{why} (not asked again for {:.2} s after a failed connection)",
                     wait.as_secs_f64()
                 )));
-            }
-        }
-        self.header.clear();
-        self.header.push_str("{\"inputs\":[");
-        for (i, f) in feeds.iter().enumerate() {
-            if i > 0 {
-                self.header.push(',');
-            }
-            let name = serde_json::to_string(f.name).unwrap_or_default();
-            let bytes = match f.data {
-                InData::F32(d) => d.len() * 4,
-                InData::F16(d) => d.len() * 2,
-                InData::I64(d) => d.len() * 8,
-            };
-            let _ = write!(
-                self.header,
-                "{{\"name\":{name},\"shape\":{:?},\"datatype\":\"{}\",\"parameters\":{{\"binary_data_size\":{bytes}}}}}",
-                f.shape,
-                datatype_of(f.data)
-            );
-        }
-        self.header.push_str("],");
-        self.header.push_str(&self.outputs_json);
-        self.header.push('}');
-        self.body.clear();
-        self.body.extend_from_slice(self.header.as_bytes());
-        for f in feeds {
-            match f.data {
-                InData::F32(d) => d
-                    .iter()
-                    .for_each(|x| self.body.extend_from_slice(&x.to_le_bytes())),
-                InData::F16(d) => d
-                    .iter()
-                    .for_each(|x| self.body.extend_from_slice(&x.to_le_bytes())),
-                InData::I64(d) => d
-                    .iter()
-                    .for_each(|x| self.body.extend_from_slice(&x.to_le_bytes())),
             }
         }
 

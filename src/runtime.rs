@@ -16,7 +16,7 @@ use crate::config::{Backend, Provider, RuntimeConfig};
 use crate::model_state::CarriedState;
 use crate::remote::RemoteStage;
 use crate::sampler::{FlowSampler, Inpaint, Workspace};
-use crate::stage::{Feed, InData, LocalStage, OutData, Stage};
+use crate::stage::{Feed, FixedMemory, InData, LocalStage, OutData, Placement, Stage, StageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -86,13 +86,15 @@ fn environment() -> Result<&'static ort::environment::Environment, RuntimeError>
 
 /// Builds a session with exactly one provider; registration failures are errors, so the caller can fall
 /// back to the next provider. Returns `ort::Result` because the builder's error type is not `Send`.
-/// `trt_cache` is the stage's engine/timing cache folder (TensorRT only).
+/// `trt_cache` is the stage's engine/timing cache folder (TensorRT only); `graph`: the GPU provider
+/// captures the session's kernels in a CUDA graph and replays it.
 fn build_session(
     env: &ort::environment::Environment,
     provider: Provider,
     cfg: &RuntimeConfig,
     file: &Path,
     trt_cache: Option<&Path>,
+    graph: bool,
 ) -> ort::Result<Session> {
     let mut builder = Session::builder(env)?;
     if cfg.intra_op_threads > 0 {
@@ -100,28 +102,34 @@ fn build_session(
     }
     builder = match provider {
         Provider::Cpu => builder,
-        Provider::Cuda => builder.with_execution_providers([cuda_provider(cfg)])?,
+        Provider::Cuda => builder.with_execution_providers([cuda_provider(cfg, graph)])?,
         Provider::TensorRt => {
             let cache = trt_cache.unwrap_or(&cfg.trt_cache_dir);
-            builder.with_execution_providers([tensorrt_provider(cfg, cache)])?
+            builder.with_execution_providers([tensorrt_provider(cfg, cache, graph)])?
         }
     };
     builder.commit_from_file(file)
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_provider(cfg: &RuntimeConfig) -> ort::ep::ExecutionProviderDispatch {
+fn cuda_provider(cfg: &RuntimeConfig, graph: bool) -> ort::ep::ExecutionProviderDispatch {
     ort::ep::CUDA::default()
         .with_device_id(cfg.device_id)
+        .with_cuda_graph(graph)
         .build()
         .error_on_failure()
 }
 
 #[cfg(feature = "tensorrt")]
-fn tensorrt_provider(cfg: &RuntimeConfig, cache: &Path) -> ort::ep::ExecutionProviderDispatch {
+fn tensorrt_provider(
+    cfg: &RuntimeConfig,
+    cache: &Path,
+    graph: bool,
+) -> ort::ep::ExecutionProviderDispatch {
     let cache = cache.display().to_string();
     ort::ep::TensorRT::default()
         .with_device_id(cfg.device_id)
+        .with_cuda_graph(graph)
         .with_fp16(cfg.fp16)
         .with_engine_cache(true)
         .with_engine_cache_path(&cache)
@@ -133,12 +141,16 @@ fn tensorrt_provider(cfg: &RuntimeConfig, cache: &Path) -> ort::ep::ExecutionPro
 
 /// Without the `cuda` feature the provider is compiled out; asking for it fails like a missing library.
 #[cfg(not(feature = "cuda"))]
-fn cuda_provider(_cfg: &RuntimeConfig) -> ort::ep::ExecutionProviderDispatch {
+fn cuda_provider(_cfg: &RuntimeConfig, _graph: bool) -> ort::ep::ExecutionProviderDispatch {
     ort::ep::CPU::default().build().error_on_failure()
 }
 
 #[cfg(not(feature = "tensorrt"))]
-fn tensorrt_provider(_cfg: &RuntimeConfig, _cache: &Path) -> ort::ep::ExecutionProviderDispatch {
+fn tensorrt_provider(
+    _cfg: &RuntimeConfig,
+    _cache: &Path,
+    _graph: bool,
+) -> ort::ep::ExecutionProviderDispatch {
     ort::ep::CPU::default().build().error_on_failure()
 }
 
@@ -366,12 +378,18 @@ pub fn trt_cache_dir_for(cfg: &RuntimeConfig, onnx: &Path) -> Result<PathBuf, St
 /// A CPU session on one ONNX file, with the process's environment (tools and benchmarks).
 pub fn cpu_session(path: &Path) -> Result<Session, RuntimeError> {
     let env = environment()?;
-    build_session(env, Provider::Cpu, &RuntimeConfig::default(), path, None).map_err(|e| {
-        RuntimeError::Session {
-            stage: path.display().to_string(),
-            file: path.to_path_buf(),
-            message: e.to_string(),
-        }
+    build_session(
+        env,
+        Provider::Cpu,
+        &RuntimeConfig::default(),
+        path,
+        None,
+        false,
+    )
+    .map_err(|e| RuntimeError::Session {
+        stage: path.display().to_string(),
+        file: path.to_path_buf(),
+        message: e.to_string(),
     })
 }
 
@@ -380,15 +398,26 @@ pub fn onnx_tensors(path: &Path) -> Result<StageTensors, RuntimeError> {
     Ok(crate::stage::session_tensors(&cpu_session(path)?))
 }
 
+/// One stage's session as built.
+struct BuiltStage {
+    session: Session,
+    seconds: f64,
+    /// The session replays a CUDA graph.
+    graph: bool,
+}
+
 /// Builds one stage's session with `provider`, logging what it costs (a TensorRT engine build can take
-/// minutes on a first start and must not be silent).
+/// minutes on a first start and must not be silent). `graph`: a CUDA graph is asked for (GPU providers
+/// only); a session that cannot have one (a node the GPU provider does not run, control flow) is built
+/// without, and the log says why.
 fn build_stage(
     env: &ort::environment::Environment,
     provider: Provider,
     cfg: &RuntimeConfig,
     stage: &str,
     file: &Path,
-) -> Result<(Session, f64), String> {
+    graph: bool,
+) -> Result<BuiltStage, String> {
     let cache = match provider {
         Provider::TensorRt => {
             let dir = trt_cache_dir_for(cfg, file)?;
@@ -412,17 +441,31 @@ fn build_stage(
         }
         _ => None,
     };
+    let graph = graph && provider != Provider::Cpu;
     let t = Instant::now();
-    let session =
-        build_session(env, provider, cfg, file, cache.as_deref()).map_err(|e| e.to_string())?;
-    let secs = t.elapsed().as_secs_f64();
+    let (session, graph) = match build_session(env, provider, cfg, file, cache.as_deref(), graph) {
+        Ok(session) => (session, graph),
+        Err(e) if graph => {
+            tracing::warn!(stage, error = %e, "cuda_graph: this stage cannot be captured; it runs without a CUDA graph");
+            let session = build_session(env, provider, cfg, file, cache.as_deref(), false)
+                .map_err(|e| e.to_string())?;
+            (session, false)
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let seconds = t.elapsed().as_secs_f64();
     tracing::info!(
         stage,
         provider = provider.name(),
-        seconds = format!("{secs:.3}"),
+        cuda_graph = graph,
+        seconds = format!("{seconds:.3}"),
         "session built"
     );
-    Ok((session, secs))
+    Ok(BuiltStage {
+        session,
+        seconds,
+        graph,
+    })
 }
 
 /// Wall-clock seconds spent per stage in one inference.
@@ -640,6 +683,7 @@ fn frame_spans(
 struct Stages {
     provider: Provider,
     build_times: Vec<(String, f64)>,
+    graph_stages: Vec<String>,
     encode: Stage,
     context: Stage,
     denoise: Stage,
@@ -690,6 +734,8 @@ pub struct ModelRuntime {
     dims: Dims,
     provider: Provider,
     build_times: Vec<(String, f64)>,
+    /// The stages that replay a CUDA graph (`cuda_graph`).
+    graph_stages: Vec<String>,
     /// Backend remote: the stages run on a Triton server.
     remote: bool,
     encode: Stage,
@@ -759,6 +805,7 @@ impl ModelRuntime {
         let Stages {
             provider,
             build_times,
+            graph_stages,
             encode,
             context,
             denoise,
@@ -919,6 +966,7 @@ impl ModelRuntime {
             provider,
             remote,
             build_times,
+            graph_stages,
             encode,
             context,
             denoise,
@@ -954,19 +1002,38 @@ impl ModelRuntime {
         let encode_file = bundle.path_of(&m.stages.encode.file);
         let (provider, encode, encode_s) = Self::first_working_provider(env, cfg, &encode_file)?;
         let mut build_times = vec![("encode".to_string(), encode_s)];
+        let mut graph_stages = Vec::new();
         let accelerated = provider != Provider::Cpu;
-        let bind = |stage: &str, session: Session| {
-            LocalStage::new(session, accelerated, cfg.device_id)
+        if cfg.cuda_graph && !accelerated {
+            tracing::warn!(
+                "cuda_graph needs the cuda or tensorrt provider; the cpu provider runs without"
+            );
+        }
+        let bind = |stage: &str, session: Session, graph: bool| {
+            let placement = if graph {
+                Placement::Fixed {
+                    memory: FixedMemory::Cuda,
+                    graph: true,
+                }
+            } else {
+                Placement::Host { accelerated }
+            };
+            LocalStage::new(session, placement, cfg.device_id)
                 .map(|s| Stage::Local(Box::new(s)))
                 .map_err(|e| run_err(stage, e))
         };
-        let encode = bind("encode", encode)?;
+        // Encode runs once per camera size and again on the monitor's frames: shapes a single captured
+        // graph cannot replay, so it is built without one.
+        let encode = bind("encode", encode, false)?;
         let mut load = |stage: &str, file: &str| -> Result<Stage, RuntimeError> {
             let path = bundle.path_of(file);
-            match build_stage(env, provider, cfg, stage, &path) {
-                Ok((session, secs)) => {
-                    build_times.push((stage.to_string(), secs));
-                    bind(stage, session)
+            match build_stage(env, provider, cfg, stage, &path, cfg.cuda_graph) {
+                Ok(built) => {
+                    build_times.push((stage.to_string(), built.seconds));
+                    if built.graph {
+                        graph_stages.push(stage.to_string());
+                    }
+                    bind(stage, built.session, built.graph)
                 }
                 Err(message) => Err(RuntimeError::Session {
                     stage: stage.to_string(),
@@ -994,6 +1061,7 @@ impl ModelRuntime {
         Ok(Stages {
             provider,
             build_times,
+            graph_stages,
             encode,
             context,
             denoise,
@@ -1026,6 +1094,7 @@ impl ModelRuntime {
             // Not used remotely: the server's own configuration decides where the stages run.
             provider: Provider::Cpu,
             build_times: vec![("remote".to_string(), secs)],
+            graph_stages: Vec::new(),
             encode,
             context,
             denoise,
@@ -1063,10 +1132,10 @@ impl ModelRuntime {
                     tried: failures.join("; "),
                 });
             }
-            match build_stage(env, provider, cfg, "encode", file) {
-                Ok((session, secs)) => {
+            match build_stage(env, provider, cfg, "encode", file, false) {
+                Ok(built) => {
                     tracing::info!(provider = provider.name(), "execution provider in use");
-                    return Ok((provider, session, secs));
+                    return Ok((provider, built.session, built.seconds));
                 }
                 Err(e) => {
                     tracing::warn!(provider = provider.name(), error = %e, "execution provider could not be used; trying the next one");
@@ -1102,6 +1171,12 @@ impl ModelRuntime {
     /// Seconds each stage's session took to build at load (a TensorRT engine build or a cache load).
     pub fn build_times(&self) -> &[(String, f64)] {
         &self.build_times
+    }
+
+    /// The stages that replay a CUDA graph: with `cuda_graph` on a GPU provider, those whose session
+    /// could be captured (never encode, whose input shape differs per camera and for the monitor).
+    pub fn graph_stages(&self) -> &[String] {
+        &self.graph_stages
     }
 
     pub fn dims(&self) -> &Dims {
@@ -1462,19 +1537,20 @@ fn run_denoise(
         out_video,
         caches,
     } = ports;
-    let mut feeds: Vec<Feed<'_>> = Vec::with_capacity(3 + caches.len());
-    feeds.push(actions.feed(xa));
-    feeds.push(video.feed(xv));
-    feeds.push(time_port.feed(time));
+    // Fed one by one: no list of feeds built per step.
+    let err = |e: StageError| run_err("denoise", e);
+    session.feed(&actions.feed(xa)).map_err(err)?;
+    session.feed(&video.feed(xv)).map_err(err)?;
+    session.feed(&time_port.feed(time)).map_err(err)?;
     for (data, (name, shape)) in cache.iter().zip(caches.iter()) {
-        feeds.push(Feed {
+        let feed = Feed {
             name,
             shape,
             data: data.data(),
-        });
+        };
+        session.feed(&feed).map_err(err)?;
     }
-    session.run(&feeds).map_err(|e| run_err("denoise", e))?;
-    drop(feeds);
+    session.run_fed().map_err(err)?;
     copy_output_f32("denoise", session, out_actions, out_a)?;
     copy_output_f32("denoise", session, out_video, out_v)?;
     Ok(())

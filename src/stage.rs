@@ -5,8 +5,8 @@
 
 use half::f16;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
-use ort::session::{IoBinding, Session};
-use ort::value::{DynTensor, TensorElementType, ValueType};
+use ort::session::{IoBinding, NoSelectedOutputs, RunOptions, Session};
+use ort::value::{DynTensor, DynTensorValueType, TensorElementType, ValueType};
 
 use crate::bundle::{ElemType, StageTensors, TensorInfo};
 use crate::remote::RemoteStage;
@@ -34,6 +34,15 @@ pub enum StageError {
     /// The Triton server refused, failed or did not answer in time.
     #[error("{0}")]
     Remote(String),
+    /// A captured CUDA graph replays fixed shapes at fixed addresses; a new shape cannot be honoured.
+    #[error(
+        "input `{name}` changed shape from {was:?} to {now:?}, which a CUDA graph cannot replay (set cuda_graph false)"
+    )]
+    GraphShape {
+        name: String,
+        was: Vec<i64>,
+        now: Vec<i64>,
+    },
 }
 
 /// A borrowed input buffer in the element type the stage declares.
@@ -85,9 +94,30 @@ impl Stage {
 
     /// One run on `feeds`; read the results with [`Stage::output`].
     pub fn run(&mut self, feeds: &[Feed<'_>]) -> Result<(), StageError> {
+        for f in feeds {
+            self.feed(f)?;
+        }
+        self.run_fed()
+    }
+
+    /// Sets one input of the next run, without a list of feeds to build (the denoise loop feeds its
+    /// inputs one by one). Feed every input before each [`Stage::run_fed`]: a remote request carries
+    /// only what was fed since the last one.
+    pub fn feed(&mut self, feed: &Feed<'_>) -> Result<(), StageError> {
         match self {
-            Stage::Local(s) => s.run(feeds),
-            Stage::Remote(s) => s.run(feeds),
+            Stage::Local(s) => s.feed(feed),
+            Stage::Remote(s) => {
+                s.feed(feed);
+                Ok(())
+            }
+        }
+    }
+
+    /// One run on the inputs fed since the last one.
+    pub fn run_fed(&mut self) -> Result<(), StageError> {
+        match self {
+            Stage::Local(s) => s.execute(),
+            Stage::Remote(s) => s.run(),
         }
     }
 
@@ -100,16 +130,46 @@ impl Stage {
     }
 }
 
-/// A tensor the binding holds; None until the first run tells its shape.
+/// Where a stage's bound tensors live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Host tensors bound to the session. `accelerated`: a GPU provider runs it, so the host buffers
+    /// are pinned and a changed input is bound again (ONNX Runtime copies it to the device at bind time,
+    /// into memory it owns).
+    Host { accelerated: bool },
+    /// Every input and output also has a tensor allocated once in `memory` and bound at that fixed
+    /// address, refilled from its host buffer by a copy when it changes and copied back after each run:
+    /// what a CUDA graph needs, as it replays the kernels on the addresses it captured. `graph`: the
+    /// session was built with a CUDA graph; the first run, which sizes the outputs, is not captured, and
+    /// a later change of shape is an error rather than a replay on the wrong shape.
+    Fixed { memory: FixedMemory, graph: bool },
+}
+
+/// The memory of [`Placement::Fixed`] tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FixedMemory {
+    /// GPU memory of the CUDA or TensorRT provider.
+    Cuda,
+    /// Host memory: the same path on a machine without a GPU (tests).
+    Cpu,
+}
+
+/// The run option that keeps one run out of CUDA graph capture and replay (ONNX Runtime's
+/// `kOrtRunOptionsConfigCudaGraphAnnotation`; -1 skips).
+const GPU_GRAPH_ID: &str = "gpu_graph_id";
+
+/// A tensor the binding holds; None until the first run tells its shape. `fixed`: its copy at a fixed
+/// address ([`Placement::Fixed`]), the one bound.
 struct Bound {
     name: String,
     tensor: Option<DynTensor>,
+    fixed: Option<DynTensor>,
 }
 
 /// An in-process session with IoBinding: every input is an owned tensor bound once and refilled in
 /// place, every output is written by ONNX Runtime into a tensor allocated after the first run. What a
-/// run still allocates is small and fixed: the caller's list of feeds, and the list of bound outputs
-/// that ort's `run_binding` returns.
+/// run still allocates is small and fixed: the list of bound outputs that ort's `run_binding` returns
+/// and, with [`Placement::Fixed`], ort's bookkeeping for each copy.
 pub struct LocalStage {
     session: Session,
     binding: IoBinding,
@@ -125,6 +185,11 @@ pub struct LocalStage {
     /// the device without a staging copy), else ordinary memory.
     input_memory: Allocator,
     output_memory: Allocator,
+    /// [`Placement::Fixed`]: the allocator of the fixed tensors and where ONNX Runtime puts the outputs
+    /// of the sizing run.
+    fixed: Option<(Allocator, MemoryInfo<'static>)>,
+    /// With a CUDA graph: the options of runs kept out of capture (the sizing run).
+    uncaptured: Option<RunOptions<NoSelectedOutputs>>,
 }
 
 /// A CUDA pinned host allocator of the session for `kind` (input or output buffers); None where the
@@ -211,10 +276,48 @@ fn refill<T: PartialEq + Copy>(dst: &mut [T], src: &[T]) -> bool {
 }
 
 impl LocalStage {
-    /// `accelerated`: the session runs on a GPU provider (`device_id`): inputs are copied to the device
-    /// at bind time, from pinned host buffers where the provider offers them.
-    pub fn new(session: Session, accelerated: bool, device_id: i32) -> Result<Self, StageError> {
+    /// `placement`: where the bound tensors live ([`Placement`]); `device_id`: the GPU of a GPU provider.
+    pub fn new(session: Session, placement: Placement, device_id: i32) -> Result<Self, StageError> {
         let binding = session.create_binding()?;
+        let (accelerated, rebind) = match placement {
+            Placement::Host { accelerated } => (accelerated, accelerated),
+            Placement::Fixed { memory, .. } => (memory == FixedMemory::Cuda, false),
+        };
+        let fixed = match placement {
+            Placement::Host { .. } => None,
+            Placement::Fixed {
+                memory: FixedMemory::Cuda,
+                ..
+            } => {
+                let info = MemoryInfo::new(
+                    AllocationDevice::CUDA,
+                    device_id,
+                    AllocatorType::Device,
+                    MemoryType::Default,
+                )?;
+                Some((Allocator::new(&session, info.clone())?, info))
+            }
+            Placement::Fixed {
+                memory: FixedMemory::Cpu,
+                ..
+            } => Some((
+                Allocator::default(),
+                MemoryInfo::new(
+                    AllocationDevice::CPU,
+                    0,
+                    AllocatorType::Device,
+                    MemoryType::Default,
+                )?,
+            )),
+        };
+        let uncaptured = match placement {
+            Placement::Fixed { graph: true, .. } => {
+                let mut options = RunOptions::new()?;
+                options.set(GPU_GRAPH_ID, "-1")?;
+                Some(options)
+            }
+            _ => None,
+        };
         let (input_memory, output_memory) = if accelerated {
             (
                 pinned(&session, device_id, MemoryType::CPUInput),
@@ -229,6 +332,7 @@ impl LocalStage {
             .map(|o| Bound {
                 name: o.name().to_string(),
                 tensor: None,
+                fixed: None,
             })
             .collect();
         let outputs = session
@@ -237,12 +341,13 @@ impl LocalStage {
             .map(|o| Bound {
                 name: o.name().to_string(),
                 tensor: None,
+                fixed: None,
             })
             .collect();
         Ok(LocalStage {
             session,
             binding,
-            rebind: accelerated,
+            rebind,
             inputs,
             outputs,
             outputs_bound: false,
@@ -254,14 +359,22 @@ impl LocalStage {
             )?,
             input_memory: input_memory.unwrap_or_default(),
             output_memory: output_memory.unwrap_or_default(),
+            fixed,
+            uncaptured,
         })
+    }
+
+    /// True when the session replays a CUDA graph.
+    pub fn graph(&self) -> bool {
+        self.uncaptured.is_some()
     }
 
     pub fn tensors(&self) -> StageTensors {
         session_tensors(&self.session)
     }
 
-    fn fill(&mut self, feed: &Feed<'_>) -> Result<(), StageError> {
+    /// Refills input `feed.name`'s bound tensor (bound anew on a first run or a new shape).
+    pub fn feed(&mut self, feed: &Feed<'_>) -> Result<(), StageError> {
         let Some(slot) = self.inputs.iter_mut().find(|b| b.name == feed.name) else {
             return Err(StageError::UnknownInput(feed.name.to_string()));
         };
@@ -279,13 +392,23 @@ impl LocalStage {
                         expected: elem_name(t.data_type()),
                     });
                 }
+                if self.uncaptured.is_some() {
+                    return Err(StageError::GraphShape {
+                        name: feed.name.to_string(),
+                        was: t.shape().to_vec(),
+                        now: feed.shape.to_vec(),
+                    });
+                }
             }
-            // First run, or a new shape: a new tensor, and the outputs sized again.
+            // First run, or a new shape: new tensors, and the outputs sized again.
             slot.tensor = Some(DynTensor::new(
                 &self.input_memory,
                 elem,
                 feed.shape.to_vec(),
             )?);
+            if let Some((allocator, _)) = &self.fixed {
+                slot.fixed = Some(DynTensor::new(allocator, elem, feed.shape.to_vec())?);
+            }
             self.outputs_bound = false;
         }
         let Some(tensor) = slot.tensor.as_mut() else {
@@ -296,29 +419,60 @@ impl LocalStage {
             InData::F16(src) => refill(tensor.try_extract_tensor_mut::<f16>()?.1, src),
             InData::I64(src) => refill(tensor.try_extract_tensor_mut::<i64>()?.1, src),
         };
-        if !fits || (changed && self.rebind) {
-            self.binding.bind_input(feed.name, &*tensor)?;
+        match slot.fixed.as_mut() {
+            // The bound tensor keeps its address; only its contents follow the host buffer.
+            Some(fixed) => {
+                if !fits || changed {
+                    tensor.copy_into(&mut *fixed)?;
+                }
+                if !fits {
+                    self.binding.bind_input(feed.name, &*fixed)?;
+                }
+            }
+            None => {
+                if !fits || (changed && self.rebind) {
+                    self.binding.bind_input(feed.name, &*tensor)?;
+                }
+            }
         }
         Ok(())
     }
 
     pub fn run(&mut self, feeds: &[Feed<'_>]) -> Result<(), StageError> {
         for feed in feeds {
-            self.fill(feed)?;
+            self.feed(feed)?;
         }
+        self.execute()
+    }
+
+    /// One run on the inputs as fed.
+    pub fn execute(&mut self) -> Result<(), StageError> {
         if self.outputs_bound {
             self.session.run_binding(&self.binding)?;
+            for out in &mut self.outputs {
+                if let (Some(fixed), Some(host)) = (&out.fixed, out.tensor.as_mut()) {
+                    fixed.copy_into(host)?;
+                }
+            }
             return Ok(());
         }
         // First run (or new input shapes): ONNX Runtime allocates the outputs; they tell the shapes of
-        // the tensors bound for every later run.
+        // the tensors bound for every later run. With a CUDA graph this run is not captured: the
+        // addresses it writes to are not the ones later runs use.
+        let sizing_memory = self.fixed.as_ref().map_or(&self.cpu, |(_, info)| info);
         self.binding.clear_outputs();
         for out in &self.outputs {
-            self.binding.bind_output_to_device(&out.name, &self.cpu)?;
+            self.binding
+                .bind_output_to_device(&out.name, sizing_memory)?;
         }
         let mut sized = Vec::with_capacity(self.outputs.len());
         {
-            let results = self.session.run_binding(&self.binding)?;
+            let results = match &self.uncaptured {
+                Some(options) => self
+                    .session
+                    .run_binding_with_options(&self.binding, options)?,
+                None => self.session.run_binding(&self.binding)?,
+            };
             for out in &self.outputs {
                 let value = results
                     .get(&out.name)
@@ -327,23 +481,36 @@ impl LocalStage {
                     ValueType::Tensor { ty, shape, .. } => (shape.to_vec(), *ty),
                     _ => return Err(StageError::MissingOutput(out.name.clone())),
                 };
-                let mut tensor = DynTensor::new(&self.output_memory, elem, shape)?;
-                match elem {
-                    TensorElementType::Float16 => {
-                        copy_into::<f16>(value, &mut tensor)?;
+                let mut tensor = DynTensor::new(&self.output_memory, elem, shape.clone())?;
+                let fixed = match &self.fixed {
+                    Some((allocator, _)) => {
+                        // Where the result is may not be host memory: ort copies it across.
+                        value
+                            .view()
+                            .downcast::<DynTensorValueType>()?
+                            .copy_into(&mut tensor)?;
+                        Some(DynTensor::new(allocator, elem, shape)?)
                     }
-                    TensorElementType::Int64 => {
-                        copy_into::<i64>(value, &mut tensor)?;
+                    None => {
+                        match elem {
+                            TensorElementType::Float16 => copy_into::<f16>(value, &mut tensor)?,
+                            TensorElementType::Int64 => copy_into::<i64>(value, &mut tensor)?,
+                            _ => copy_into::<f32>(value, &mut tensor)?,
+                        }
+                        None
                     }
-                    _ => copy_into::<f32>(value, &mut tensor)?,
-                }
-                sized.push(tensor);
+                };
+                sized.push((tensor, fixed));
             }
         }
         self.binding.clear_outputs();
-        for (out, mut tensor) in self.outputs.iter_mut().zip(sized) {
-            self.binding.bind_output(&out.name, &mut tensor)?;
+        for (out, (mut tensor, mut fixed)) in self.outputs.iter_mut().zip(sized) {
+            match fixed.as_mut() {
+                Some(f) => self.binding.bind_output(&out.name, f)?,
+                None => self.binding.bind_output(&out.name, &mut tensor)?,
+            }
             out.tensor = Some(tensor);
+            out.fixed = fixed;
         }
         self.outputs_bound = true;
         Ok(())

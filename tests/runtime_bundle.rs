@@ -514,6 +514,27 @@ fn unavailable_providers_fall_back_or_refuse() {
         (Ok(_), Err(why)) => panic!("cuda loaded although it cannot run here: {why}"),
         (Err(e), Ok(())) => panic!("cuda should load on this machine but failed: {e}"),
     }
+
+    // CUDA graphs: with CUDA, the stages after encode are captured (the bundled WAM's are plain
+    // tensor graphs); without, the CPU provider runs them uncaptured.
+    let cfg = config(&[
+        (
+            "providers",
+            ParamValue::StringArray(vec!["cuda".into(), "cpu".into()]),
+        ),
+        ("cuda_graph", ParamValue::Bool(true)),
+    ]);
+    let rt = ModelRuntime::load(&bundle, &cfg.runtime).unwrap();
+    match &cuda {
+        Ok(()) => {
+            assert_eq!(rt.provider(), Provider::Cuda);
+            assert_eq!(rt.graph_stages(), ["context", "denoise", "decode"]);
+        }
+        Err(_) => {
+            assert_eq!(rt.provider(), Provider::Cpu);
+            assert!(rt.graph_stages().is_empty(), "{:?}", rt.graph_stages());
+        }
+    }
 }
 
 /// The folder of the ONNX Runtime library the tests load (where its provider libraries lie).
@@ -617,41 +638,92 @@ fn wiring_maps_cameras_joints_and_limits() {
     );
 }
 
-/// The in-process stage with a GPU provider's settings on a CPU session: the pinned host allocator is
-/// not there (the CPU build of ONNX Runtime has no CUDA), so bound buffers fall back to ordinary memory;
-/// inputs are bound again whenever they change. Run after run, with inputs that change and inputs that
-/// stay, both give the plain CPU stage's outputs: nothing stale, nothing lost.
+/// Every way an in-process stage binds its tensors, on CPU sessions of one ONNX file:
+/// - a GPU provider's settings: the pinned host allocator is not there (the CPU build of ONNX Runtime
+///   has no CUDA), so bound buffers fall back to ordinary memory; inputs are bound again whenever they
+///   change;
+/// - tensors at fixed addresses (what a CUDA graph needs), here in host memory: inputs are copied into
+///   them when they change, outputs copied out after each run, with and without the graph's run options.
+///
+/// Run after run, with inputs that change and inputs that stay, all give the plain stage's outputs:
+/// nothing stale, nothing lost. Then the batch changes: the stages rebind and still agree, except the
+/// one with a CUDA graph, which refuses naming the input, as a captured graph cannot replay a new shape.
 #[test]
-fn bound_stage_with_accelerator_settings_falls_back_and_sees_every_input_change() {
+fn bound_stages_see_every_input_change_and_a_cuda_graph_refuses_a_new_shape() {
     use wam_policy::runtime::cpu_session;
-    use wam_policy::stage::{session_tensors, Feed, InData, LocalStage, OutData};
+    use wam_policy::stage::{
+        session_tensors, Feed, FixedMemory, InData, LocalStage, OutData, Placement, StageError,
+    };
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/wam_sim");
+    // A denoise stage with a dynamic batch.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/wam_sim_dz");
     let bundle = Bundle::load(&dir).unwrap();
     let path = bundle.path_of(&bundle.manifest.stages.denoise.file);
     let declared = session_tensors(&cpu_session(&path).unwrap());
-    let mut plain = LocalStage::new(cpu_session(&path).unwrap(), false, 0).unwrap();
-    let mut accel = LocalStage::new(cpu_session(&path).unwrap(), true, 0).unwrap();
-    let shapes: Vec<Vec<i64>> = declared
-        .inputs
+    assert!(
+        declared.inputs.iter().all(|t| t.shape[0] == -1),
+        "{declared:?}"
+    );
+    let placements = [
+        Placement::Host { accelerated: false },
+        Placement::Host { accelerated: true },
+        Placement::Fixed {
+            memory: FixedMemory::Cpu,
+            graph: false,
+        },
+        Placement::Fixed {
+            memory: FixedMemory::Cpu,
+            graph: true,
+        },
+    ];
+    let mut stages: Vec<LocalStage> = placements
         .iter()
-        .map(|t| t.shape.iter().map(|d| (*d).max(1)).collect())
+        .map(|&p| LocalStage::new(cpu_session(&path).unwrap(), p, 0).unwrap())
         .collect();
-    let mut data: Vec<Vec<f32>> = shapes
-        .iter()
-        .map(|s| vec![0.1; s.iter().product::<i64>() as usize])
-        .collect();
-    let out_name = &declared.outputs[0].name;
-    let mut previous: Option<Vec<f32>> = None;
-    for run in 0..4 {
+    assert_eq!(
+        stages.iter().map(LocalStage::graph).collect::<Vec<_>>(),
+        [false, false, false, true]
+    );
+    let outputs_of = |stage: &LocalStage| -> Vec<Vec<f32>> {
+        declared
+            .outputs
+            .iter()
+            .map(|t| match stage.output(&t.name).unwrap() {
+                OutData::F32(v) => v.to_vec(),
+                other => panic!("{} is {}", t.name, other.type_name()),
+            })
+            .collect()
+    };
+    let mut previous: Option<Vec<Vec<f32>>> = None;
+    for run in 0..6 {
+        let batch = if run < 5 { 1 } else { 2 };
+        let shapes: Vec<Vec<i64>> = declared
+            .inputs
+            .iter()
+            .map(|t| {
+                let mut s = t.shape.clone();
+                s[0] = batch;
+                s
+            })
+            .collect();
         // The first input (the noisy actions) changes every run; the others only on run 2.
-        data[0]
-            .iter_mut()
+        let data: Vec<Vec<f32>> = shapes
+            .iter()
             .enumerate()
-            .for_each(|(i, x)| *x = (i + run) as f32 * 0.01);
-        if run == 2 {
-            data.iter_mut().skip(1).flatten().for_each(|x| *x += 0.05);
-        }
+            .map(|(k, s)| {
+                let n = s.iter().product::<i64>() as usize;
+                (0..n)
+                    .map(|i| {
+                        let base = ((i * 7 + k * 3) % 11) as f32 * 0.02 - 0.1;
+                        match (k, run >= 2) {
+                            (0, _) => base + run as f32 * 0.03,
+                            (_, true) => base + 0.05,
+                            _ => base,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
         let feeds: Vec<Feed<'_>> = declared
             .inputs
             .iter()
@@ -663,22 +735,35 @@ fn bound_stage_with_accelerator_settings_falls_back_and_sees_every_input_change(
                 data: InData::F32(d),
             })
             .collect();
-        plain.run(&feeds).unwrap();
-        accel.run(&feeds).unwrap();
-        let (OutData::F32(a), OutData::F32(b)) = (
-            plain.output(out_name).unwrap(),
-            accel.output(out_name).unwrap(),
-        ) else {
-            panic!("{out_name} is not float32");
-        };
-        assert_eq!(a, b, "run {run}");
-        if let Some(p) = &previous {
-            assert_ne!(
-                p.as_slice(),
-                a,
-                "run {run}: the output did not follow the inputs"
+        let mut results = Vec::new();
+        for (stage, placement) in stages.iter_mut().zip(&placements) {
+            let ran = stage.run(&feeds);
+            if batch == 2 && stage.graph() {
+                match ran {
+                    Err(StageError::GraphShape { name, was, now }) => {
+                        assert_eq!(name, declared.inputs[0].name);
+                        assert_eq!((was[0], now[0]), (1, 2));
+                        let msg = StageError::GraphShape { name, was, now }.to_string();
+                        assert!(msg.contains("cuda_graph"), "{msg}");
+                    }
+                    other => panic!("a new shape under a CUDA graph: {:?}", other.err()),
+                }
+                continue;
+            }
+            ran.unwrap_or_else(|e| panic!("run {run}, {placement:?}: {e}"));
+            results.push((placement, outputs_of(stage)));
+        }
+        let (_, plain) = &results[0];
+        for (placement, got) in &results[1..] {
+            assert_eq!(
+                got, plain,
+                "run {run}: {placement:?} differs from the plain stage"
             );
         }
-        previous = Some(a.to_vec());
+        if let Some(p) = &previous {
+            assert_ne!(p, plain, "run {run}: the outputs did not follow the inputs");
+        }
+        assert_eq!(plain[0].len(), batch as usize * 16 * 7);
+        previous = Some(plain.clone());
     }
 }

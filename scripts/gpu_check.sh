@@ -2,7 +2,8 @@
 # One prepared check of the GPU providers on a machine with an NVIDIA GPU (README "GPU and containers"):
 #   1. provider registration: cpu, cuda, tensorrt, each alone (the reason when one cannot run);
 #   2. parity GPU vs CPU on the bundled models (same seed, same number of chunks; tolerances below);
-#   3. per-stage timings CPU vs CUDA (vs TensorRT where its libraries exist): `check --runs N`;
+#   3. per-stage timings CPU vs CUDA, with and without CUDA graphs (cuda_graph), vs TensorRT where its
+#      libraries exist: `check --runs N`;
 #   4. TensorRT engine-cache reuse: session build time of two consecutive starts on a fresh cache.
 # Prints a markdown table (also written to <out>/gpu_check.md, with every run's log beside it).
 #
@@ -127,6 +128,15 @@ field() { awk -v k="$2" '$1 == k { print $2; exit }' "$out/$1.log"; }       # fi
 p50() { awk -v k="$2" '$1 == k && NF == 4 { print $2; exit }' "$out/$1.log"; } # p50 <log> <stage>
 p95() { awk -v k="$2" '$1 == k && NF == 4 { print $3; exit }' "$out/$1.log"; }
 built() { sed -n 's/^sessions *built in \([0-9.]*\) ms.*/\1/p' "$out/$1.log" | head -n1; }
+# variant <label>: the parameters of a table row's variant (tensorrt-fp16, cuda-graph).
+variant() {
+    case "$1" in
+        tensorrt-fp16) echo "--param fp16=true" ;;
+        cuda-graph) echo "--param cuda_graph=true" ;;
+    esac
+}
+# graphs <log>: the stages `check` says replay a CUDA graph.
+graphs() { sed -n 's/^cuda_graph *//p' "$out/$1.log" | head -n1; }
 reason() { grep -m1 -E 'no CUDA|TensorRT|has no|not compiled|could not be used|cannot' "$out/$1.log" \
     | sed -e 's/^.*\(WARN\|INFO\) *//' -e 's/; falling back.*$//' -e 's/ provider=.*$//' -e 's/|/\\|/g' | cut -c1-300; }
 
@@ -198,13 +208,15 @@ for b in $bundles; do
     for p in "${variants[@]}"; do
         scales=("$p:1")
         [ "$p" = tensorrt ] && scales+=("tensorrt-fp16:10")
+        [ "$p" = cuda ] && scales+=("cuda-graph:1")
         for ps in "${scales[@]}"; do
             label="${ps%%:*}"; scale="${ps##*:}"
-            extra=(--param "trt_cache_dir=$out/trt_cache")
-            [ "$label" = tensorrt-fp16 ] && extra+=(--param fp16=true)
+            # shellcheck disable=SC2207
+            extra=(--param "trt_cache_dir=$out/trt_cache" $(variant "$label"))
             if check "par_${bn}_$label" "$b" "$p" 3 --dump "$out/par_${bn}_$label.txt" "${extra[@]}" \
                 && [ "$(field "par_${bn}_$label" provider)" = "$p" ]; then
                 shown="$label"; [ ${#gpu_usable[@]} = 0 ] && shown="cpu (repeat; no GPU)"
+                [ "$label" = cuda-graph ] && shown="cuda-graph ($(graphs "par_${bn}_$label"))"
                 emit "| $bn | $shown | $(compare "$out/par_${bn}_cpu.txt" "$out/par_${bn}_$label.txt" "$scale") |"
             else
                 emit "| $bn | $label | | | | FAIL: did not run on $p |"
@@ -224,12 +236,14 @@ for b in $bundles; do
     for p in "${usable[@]}"; do
         labels=("$p")
         [ "$p" = tensorrt ] && labels+=(tensorrt-fp16)
+        [ "$p" = cuda ] && labels+=(cuda-graph)
         for label in "${labels[@]}"; do
-            extra=(--param "trt_cache_dir=$out/trt_cache")
-            [ "$label" = tensorrt-fp16 ] && extra+=(--param fp16=true)
+            # shellcheck disable=SC2207
+            extra=(--param "trt_cache_dir=$out/trt_cache" $(variant "$label"))
             log="time_${bn}_$label"
             if check "$log" "$b" "$p" "$runs" "${extra[@]}"; then
-                emit "| $bn | $label | $(p50 "$log" encode) | $(p50 "$log" context) | $(p50 "$log" denoise) | $(p50 "$log" decode) | $(p50 "$log" total) | $(p95 "$log" total) | $(built "$log") |"
+                shown="$label"; [ "$label" = cuda-graph ] && shown="cuda-graph ($(graphs "$log"))"
+                emit "| $bn | $shown | $(p50 "$log" encode) | $(p50 "$log" context) | $(p50 "$log" denoise) | $(p50 "$log" decode) | $(p50 "$log" total) | $(p95 "$log" total) | $(built "$log") |"
             else
                 emit "| $bn | $label | failed: $(tail -n1 "$out/$log.log" | cut -c1-120) | | | | | | |"
             fi

@@ -34,6 +34,8 @@ pub enum StageError {
     /// The Triton server refused, failed or did not answer in time.
     #[error("{0}")]
     Remote(String),
+    #[error("{0} (this stage runs a CUDA graph; cuda_graph false runs it without)")]
+    GraphRun(ort::Error),
     /// A captured CUDA graph replays fixed shapes at fixed addresses; a new shape cannot be honoured.
     #[error(
         "input `{name}` changed shape from {was:?} to {now:?}, which a CUDA graph cannot replay (set cuda_graph false)"
@@ -448,7 +450,13 @@ impl LocalStage {
     /// One run on the inputs as fed.
     pub fn execute(&mut self) -> Result<(), StageError> {
         if self.outputs_bound {
-            self.session.run_binding(&self.binding)?;
+            if let Err(e) = self.session.run_binding(&self.binding) {
+                // Capture happens in a run, not when the session is built: say what to turn off.
+                return Err(match self.uncaptured {
+                    Some(_) => StageError::GraphRun(e),
+                    None => StageError::Ort(e),
+                });
+            }
             for out in &mut self.outputs {
                 if let (Some(fixed), Some(host)) = (&out.fixed, out.tensor.as_mut()) {
                     fixed.copy_into(host)?;

@@ -36,6 +36,8 @@ pub enum StageError {
     Remote(String),
     #[error("{0} (this stage runs a CUDA graph; cuda_graph false runs it without)")]
     GraphRun(ort::Error),
+    #[error("no GPU memory for the fixed tensors a CUDA graph needs ({0}); cuda_graph false runs without")]
+    NoDeviceMemory(ort::Error),
     /// A captured CUDA graph replays fixed shapes at fixed addresses; a new shape cannot be honoured.
     #[error(
         "input `{name}` changed shape from {was:?} to {now:?}, which a CUDA graph cannot replay (set cuda_graph false)"
@@ -297,7 +299,9 @@ impl LocalStage {
                     AllocatorType::Device,
                     MemoryType::Default,
                 )?;
-                Some((Allocator::new(&session, info.clone())?, info))
+                let allocator =
+                    Allocator::new(&session, info.clone()).map_err(StageError::NoDeviceMemory)?;
+                Some((allocator, info))
             }
             Placement::Fixed {
                 memory: FixedMemory::Cpu,

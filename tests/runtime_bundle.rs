@@ -676,6 +676,16 @@ fn bound_stages_see_every_input_change_and_a_cuda_graph_refuses_a_new_shape() {
             graph: true,
         },
     ];
+    // GPU tensors on a session without CUDA: a clear error, not a panic or a silent host fallback
+    // (a session built for a CUDA graph must not run on addresses that move).
+    let on_gpu = Placement::Fixed {
+        memory: FixedMemory::Cuda,
+        graph: true,
+    };
+    match LocalStage::new(cpu_session(&path).unwrap(), on_gpu, 0) {
+        Err(e) => assert!(matches!(e, StageError::NoDeviceMemory(_)), "{e}"),
+        Ok(_) => panic!("CUDA tensors allocated on a CPU session"),
+    }
     let mut stages: Vec<LocalStage> = placements
         .iter()
         .map(|&p| LocalStage::new(cpu_session(&path).unwrap(), p, 0).unwrap())

@@ -1173,6 +1173,18 @@ impl ModelRuntime {
         &self.build_times
     }
 
+    /// Times input `input` of stage `stage` (encode, context, denoise, decode) had new contents written
+    /// since load: what a GPU provider uploads. None for a stage that is not there or runs remotely.
+    pub fn input_writes(&self, stage: &str, input: &str) -> Option<u64> {
+        match stage {
+            "encode" => self.encode.input_writes(input),
+            "context" => self.context.input_writes(input),
+            "denoise" => self.denoise.input_writes(input),
+            "decode" => self.decode.as_ref()?.input_writes(input),
+            _ => None,
+        }
+    }
+
     /// The stages that replay a CUDA graph: with `cuda_graph` on a GPU provider, those whose session
     /// could be captured (never encode, whose input shape differs per camera and for the monitor).
     pub fn graph_stages(&self) -> &[String] {
@@ -1460,7 +1472,13 @@ impl ModelRuntime {
                         uv.copy_from_slice(&b.out_video[lv..]);
                     }
                     (_, uncond_out) => {
+                        // Two runs: each branch keeps its own binding set, so its context
+                        // outputs are written once per chunk, not on every step.
+                        let select = |stage: &mut Stage, k| {
+                            stage.select(k).map_err(|e| run_err("denoise", e))
+                        };
                         let time = [t];
+                        select(denoise, 0)?;
                         run_denoise(
                             denoise,
                             denoise_ports,
@@ -1472,6 +1490,7 @@ impl ModelRuntime {
                             out.video,
                         )?;
                         if let (Some((ua, uv)), Some(u)) = (uncond_out, uncond.as_ref()) {
+                            select(denoise, 1)?;
                             run_denoise(denoise, denoise_ports, xa, xv, &time, &u.cache, ua, uv)?;
                         }
                     }

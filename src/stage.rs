@@ -117,6 +117,24 @@ impl Stage {
         }
     }
 
+    /// Selects binding set `k` for the feeds, runs and outputs that follow ([`LocalStage::select`]); a
+    /// remote stage sends every input anyway and has one set.
+    pub fn select(&mut self, k: usize) -> Result<(), StageError> {
+        match self {
+            Stage::Local(s) => s.select(k),
+            Stage::Remote(_) => Ok(()),
+        }
+    }
+
+    /// Times input `name`'s contents changed and were written (in process; None remotely, where every
+    /// request carries every input).
+    pub fn input_writes(&self, name: &str) -> Option<u64> {
+        match self {
+            Stage::Local(s) => Some(s.input_writes(name)),
+            Stage::Remote(_) => None,
+        }
+    }
+
     /// One run on the inputs fed since the last one.
     pub fn run_fed(&mut self) -> Result<(), StageError> {
         match self {
@@ -168,22 +186,75 @@ struct Bound {
     name: String,
     tensor: Option<DynTensor>,
     fixed: Option<DynTensor>,
+    /// Times an input's contents were written because they changed (what a GPU provider uploads).
+    writes: u64,
 }
 
-/// An in-process session with IoBinding: every input is an owned tensor bound once and refilled in
-/// place, every output is written by ONNX Runtime into a tensor allocated after the first run. What a
-/// run still allocates is small and fixed: the list of bound outputs that ort's `run_binding` returns
-/// and, with [`Placement::Fixed`], ort's bookkeeping for each copy.
-pub struct LocalStage {
-    session: Session,
+impl Bound {
+    fn new(name: &str) -> Self {
+        Bound {
+            name: name.to_string(),
+            tensor: None,
+            fixed: None,
+            writes: 0,
+        }
+    }
+}
+
+/// One IoBinding of a session with its tensors. A stage fed alternately with two sets of inputs (the
+/// two branches of guidance run one after the other) keeps one set per branch, so an input that only
+/// changes per chunk is written once per chunk and branch, not on every step.
+struct BindingSet {
     binding: IoBinding,
-    /// With an accelerator, a bound host input is copied to the device when it is bound: a changed input
-    /// is bound again. On the CPU the session reads the bound tensor's memory, so refilling it suffices.
-    rebind: bool,
     inputs: Vec<Bound>,
     outputs: Vec<Bound>,
     /// Outputs are bound to preallocated tensors (false until a run has sized them).
     outputs_bound: bool,
+    /// With a CUDA graph: this set's graph (`gpu_graph_id` = its index + 1; ONNX Runtime keeps one
+    /// graph per id, each on its own set's addresses).
+    graph_run: Option<RunOptions<NoSelectedOutputs>>,
+}
+
+impl BindingSet {
+    fn new(session: &Session, index: usize, graph: bool) -> Result<Self, StageError> {
+        let graph_run = if graph {
+            let mut options = RunOptions::new()?;
+            options.set(GPU_GRAPH_ID, (index + 1).to_string())?;
+            Some(options)
+        } else {
+            None
+        };
+        Ok(BindingSet {
+            binding: session.create_binding()?,
+            inputs: session
+                .inputs()
+                .iter()
+                .map(|o| Bound::new(o.name()))
+                .collect(),
+            outputs: session
+                .outputs()
+                .iter()
+                .map(|o| Bound::new(o.name()))
+                .collect(),
+            outputs_bound: false,
+            graph_run,
+        })
+    }
+}
+
+/// An in-process session with IoBinding: every input is an owned tensor bound once and refilled in
+/// place, every output is written by ONNX Runtime into a tensor allocated after the first run, in one
+/// binding set per branch of inputs ([`LocalStage::select`]). What a
+/// run still allocates is small and fixed: the list of bound outputs that ort's `run_binding` returns
+/// and, with [`Placement::Fixed`], ort's bookkeeping for each copy.
+pub struct LocalStage {
+    session: Session,
+    /// Set 0, and one more per other branch selected ([`LocalStage::select`]).
+    sets: Vec<BindingSet>,
+    active: usize,
+    /// With an accelerator, a bound host input is copied to the device when it is bound: a changed input
+    /// is bound again. On the CPU the session reads the bound tensor's memory, so refilling it suffices.
+    rebind: bool,
     cpu: MemoryInfo<'static>,
     /// Where the bound host tensors live: CUDA pinned memory with a GPU provider (copies to and from
     /// the device without a staging copy), else ordinary memory.
@@ -282,7 +353,6 @@ fn refill<T: PartialEq + Copy>(dst: &mut [T], src: &[T]) -> bool {
 impl LocalStage {
     /// `placement`: where the bound tensors live ([`Placement`]); `device_id`: the GPU of a GPU provider.
     pub fn new(session: Session, placement: Placement, device_id: i32) -> Result<Self, StageError> {
-        let binding = session.create_binding()?;
         let (accelerated, rebind) = match placement {
             Placement::Host { accelerated } => (accelerated, accelerated),
             Placement::Fixed { memory, .. } => (memory == FixedMemory::Cuda, false),
@@ -332,31 +402,12 @@ impl LocalStage {
         } else {
             (None, None)
         };
-        let inputs = session
-            .inputs()
-            .iter()
-            .map(|o| Bound {
-                name: o.name().to_string(),
-                tensor: None,
-                fixed: None,
-            })
-            .collect();
-        let outputs = session
-            .outputs()
-            .iter()
-            .map(|o| Bound {
-                name: o.name().to_string(),
-                tensor: None,
-                fixed: None,
-            })
-            .collect();
+        let first = BindingSet::new(&session, 0, uncaptured.is_some())?;
         Ok(LocalStage {
             session,
-            binding,
+            sets: vec![first],
+            active: 0,
             rebind,
-            inputs,
-            outputs,
-            outputs_bound: false,
             cpu: MemoryInfo::new(
                 AllocationDevice::CPU,
                 0,
@@ -375,13 +426,33 @@ impl LocalStage {
         self.uncaptured.is_some()
     }
 
+    /// Makes binding set `k` the one later feeds, runs and outputs use (created on first use).
+    pub fn select(&mut self, k: usize) -> Result<(), StageError> {
+        while self.sets.len() <= k {
+            let set = BindingSet::new(&self.session, self.sets.len(), self.graph())?;
+            self.sets.push(set);
+        }
+        self.active = k;
+        Ok(())
+    }
+
+    /// Times input `name`'s contents changed and were written, over every binding set.
+    pub fn input_writes(&self, name: &str) -> u64 {
+        self.sets
+            .iter()
+            .flat_map(|s| s.inputs.iter().filter(|b| b.name == name))
+            .map(|b| b.writes)
+            .sum()
+    }
+
     pub fn tensors(&self) -> StageTensors {
         session_tensors(&self.session)
     }
 
     /// Refills input `feed.name`'s bound tensor (bound anew on a first run or a new shape).
     pub fn feed(&mut self, feed: &Feed<'_>) -> Result<(), StageError> {
-        let Some(slot) = self.inputs.iter_mut().find(|b| b.name == feed.name) else {
+        let set = &mut self.sets[self.active];
+        let Some(slot) = set.inputs.iter_mut().find(|b| b.name == feed.name) else {
             return Err(StageError::UnknownInput(feed.name.to_string()));
         };
         let elem = tensor_elem(feed.data);
@@ -415,7 +486,7 @@ impl LocalStage {
             if let Some((allocator, _)) = &self.fixed {
                 slot.fixed = Some(DynTensor::new(allocator, elem, feed.shape.to_vec())?);
             }
-            self.outputs_bound = false;
+            set.outputs_bound = false;
         }
         let Some(tensor) = slot.tensor.as_mut() else {
             return Ok(());
@@ -425,6 +496,9 @@ impl LocalStage {
             InData::F16(src) => refill(tensor.try_extract_tensor_mut::<f16>()?.1, src),
             InData::I64(src) => refill(tensor.try_extract_tensor_mut::<i64>()?.1, src),
         };
+        if changed || !fits {
+            slot.writes += 1;
+        }
         match slot.fixed.as_mut() {
             // The bound tensor keeps its address; only its contents follow the host buffer.
             Some(fixed) => {
@@ -432,12 +506,12 @@ impl LocalStage {
                     tensor.copy_into(&mut *fixed)?;
                 }
                 if !fits {
-                    self.binding.bind_input(feed.name, &*fixed)?;
+                    set.binding.bind_input(feed.name, &*fixed)?;
                 }
             }
             None => {
                 if !fits || (changed && self.rebind) {
-                    self.binding.bind_input(feed.name, &*tensor)?;
+                    set.binding.bind_input(feed.name, &*tensor)?;
                 }
             }
         }
@@ -453,15 +527,20 @@ impl LocalStage {
 
     /// One run on the inputs as fed.
     pub fn execute(&mut self) -> Result<(), StageError> {
-        if self.outputs_bound {
-            if let Err(e) = self.session.run_binding(&self.binding) {
+        let set = &mut self.sets[self.active];
+        if set.outputs_bound {
+            let ran = match &set.graph_run {
+                Some(options) => self.session.run_binding_with_options(&set.binding, options),
+                None => self.session.run_binding(&set.binding),
+            };
+            if let Err(e) = ran {
                 // Capture happens in a run, not when the session is built: say what to turn off.
                 return Err(match self.uncaptured {
                     Some(_) => StageError::GraphRun(e),
                     None => StageError::Ort(e),
                 });
             }
-            for out in &mut self.outputs {
+            for out in &mut set.outputs {
                 if let (Some(fixed), Some(host)) = (&out.fixed, out.tensor.as_mut()) {
                     fixed.copy_into(host)?;
                 }
@@ -472,20 +551,20 @@ impl LocalStage {
         // the tensors bound for every later run. With a CUDA graph this run is not captured: the
         // addresses it writes to are not the ones later runs use.
         let sizing_memory = self.fixed.as_ref().map_or(&self.cpu, |(_, info)| info);
-        self.binding.clear_outputs();
-        for out in &self.outputs {
-            self.binding
+        set.binding.clear_outputs();
+        for out in &set.outputs {
+            set.binding
                 .bind_output_to_device(&out.name, sizing_memory)?;
         }
-        let mut sized = Vec::with_capacity(self.outputs.len());
+        let mut sized = Vec::with_capacity(set.outputs.len());
         {
             let results = match &self.uncaptured {
                 Some(options) => self
                     .session
-                    .run_binding_with_options(&self.binding, options)?,
-                None => self.session.run_binding(&self.binding)?,
+                    .run_binding_with_options(&set.binding, options)?,
+                None => self.session.run_binding(&set.binding)?,
             };
-            for out in &self.outputs {
+            for out in &set.outputs {
                 let value = results
                     .get(&out.name)
                     .ok_or_else(|| StageError::MissingOutput(out.name.clone()))?;
@@ -515,21 +594,21 @@ impl LocalStage {
                 sized.push((tensor, fixed));
             }
         }
-        self.binding.clear_outputs();
-        for (out, (mut tensor, mut fixed)) in self.outputs.iter_mut().zip(sized) {
+        set.binding.clear_outputs();
+        for (out, (mut tensor, mut fixed)) in set.outputs.iter_mut().zip(sized) {
             match fixed.as_mut() {
-                Some(f) => self.binding.bind_output(&out.name, f)?,
-                None => self.binding.bind_output(&out.name, &mut tensor)?,
+                Some(f) => set.binding.bind_output(&out.name, f)?,
+                None => set.binding.bind_output(&out.name, &mut tensor)?,
             }
             out.tensor = Some(tensor);
             out.fixed = fixed;
         }
-        self.outputs_bound = true;
+        set.outputs_bound = true;
         Ok(())
     }
 
     pub fn output(&self, name: &str) -> Result<OutData<'_>, StageError> {
-        let tensor = self
+        let tensor = self.sets[self.active]
             .outputs
             .iter()
             .find(|b| b.name == name)

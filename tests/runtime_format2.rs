@@ -204,6 +204,13 @@ fn state_across_chunks_matches_the_reference_and_slides() {
     let per_pos = k.len() / fx.max_len;
     assert!(k[b as usize * per_pos..].iter().all(|x| *x == 0.0), "{k:?}");
     assert!(k[..b as usize * per_pos].iter().any(|x| *x != 0.0), "{k:?}");
+    // The context's outputs stay bound across the denoise steps: written once per chunk at most,
+    // while the noisy actions are written on every step.
+    let (chunks, steps) = (case.chunks.len() as u64, r.sampler.evaluations() as u64);
+    assert!(steps > 1);
+    let writes = |input: &str| r.runtime.input_writes("denoise", input).unwrap();
+    assert!((1..=chunks).contains(&writes("action_target")));
+    assert_eq!(writes("noisy_actions"), chunks * steps);
 }
 
 #[test]
@@ -278,6 +285,27 @@ fn guidance_matches_the_reference_batched_and_in_two_runs() {
             );
             assert!(max_diff(&a2, &chunk.actions) < TOL, "{name}");
         }
+        // The context outputs fed to denoise are written once per chunk and branch (what a GPU
+        // uploads), not on each of the sampler's evaluations; the noisy inputs on every one.
+        let (chunks, evaluations) = (case.chunks.len() as u64, two.sampler.evaluations() as u64);
+        assert!(evaluations > 1, "{name}: {evaluations}");
+        let writes = |r: &Rig, input: &str| r.runtime.input_writes("denoise", input).unwrap();
+        for target in ["action_target", "video_target"] {
+            let (w2, w1) = (writes(&two, target), writes(&batched, target));
+            assert!(
+                w2 > 0 && w2 <= 2 * chunks,
+                "{name}: {target} written {w2} times"
+            );
+            assert!(
+                w1 > 0 && w1 <= chunks,
+                "{name}: {target} written {w1} times (batched)"
+            );
+        }
+        assert_eq!(
+            writes(&two, "noisy_actions"),
+            2 * chunks * evaluations,
+            "{name}"
+        );
     }
 }
 

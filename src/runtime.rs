@@ -1009,7 +1009,7 @@ impl ModelRuntime {
                 "cuda_graph needs the cuda or tensorrt provider; the cpu provider runs without"
             );
         }
-        let bind = |stage: &str, session: Session, graph: bool| {
+        let bind = |session: Session, graph: bool| {
             let placement = if graph {
                 Placement::Fixed {
                     memory: FixedMemory::Cuda,
@@ -1018,29 +1018,36 @@ impl ModelRuntime {
             } else {
                 Placement::Host { accelerated }
             };
-            LocalStage::new(session, placement, cfg.device_id)
-                .map(|s| Stage::Local(Box::new(s)))
-                .map_err(|e| run_err(stage, e))
+            LocalStage::new(session, placement, cfg.device_id).map(|s| Stage::Local(Box::new(s)))
         };
         // Encode runs once per camera size and again on the monitor's frames: shapes a single captured
         // graph cannot replay, so it is built without one.
-        let encode = bind("encode", encode, false)?;
+        let encode = bind(encode, false).map_err(|e| run_err("encode", e))?;
         let mut load = |stage: &str, file: &str| -> Result<Stage, RuntimeError> {
             let path = bundle.path_of(file);
-            match build_stage(env, provider, cfg, stage, &path, cfg.cuda_graph) {
-                Ok(built) => {
-                    build_times.push((stage.to_string(), built.seconds));
-                    if built.graph {
-                        graph_stages.push(stage.to_string());
-                    }
-                    bind(stage, built.session, built.graph)
+            let session_err = |message: String| RuntimeError::Session {
+                stage: stage.to_string(),
+                file: path.clone(),
+                message,
+            };
+            let mut built = build_stage(env, provider, cfg, stage, &path, cfg.cuda_graph)
+                .map_err(session_err)?;
+            let bound = match bind(built.session, built.graph) {
+                // A graph's session must not run on moving addresses: built again without one.
+                Err(e @ StageError::NoDeviceMemory(_)) => {
+                    tracing::warn!(stage, error = %e, "cuda_graph: this stage runs without a CUDA graph");
+                    built = build_stage(env, provider, cfg, stage, &path, false)
+                        .map_err(session_err)?;
+                    bind(built.session, false)
                 }
-                Err(message) => Err(RuntimeError::Session {
-                    stage: stage.to_string(),
-                    file: path,
-                    message,
-                }),
+                other => other,
             }
+            .map_err(|e| run_err(stage, e))?;
+            build_times.push((stage.to_string(), built.seconds));
+            if built.graph {
+                graph_stages.push(stage.to_string());
+            }
+            Ok(bound)
         };
         let context = load("context", &m.stages.context.file)?;
         let denoise = load("denoise", &m.stages.denoise.file)?;

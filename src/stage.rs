@@ -36,7 +36,8 @@ pub enum StageError {
     Remote(String),
     #[error("{0} (this stage runs a CUDA graph; cuda_graph false runs it without)")]
     GraphRun(ort::Error),
-    #[error("no GPU memory for the fixed tensors a CUDA graph needs ({0}); cuda_graph false runs without")]
+    /// The runtime then builds the stage again without a graph.
+    #[error("no GPU memory for the fixed tensors a CUDA graph needs ({0})")]
     NoDeviceMemory(ort::Error),
     /// A captured CUDA graph replays fixed shapes at fixed addresses; a new shape cannot be honoured.
     #[error(

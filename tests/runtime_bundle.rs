@@ -638,6 +638,37 @@ fn wiring_maps_cameras_joints_and_limits() {
     );
 }
 
+/// One float32 buffer per input shape, element `i` of input `k` being `value(k, i)`.
+fn input_data(shapes: &[Vec<i64>], value: impl Fn(usize, usize) -> f32) -> Vec<Vec<f32>> {
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            (0..s.iter().product::<i64>() as usize)
+                .map(|i| value(k, i))
+                .collect()
+        })
+        .collect()
+}
+
+/// Float32 feeds of `data` for `inputs`, at `shapes`.
+fn f32_feeds<'a>(
+    inputs: &'a [wam_policy::bundle::TensorInfo],
+    shapes: &'a [Vec<i64>],
+    data: &'a [Vec<f32>],
+) -> Vec<wam_policy::stage::Feed<'a>> {
+    inputs
+        .iter()
+        .zip(shapes)
+        .zip(data)
+        .map(|((t, shape), d)| wam_policy::stage::Feed {
+            name: &t.name,
+            shape,
+            data: wam_policy::stage::InData::F32(d),
+        })
+        .collect()
+}
+
 /// Every way an in-process stage binds its tensors, on CPU sessions of one ONNX file:
 /// - a GPU provider's settings: the pinned host allocator is not there (the CPU build of ONNX Runtime
 ///   has no CUDA), so bound buffers fall back to ordinary memory; inputs are bound again whenever they
@@ -652,7 +683,7 @@ fn wiring_maps_cameras_joints_and_limits() {
 fn bound_stages_see_every_input_change_and_a_cuda_graph_refuses_a_new_shape() {
     use wam_policy::runtime::cpu_session;
     use wam_policy::stage::{
-        session_tensors, Feed, FixedMemory, InData, LocalStage, OutData, Placement, StageError,
+        session_tensors, FixedMemory, LocalStage, OutData, Placement, StageError,
     };
 
     // A denoise stage with a dynamic batch.
@@ -717,34 +748,15 @@ fn bound_stages_see_every_input_change_and_a_cuda_graph_refuses_a_new_shape() {
             })
             .collect();
         // The first input (the noisy actions) changes every run; the others only on run 2.
-        let data: Vec<Vec<f32>> = shapes
-            .iter()
-            .enumerate()
-            .map(|(k, s)| {
-                let n = s.iter().product::<i64>() as usize;
-                (0..n)
-                    .map(|i| {
-                        let base = ((i * 7 + k * 3) % 11) as f32 * 0.02 - 0.1;
-                        match (k, run >= 2) {
-                            (0, _) => base + run as f32 * 0.03,
-                            (_, true) => base + 0.05,
-                            _ => base,
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        let feeds: Vec<Feed<'_>> = declared
-            .inputs
-            .iter()
-            .zip(&shapes)
-            .zip(&data)
-            .map(|((t, shape), d)| Feed {
-                name: &t.name,
-                shape,
-                data: InData::F32(d),
-            })
-            .collect();
+        let data = input_data(&shapes, |k, i| {
+            let base = ((i * 7 + k * 3) % 11) as f32 * 0.02 - 0.1;
+            match (k, run >= 2) {
+                (0, _) => base + run as f32 * 0.03,
+                (_, true) => base + 0.05,
+                _ => base,
+            }
+        });
+        let feeds = f32_feeds(&declared.inputs, &shapes, &data);
         let mut results = Vec::new();
         for (stage, placement) in stages.iter_mut().zip(&placements) {
             let ran = stage.run(&feeds);
@@ -784,11 +796,8 @@ fn bound_stages_see_every_input_change_and_a_cuda_graph_refuses_a_new_shape() {
 /// addresses and a CUDA graph's run options (one graph per set) too.
 #[test]
 fn binding_sets_keep_each_branch_and_write_its_fixed_inputs_once() {
-    use wam_policy::bundle::TensorInfo;
     use wam_policy::runtime::cpu_session;
-    use wam_policy::stage::{
-        session_tensors, Feed, FixedMemory, InData, LocalStage, OutData, Placement,
-    };
+    use wam_policy::stage::{session_tensors, FixedMemory, LocalStage, OutData, Placement};
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/wam_sim");
     let bundle = Bundle::load(&dir).unwrap();
@@ -796,41 +805,16 @@ fn binding_sets_keep_each_branch_and_write_its_fixed_inputs_once() {
     let declared = session_tensors(&cpu_session(&path).unwrap());
     let shapes: Vec<Vec<i64>> = declared.inputs.iter().map(|t| t.shape.clone()).collect();
     // Input 0 changes every run (the noisy actions); the rest differ per branch only.
-    let branch_data = |branch: usize, run: usize| -> Vec<Vec<f32>> {
-        shapes
-            .iter()
-            .enumerate()
-            .map(|(k, s)| {
-                let n = s.iter().product::<i64>() as usize;
-                (0..n)
-                    .map(|i| {
-                        let base = ((i * 5 + k) % 13) as f32 * 0.01;
-                        if k == 0 {
-                            base + run as f32 * 0.02
-                        } else {
-                            base + branch as f32 * 0.07
-                        }
-                    })
-                    .collect()
-            })
-            .collect()
+    let branch_data = |branch: usize, run: usize| {
+        input_data(&shapes, |k, i| {
+            let base = ((i * 5 + k) % 13) as f32 * 0.01;
+            if k == 0 {
+                base + run as f32 * 0.02
+            } else {
+                base + branch as f32 * 0.07
+            }
+        })
     };
-    fn feeds<'a>(
-        names: &'a [TensorInfo],
-        shapes: &'a [Vec<i64>],
-        data: &'a [Vec<f32>],
-    ) -> Vec<Feed<'a>> {
-        names
-            .iter()
-            .zip(shapes)
-            .zip(data)
-            .map(|((t, shape), d)| Feed {
-                name: &t.name,
-                shape,
-                data: InData::F32(d),
-            })
-            .collect()
-    }
     let first_output = |stage: &LocalStage| match stage.output(&declared.outputs[0].name).unwrap() {
         OutData::F32(v) => v.to_vec(),
         other => panic!("{}", other.type_name()),
@@ -853,7 +837,7 @@ fn binding_sets_keep_each_branch_and_write_its_fixed_inputs_once() {
         for run in 0..rounds {
             for branch in 0..2 {
                 let data = branch_data(branch, run);
-                let fed = feeds(&declared.inputs, &shapes, &data);
+                let fed = f32_feeds(&declared.inputs, &shapes, &data);
                 plain.run(&fed).unwrap();
                 sets.select(branch).unwrap();
                 sets.run(&fed).unwrap();

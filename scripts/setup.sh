@@ -8,7 +8,8 @@
 #
 # Idempotent: a second run checks stamps (hashes of the inputs) and returns in a second or two.
 # Environment: PYTHON=<python3.11 interpreter> to choose the interpreter; WAM_SETUP_FORCE=1 to
-# redo every step; WAM_SKIP_APT=1 to skip the Debian packages.
+# redo every step; WAM_SKIP_APT=1 to skip the Debian packages; WAM_SKIP_TRITON=1 to skip the PyTriton
+# venv (a test server only: the Docker image for the robot has no use for it).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -128,7 +129,9 @@ fi
 triton_prefix="$repo/.prefix-triton"
 triton_stamp="$triton_prefix/.stamp-pip"
 triton_hash="$(hash_of "$repo/requirements/triton.txt" "$0")"
-if [ "$force" = 1 ] || [ "$(cat "$triton_stamp" 2>/dev/null)" != "$triton_hash" ]; then
+if [ "${WAM_SKIP_TRITON:-0}" = 1 ]; then
+    say "PyTriton venv skipped (WAM_SKIP_TRITON=1)"
+elif [ "$force" = 1 ] || [ "$(cat "$triton_stamp" 2>/dev/null)" != "$triton_hash" ]; then
     if [ ! -x "$triton_prefix/bin/python" ]; then
         base_py="$("$pybin" -c 'import sys; print(sys._base_executable)')"
         say "creating venv $triton_prefix with $base_py"

@@ -111,17 +111,20 @@ fn decode<T: Copy + Default, const N: usize>(
     }
 }
 
-/// After a failed connection the stage waits this long before it asks the server again, doubling per
-/// failure up to `BACKOFF_MAX` (the node asks for a chunk every control tick: a server that is down must
-/// not be hammered, nor flooded when it returns). An answer of the server, even an error, resets it.
+/// After a failed request (no connection, no answer in time, an error answer, an unusable one) the stage
+/// waits this long before it asks the server again, doubling per failure up to `BACKOFF_MAX` (the node
+/// asks for the next chunk as soon as one fails: a server that is down or failing must not be hammered,
+/// nor flooded when it returns). The wait is spent in the next request, on the inference thread (the
+/// control loop holds meanwhile), so every failed chunk is a real request and `inference_errors` counts
+/// requests, not control ticks. A good answer resets it.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 pub struct RemoteStage {
     agent: ureq::Agent,
     timeout_s: f64,
-    /// No request before this instant (after connection failures), and the last failure.
-    backoff: Option<(Instant, Duration, String)>,
+    /// No request before this instant (after connection failures), and the wait that led to it.
+    backoff: Option<(Instant, Duration)>,
     /// `<url>` and the model's name, for messages.
     server: String,
     model: String,
@@ -265,13 +268,6 @@ impl RemoteStage {
         &self.tensors
     }
 
-    fn fail(&self, why: impl std::fmt::Display) -> StageError {
-        StageError::Remote(format!(
-            "Triton model `{}` at {}: {why}",
-            self.model, self.server
-        ))
-    }
-
     /// A transport failure in words an operator reads: a timeout names the parameter.
     fn transport(&self, e: &ureq::Error) -> String {
         match e {
@@ -282,15 +278,20 @@ impl RemoteStage {
         }
     }
 
-    /// Records a connection failure: the next request waits (doubling) before it is sent.
+    /// Records a failed request (the next one waits, doubling, before it is sent) as the stage's error,
+    /// naming the model, the server and when it is asked again.
     fn back_off(&mut self, why: String) -> StageError {
         let wait = match &self.backoff {
-            Some((_, w, _)) => (*w * 2).min(BACKOFF_MAX),
+            Some((_, w)) => (*w * 2).min(BACKOFF_MAX),
             None => BACKOFF_FIRST,
         };
-        let err = self.fail(&why);
-        self.backoff = Some((Instant::now() + wait, wait, why));
-        err
+        self.backoff = Some((Instant::now() + wait, wait));
+        StageError::Remote(format!(
+            "Triton model `{}` at {}: {why} (asked again in {:.2} s)",
+            self.model,
+            self.server,
+            wait.as_secs_f64()
+        ))
     }
 
     /// Adds one input to the next request.
@@ -336,29 +337,27 @@ impl RemoteStage {
         self.body.extend_from_slice(&self.fed_data);
         self.fed_json.clear();
         self.fed_data.clear();
-        if let Some((until, wait, why)) = &self.backoff {
-            if Instant::now() < *until {
-                return Err(self.fail(format!(
-                    "{why} (not asked again for {:.2} s after a failed connection)",
-                    wait.as_secs_f64()
-                )));
-            }
+        if let Some((until, _)) = self.backoff {
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
         }
+        match self.exchange() {
+            Ok(()) => {
+                self.backoff = None;
+                Ok(())
+            }
+            Err(why) => Err(self.back_off(why)),
+        }
+    }
 
+    /// Sends the assembled request and reads every output from the answer; a failure, in words.
+    fn exchange(&mut self) -> Result<(), String> {
         let sent = self
             .agent
             .post(&self.infer_url)
             .header(HEADER_LENGTH, self.header.len().to_string())
             .content_type("application/octet-stream")
             .send(&self.body[..]);
-        let mut resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                let why = self.transport(&e);
-                return Err(self.back_off(why));
-            }
-        };
-        self.backoff = None;
+        let mut resp = sent.map_err(|e| self.transport(&e))?;
         let status = resp.status().as_u16();
         let json_len = resp
             .headers()
@@ -367,29 +366,29 @@ impl RemoteStage {
             .and_then(|v| v.parse::<usize>().ok());
         self.response.clear();
         if let Err(e) = resp.body_mut().as_reader().read_to_end(&mut self.response) {
-            return Err(self.back_off(format!("reading the answer: {e}")));
+            return Err(format!("reading the answer: {e}"));
         }
         if status != 200 {
-            return Err(self.fail(error_text(status, &self.response)));
+            return Err(error_text(status, &self.response));
         }
         let json_len = json_len
             .unwrap_or(self.response.len())
             .min(self.response.len());
         let parsed: InferResponse = serde_json::from_slice(&self.response[..json_len])
-            .map_err(|e| self.fail(format!("unreadable response: {e}")))?;
+            .map_err(|e| format!("unreadable response: {e}"))?;
         for (name, _) in &self.outputs {
             if !parsed.outputs.iter().any(|o| o.name == *name) {
                 // Never leave the previous run's values standing in for this one's.
-                return Err(self.fail(format!("the response lacks output `{name}`")));
+                return Err(format!("the response lacks output `{name}`"));
             }
         }
         let mut offset = json_len;
         for out in parsed.outputs {
             let Some(size) = out.parameters.binary_data_size else {
-                return Err(self.fail(format!("output `{}` came without binary data", out.name)));
+                return Err(format!("output `{}` came without binary data", out.name));
             };
             let Some(bytes) = self.response.get(offset..offset + size) else {
-                return Err(self.fail(format!("output `{}` is cut short", out.name)));
+                return Err(format!("output `{}` is cut short", out.name));
             };
             offset += size;
             let Some((_, buf)) = self.outputs.iter_mut().find(|(n, _)| *n == out.name) else {
@@ -400,11 +399,10 @@ impl RemoteStage {
                 (OutBuf::F16(b), "FP16") => decode(bytes, b, f16::from_le_bytes),
                 (OutBuf::I64(b), "INT64") => decode(bytes, b, i64::from_le_bytes),
                 (_, other) => {
-                    let msg = format!(
+                    return Err(format!(
                         "output `{}` is {other}, not the type its metadata declares",
                         out.name
-                    );
-                    return Err(self.fail(msg));
+                    ));
                 }
             }
         }

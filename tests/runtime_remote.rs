@@ -171,6 +171,7 @@ fn server_lost_mid_run_fails_the_chunk_and_a_returning_server_recovers() {
 
     server.stop();
     let mut failed = remote.new_output();
+    let mut last_call = Instant::now();
     let err = remote
         .infer(&input, &mut sampler, &mut failed)
         .expect_err("a chunk without a server");
@@ -184,15 +185,26 @@ fn server_lost_mid_run_fails_the_chunk_and_a_returning_server_recovers() {
         "the error names the model and the server: {msg}"
     );
 
-    // Asked again at once (the node asks every control tick), the stage does not call the server that
-    // just refused: it backs off (250 ms after a first failure, doubling up to 2 s).
-    let again_err = remote
-        .infer(&input, &mut sampler, &mut failed)
-        .expect_err("still no server");
-    assert!(
-        again_err.to_string().contains("not asked again"),
-        "{again_err}"
-    );
+    // Asked again at once (the node asks for a chunk as soon as the last one is done), the stage does not
+    // call the server that just refused before its back-off has passed: 250 ms after a first failure,
+    // doubling per failure up to 2 s. Each failure says when the next try comes.
+    assert!(msg.contains("asked again in 0.25 s"), "{msg}");
+    // The back-off starts within the failed call: measured from that call's start, the next one ends no
+    // sooner than the wait.
+    for wait in [0.25, 0.5] {
+        let call = Instant::now();
+        let again_err = remote
+            .infer(&input, &mut sampler, &mut failed)
+            .expect_err("still no server");
+        let waited = last_call.elapsed().as_secs_f64();
+        last_call = call;
+        assert!(
+            waited >= wait,
+            "asked again {waited} s after the last call, not {wait} s"
+        );
+        let next = format!("asked again in {:.2} s", 2.0 * wait);
+        assert!(again_err.to_string().contains(&next), "{again_err}");
+    }
 
     Server::wait_port_free(port);
     let server = Server::start(repo.path(), port);

@@ -123,7 +123,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub struct RemoteStage {
     agent: ureq::Agent,
     timeout_s: f64,
-    /// No request before this instant (after connection failures), and the wait that led to it.
+    /// No request before this instant (after a failed request), and the wait that led to it.
     backoff: Option<(Instant, Duration)>,
     /// `<url>` and the model's name, for messages.
     server: String,
